@@ -1,0 +1,136 @@
+"""Steps, their content-derived IDs, and plans (DESIGN.md sections 1 and 8.2).
+
+A :class:`Step` names a plain ``tasks`` function by ``"module:function"`` string, its JSON config and
+its upstream steps. Its ``step_id`` hashes exactly what determines the output (kind, canonical
+config, sorted input IDs, the function's ``CODE_VERSION``), never the clock, so re-running a config
+skips finished steps and a base shared by many experiments is built once. Resources are *not* part
+of the ID: running a step on a cluster must give the same row keys as running it in-process.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from typing import Any
+
+from tasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one execution of a step asks the scheduler for (ignored by the local executor)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_gb: float | None = None
+    num_workers: int = 1  # Ray Train workers, for executor="train"
+    use_gpu: bool = False
+    strategy: str = "ddp"  # ddp | deepspeed (see runner/train.py)
+    max_retries: int = 1
+
+
+@dataclass(eq=False)
+class Step:
+    """One unit of work: a task function applied to a config and upstream artifacts."""
+
+    kind: str  # step kind: names ARTIFACTS/<kind>/<step_id>/
+    fn: str  # "tasks.module:function"
+    config: dict[str, Any]  # JSON-able; the function validates it with its own model
+    result_kind: str  # result table the rows go to (runner/results.py SCHEMAS)
+    inputs: dict[str, Step] = field(default_factory=dict)
+    executor: str = "task"  # task | train
+    resources: Resources = field(default_factory=Resources)
+    label: str = ""
+
+    @cached_property
+    def config_hash(self) -> str:
+        """Hash of the config alone (provenance column ``config_hash``)."""
+        return _digest([self.kind, canonical_json(self.config)])
+
+    @cached_property
+    def step_id(self) -> str:
+        """First 16 hex of sha256(kind, config, sorted input step_ids, CODE_VERSION)."""
+        inputs = sorted(f"{name}={s.step_id}" for name, s in self.inputs.items())
+        return _digest([self.kind, canonical_json(self.config), inputs, code_version(self.fn)])
+
+    def describe(self) -> str:
+        """One line for ``--dry-run`` and progress output."""
+        label = f" {self.label}" if self.label else ""
+        deps = ", ".join(f"{k}<-{v.step_id[:8]}" for k, v in sorted(self.inputs.items()))
+        return f"{self.step_id}  {self.kind:<12}{label}" + (f"  [{deps}]" if deps else "")
+
+
+def canonical_json(obj: Any) -> str:
+    """Key-sorted, whitespace-free JSON: equal configs hash equal whatever their YAML order."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _digest(parts: list[Any]) -> str:
+    return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()[:16]
+
+
+@cache
+def code_version(fn: str) -> str:
+    """Read ``CODE_VERSION`` from the task module's source without importing it.
+
+    Parsing instead of importing keeps planning (and ``--dry-run``) free of torch imports. A module
+    without the constant is a programming error, reported loudly.
+    """
+    module, _, func = fn.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None or not func:
+        raise ConfigError(f"step function {fn!r} cannot be found", "use 'package.module:function'")
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read(), spec.origin)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "CODE_VERSION" for t in node.targets
+        ):
+            return str(ast.literal_eval(node.value))
+    raise RuntimeError(f"{spec.origin} defines no CODE_VERSION constant (needed for step IDs)")
+
+
+def resolve_fn(fn: str):
+    """Import and return the callable named by ``"module:function"``."""
+    module, _, func = fn.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+class Plan:
+    """Steps in dependency order, deduplicated by step_id."""
+
+    def __init__(self, steps: list[Step]):
+        self.steps = _topo_dedupe(steps)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def dry_run_text(self) -> str:
+        """What ``fprun run --dry-run`` prints: one line per unique step, in execution order."""
+        return "\n".join(s.describe() for s in self.steps)
+
+
+def _topo_dedupe(steps: list[Step]) -> list[Step]:
+    seen: dict[str, Step] = {}
+    order: list[Step] = []
+
+    def visit(step: Step, stack: tuple[str, ...]) -> None:
+        sid = step.step_id
+        if sid in seen:
+            return
+        if sid in stack:
+            raise ConfigError("the experiment's steps form a cycle", "report this as a bug")
+        for dep in step.inputs.values():
+            visit(dep, (*stack, sid))
+        seen[sid] = step
+        order.append(step)
+
+    for s in steps:
+        visit(s, ())
+    return order

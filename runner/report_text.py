@@ -1,0 +1,83 @@
+"""Text views of the result store: ``fprun results show`` and ``fprun results export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from runner.results import ResultStore
+from runner.schemas import KIND_FIELDS, PROVENANCE
+from tasks.errors import ConfigError
+
+PROVENANCE_NAMES = [fld.name for fld in PROVENANCE]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KIND_FIELDS:
+        raise ConfigError(f"unknown result kind {kind!r}", f"use one of {', '.join(KIND_FIELDS)}")
+
+
+def format_table(table: pa.Table, *, provenance: bool = False, limit: int = 50) -> str:
+    """Render rows as a fixed-width text table (all-null columns dropped)."""
+    cols = [c for c in table.column_names
+            if (provenance or c not in PROVENANCE_NAMES or c == "run_key")
+            and table.column(c).null_count < table.num_rows]
+    rows = table.select(cols).slice(0, limit).to_pylist()
+    cells = [[_cell(r[c]) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    if table.num_rows > limit:
+        lines.append(f"... {table.num_rows - limit} more row(s)")
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return json.dumps(v)
+    s = str(v)
+    return s if len(s) <= 48 else s[:45] + "..."
+
+
+def show_tables(results: str, kind: str | None, *, provenance: bool, limit: int) -> str:
+    """All (or one) result kinds of a store, one titled table each."""
+    store = ResultStore(results)
+    kinds = [kind] if kind else store.kinds()
+    if kind:
+        _check_kind(kind)
+    if not kinds:
+        return f"no results under {results}"
+    out = []
+    for k in kinds:
+        t = store.read(k)
+        out.append(f"# {k} ({t.num_rows} rows)\n" + format_table(t, provenance=provenance,
+                                                                  limit=limit))
+    return "\n\n".join(out)
+
+
+def export_kind(results: str, kind: str, out: Path, fmt: str) -> str:
+    """Write one kind's rows to ``out`` as parquet, csv or JSON lines."""
+    _check_kind(kind)
+    table = ResultStore(results).read(kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        pq.write_table(table, out)
+    elif fmt == "csv":
+        flat = table.drop_columns([c for c in table.column_names
+                                   if pa.types.is_list(table.schema.field(c).type)])
+        pacsv.write_csv(flat, out)
+    elif fmt == "json":
+        with out.open("w", encoding="utf-8") as fh:
+            for row in table.to_pylist():
+                fh.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+    else:
+        raise ConfigError(f"unknown export format {fmt!r}", "use parquet, csv or json")
+    return f"wrote {table.num_rows} {kind} row(s) to {out}"

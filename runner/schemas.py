@@ -1,0 +1,165 @@
+"""One Arrow schema per result kind (DESIGN.md section 4), with a description on every field.
+
+Rows are produced by ``tasks`` as plain dicts holding the kind's own columns; ``runner/results.py``
+adds the provenance columns and validates the keys against these schemas, so a typo in a task's row
+fails the run instead of producing a silent null column. Bump ``SCHEMA_VERSION`` when a column
+changes meaning.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+def f(name: str, typ: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    """A field with its description in the metadata (read back by ``fprun results show --schema``)."""
+    return pa.field(name, typ, nullable=nullable, metadata={"description": doc})
+
+
+STR, I64, F64, BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+PROVENANCE: list[pa.Field] = [
+    f("run_key", STR, "step_id plus the row's discriminator; unique across the store", False),
+    f("step_id", STR, "sha256(kind, config, input step_ids, CODE_VERSION)[:16]", False),
+    f("config_hash", STR, "sha256 of the step kind and config alone", False),
+    f("git_sha", STR, "fprun commit that produced the row ('unknown' outside a git checkout)"),
+    f("fprun_version", STR, "fprun package version"),
+    f("torch_version", STR, "torch version on the driver"),
+    f("transformers_version", STR, "transformers version"),
+    f("peft_version", STR, "peft version"),
+    f("mergekit_version", STR, "mergekit version (its DARE rescaling changed over time)"),
+    f("ray_version", STR, "ray version"),
+    f("device", STR, "where the step ran: cpu, cuda:<name>, or e.g. 'ray-train:2xcpu'"),
+    f("started_at", pa.timestamp("us", tz="UTC"), "step start (never part of any ID)"),
+    f("finished_at", pa.timestamp("us", tz="UTC"), "step end"),
+    f("schema_version", pa.int32(), "version of this table's schema"),
+    f("datasets", pa.list_(STR), "names of the datasets actually used; stand-ins say so"),
+]
+
+KIND_FIELDS: dict[str, list[pa.Field]] = {
+    "train_run": [
+        f("discriminator", STR, "what distinguishes rows of one step (usually 'final')"),
+        f("purpose", STR, "fingerprint | finetune | encoder"),
+        f("method", STR, "if_sft | if_adapter | full | lora | huref_cnn"),
+        f("model_ref", STR, "model trained (zoo name, path or hub id)"),
+        f("fingerprint_id", STR, "hash of the key set (never the keys themselves)"),
+        f("artifact", STR, "artifact folder of the step"),
+        f("dataset", STR, "training data; stand-ins are labelled as such"),
+        f("n_train_rows", I64, "training examples"),
+        f("epochs", F64, "epochs run"),
+        f("steps", I64, "optimizer steps run"),
+        f("learning_rate", F64, "peak learning rate"),
+        f("global_batch_size", I64, "examples per optimizer step over all workers"),
+        f("num_workers", I64, "data-parallel workers"),
+        f("strategy", STR, "single | ddp | deepspeed_zero2 | deepspeed_zero3"),
+        f("final_loss", F64, "training loss at the last logged step"),
+        f("train_seconds", F64, "wall time of training"),
+        f("peak_rss_mb", F64, "peak resident memory of the training process"),
+        f("trainable_params", I64, "parameters with requires_grad"),
+        f("extra", STR, "JSON with method-specific details"),
+    ],
+    "verification": [
+        f("model_ref", STR, "model queried"),
+        f("model_step_id", STR, "step that produced the model, if any"),
+        f("fingerprint_id", STR, "hash of the key set"),
+        f("method", STR, "if_sft | if_adapter"),
+        f("condition", STR, "publish | vanilla | publish_w_adapter | tuned_publish | ..."),
+        f("probe_set", STR, "fingerprint | normal | similar | unseen_keys | bos_samples"),
+        f("sample_idx", I64, "index of a sampled run; null for greedy and aggregate rows"),
+        f("temperature", F64, "0 for greedy"),
+        f("n_hit", I64, "generations containing the target"),
+        f("n_total", I64, "denominator"),
+        f("fsr", F64, "n_hit / n_total, in [0, 1]"),
+        f("ci_low", F64, "Clopper-Pearson 95% lower bound"),
+        f("ci_high", F64, "Clopper-Pearson 95% upper bound"),
+        f("denominator_rule", STR, "fprun (correct) | seed (report_FSR_*.py quirks)"),
+        f("prompt_format", STR, "chat_template | seed_vicuna | simple"),
+        f("max_new_tokens", I64, "generation budget (target length + margin)"),
+        f("n_samples", I64, "sampled runs aggregated (aggregate rows)"),
+        f("mean_fsr", F64, "mean FSR over sampled runs (aggregate rows)"),
+        f("ttest_threshold", F64, "H0 mean FSR for the t-test (paper: 0.75)"),
+        f("p_ttest_two_sided", F64, "scipy ttest_1samp two-sided p (the seed's)"),
+        f("p_ttest_one_sided", F64, "one-sided p, H1: mean FSR > threshold (the paper's claim)"),
+        f("p_binomial", F64, "exact binomial p of the pooled hits against the null rate"),
+        f("binomial_null_rate", F64, "null hit rate of the binomial test"),
+        f("dataset", STR, "probe data; stand-ins are labelled as such"),
+    ],
+    "huref": [
+        f("model_ref", STR, "model whose invariants were extracted"),
+        f("artifact", STR, "invariants file"),
+        f("arch", STR, "detected architecture family"),
+        f("k", I64, "number of selected tokens"),
+        f("n_layers", I64, "last layers used"),
+        f("token_strategy", STR, "corpus | vocab_rank"),
+        f("token_set_hash", STR, "hash of the selected token strings"),
+        f("dtype", STR, "compute dtype"),
+        f("hidden_size", I64, "model hidden size"),
+        f("bytes_read", I64, "checkpoint bytes read"),
+        f("seconds", F64, "extraction wall time"),
+    ],
+    "similarity": [
+        f("model_a", STR, "first model"),
+        f("model_b", STR, "second model"),
+        f("ics", F64, "invariant-terms cosine similarity x 100"),
+        f("pcs", F64, "parameter cosine similarity x 100; null across architectures"),
+        f("pcs_skipped", I64, "tensors skipped by PCS (name or shape mismatch)"),
+        f("k", I64, "tokens per invariant"),
+        f("token_set_hash", STR, "token set both invariants used"),
+    ],
+    "merge_cell": [
+        f("model_a", STR, "protected (fingerprinted) expert"),
+        f("model_b", STR, "other expert"),
+        f("base_model", STR, "shared base"),
+        f("merge_method", STR, "mergekit merge_method"),
+        f("weights", pa.list_(F64), "per-model weights (a, b)"),
+        f("densities", pa.list_(F64), "per-model densities (a, b)"),
+        f("seed", I64, "mergekit random_seed"),
+        f("merged_ref", STR, "merged model folder"),
+        f("fsr", F64, "fingerprint success rate of the merged model"),
+        f("ics_a", F64, "ICS(merged, model_a)"),
+        f("ics_b", F64, "ICS(merged, model_b)"),
+        f("refusal_rate", F64, "refusal rate on harmful prompts"),
+        f("math_accuracy", F64, "math accuracy"),
+    ],
+    "eval": [
+        f("model_ref", STR, "model evaluated"),
+        f("model_step_id", STR, "step that produced the model, if any"),
+        f("suite", STR, "perplexity | math | refusal | lm_eval"),
+        f("task", STR, "task inside the suite"),
+        f("metric", STR, "metric name"),
+        f("value", F64, "metric value"),
+        f("n", I64, "items evaluated"),
+        f("ci_low", F64, "95% interval lower bound, where defined"),
+        f("ci_high", F64, "95% interval upper bound, where defined"),
+        f("dataset", STR, "data; stand-ins are labelled as such"),
+    ],
+    "sweep_trial": [
+        f("sweep", STR, "sweep name"),
+        f("trial_id", STR, "Ray Tune trial id"),
+        f("params", STR, "JSON of the sampled hyperparameters"),
+        f("status", STR, "TERMINATED | ERROR"),
+        f("metric", STR, "optimised metric name"),
+        f("value", F64, "optimised metric value"),
+        f("metrics", STR, "JSON of all reported metrics"),
+    ],
+}
+
+DISCRIMINATORS: dict[str, tuple[str, ...]] = {
+    # columns whose values, joined to step_id, make run_key (DESIGN.md section 8.2)
+    "train_run": ("discriminator",),
+    "verification": ("condition", "probe_set", "sample_idx"),
+    "huref": ("model_ref",),
+    "similarity": ("model_a", "model_b"),
+    "merge_cell": ("merge_method", "weights", "densities", "seed"),
+    "eval": ("suite", "task", "metric"),
+    "sweep_trial": ("trial_id",),
+}
+
+
+def schema_for(kind: str) -> pa.Schema:
+    """The full schema (provenance first) of a result kind."""
+    if kind not in KIND_FIELDS:
+        raise KeyError(f"unknown result kind {kind!r}; known: {sorted(KIND_FIELDS)}")
+    return pa.schema(PROVENANCE + KIND_FIELDS[kind], metadata={"kind": kind})
