@@ -1,6 +1,6 @@
 """Experiment configs: YAML in, frozen pydantic models out.
 
-Imports neither torch nor ray, so ``fprun validate`` answers instantly. Each experiment kind declares
+Imports neither torch nor ray, so ``fprun validate`` answers instantly. Each experiment kind has
 its own config model in ``runner/experiments/<kind>.py``; this module only loads YAML, applies
 ``--set a.b=v`` overrides and turns pydantic's multi-line errors into the one-line errors the CLI
 prints (a misspelled key must name the key, the file and the allowed spellings).
@@ -52,7 +52,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value", "write e.g. --set train.lr=1e-4")
+            raise ConfigError(f"override {item!r} is not key=value",
+                              "write e.g. --set train.lr=1e-4")
         value = yaml.safe_load(raw) if raw.strip() else ""
         node: Any = out
         parts = key.strip().split(".")

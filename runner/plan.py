@@ -1,8 +1,8 @@
 """Steps, their content-derived IDs, and plans (DESIGN.md sections 1 and 8.2).
 
-A :class:`Step` names a plain ``tasks`` function by ``"module:function"`` string, its JSON config and
+A :class:`Step` names a plain ``tasks`` function by ``"module:function"``, its JSON config and
 its upstream steps. Its ``step_id`` hashes exactly what determines the output (kind, canonical
-config, sorted input IDs, the function's ``CODE_VERSION``), never the clock, so re-running a config
+config, sorted input IDs, the function's ``CODE_VERSION``), never the clock: re-running a config
 skips finished steps and a base shared by many experiments is built once. Resources are *not* part
 of the ID: running a step on a cluster must give the same row keys as running it in-process.
 """

@@ -14,7 +14,7 @@ SCHEMA_VERSION = 1
 
 
 def f(name: str, typ: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
-    """A field with its description in the metadata (read back by ``fprun results show --schema``)."""
+    """A field whose description sits in the Arrow metadata, so readers of the Parquet see it."""
     return pa.field(name, typ, nullable=nullable, metadata={"description": doc})
 
 

@@ -51,4 +51,4 @@ class FingerprintError(FprunError):
 
 
 class StoreError(FprunError):
-    """The results or artifacts location is unusable (e.g. relative path on a multi-node cluster)."""
+    """The results or artifacts location is unusable (e.g. a relative path on a multi-node job)."""

@@ -76,7 +76,9 @@ def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files")]) 
 
 
 @app.command("ls")
-def ls_(what: Annotated[str, typer.Argument(help="models | methods | configs")] = "configs") -> None:
+def ls_(
+    what: Annotated[str, typer.Argument(help="models | methods | configs")] = "configs",
+) -> None:
     """List zoo models, experiment kinds or the bundled configs."""
     if what == "methods":
         from runner.experiments import KINDS

@@ -15,9 +15,9 @@ app.add_typer(zoo_app, name="zoo")
 
 @zoo_app.command("get")
 def zoo_get(
-    name: Annotated[str, typer.Argument(help="smollm2-135m-instruct | gemma3-270m | tiny-<family>")],
+    name: Annotated[str, typer.Argument(help="zoo name, e.g. smollm2-135m-instruct, tiny-llama")],
     out: Annotated[Path, typer.Option(help="destination folder")],
-    link: Annotated[bool, typer.Option(help="symlink the cached folder instead of copying")] = False,
+    link: Annotated[bool, typer.Option(help="symlink the cached folder, don't copy")] = False,
 ) -> None:
     """Convert (once, cached) and copy a zoo model to OUT."""
     from tasks.zoo import zoo_get as get

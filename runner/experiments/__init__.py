@@ -25,6 +25,7 @@ def get_kind(kind: str, *, source: str = "config") -> ModuleType:
     target = KINDS.get(kind)
     if target is None:
         close = difflib.get_close_matches(kind, list(KINDS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known kinds: {', '.join(sorted(KINDS))}"
+        known = ", ".join(sorted(KINDS))
+        hint = f"did you mean {close[0]!r}?" if close else f"known kinds: {known}"
         raise ConfigError(f"{source}: unknown experiment kind {kind!r}", hint)
     return importlib.import_module(target)

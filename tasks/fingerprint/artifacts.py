@@ -82,7 +82,9 @@ def private_dir(fp_dir: Path) -> Path:
     return Path(fp_dir) / "private"
 
 
-def write_private(fp_dir: Path, meta: FingerprintMeta, keys: list[str], probes: list[Probe]) -> None:
+def write_private(
+    fp_dir: Path, meta: FingerprintMeta, keys: list[str], probes: list[Probe]
+) -> None:
     """Write fingerprint.json, keys.jsonl and probes.jsonl under ``private/``."""
     priv = private_dir(fp_dir)
     priv.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def read_meta(fp_dir: Path) -> FingerprintMeta:
-    """Load ``private/fingerprint.json`` with a one-line error when the folder is not a fingerprint."""
+    """Load ``private/fingerprint.json``; a one-line error when the folder is no fingerprint."""
     path = private_dir(fp_dir) / "fingerprint.json"
     if not path.is_file():
         raise FingerprintError(f"{fp_dir} holds no private/fingerprint.json",

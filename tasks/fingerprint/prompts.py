@@ -28,7 +28,7 @@ FORMATS = ("chat_template", "seed_vicuna", "simple")
 
 
 def simple_prompt(instruction: str, input_: str = "") -> str:
-    """The seed's barebone template: ``{instruction}\\n{input}\\n``, input line only if non-empty."""
+    """The seed's barebone template ``{instruction}\\n{input}\\n`` (input line only if given)."""
     return f"{instruction}\n{input_}\n" if input_ else f"{instruction}\n"
 
 
