@@ -99,7 +99,8 @@ def _index(node: list, part: str, item: str) -> int:
 
 def validation_error_line(exc: ValidationError, model: type[BaseModel], source: str) -> str:
     """Condense a pydantic error to '<source>: <where>: <what>' with a spelling suggestion."""
-    err = exc.errors()[0]
+    # a misspelling shows up as both "extra key" and "missing key": report the spelling first
+    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if err["type"] == "extra_forbidden":
