@@ -43,21 +43,21 @@ def _folder(path: str | os.PathLike) -> Path:
 
 
 def save_invariants(out: str | os.PathLike, tensor: Any, meta: dict[str, Any]) -> Path:
-    """Write ``tensor`` (any float dtype, saved as fp32) and ``meta`` to the folder ``out``.
+    """Write ``tensor`` (numpy array or torch tensor, saved as fp32) and ``meta`` to ``out``.
 
     Both files are written to temporary names and renamed, the JSON last, so a reader that finds
     ``huref.json`` always finds a complete tensor file.
 
     Args:
         out: Folder to create or reuse.
-        tensor: torch tensor of shape ``[3 * n_layers, K, K]``.
+        tensor: Array of shape ``[3 * n_layers, K, K]`` (numpy, or torch on any device).
         meta: At least the keys of ``REQUIRED_META``; ``n_terms`` and ``format`` are added.
 
     Returns:
         The folder.
     """
-    import torch
-    from safetensors.torch import save_file
+    import numpy as np
+    from safetensors.numpy import save_file
 
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
@@ -68,7 +68,9 @@ def save_invariants(out: str | os.PathLike, tensor: Any, meta: dict[str, Any]) -
                          f"expected {(3 * n_layers, k, k)}")
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    data = tensor.detach().to("cpu", torch.float32).contiguous()
+    if hasattr(tensor, "detach"):  # torch, without importing it for numpy callers
+        tensor = tensor.detach().float().cpu().numpy()
+    data = np.ascontiguousarray(tensor, dtype=np.float32)
     tmp = folder / f".{TENSOR_FILE}.{os.getpid()}.tmp"
     save_file({TENSOR_NAME: data}, str(tmp), metadata={"format": "fprun-huref"})
     os.replace(tmp, folder / TENSOR_FILE)
@@ -113,13 +115,24 @@ def load_invariants(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
 
 
 def iter_terms(path: str | os.PathLike) -> Iterator[Any]:
-    """Yield the ``[K, K]`` matrices one at a time (memory bounded by one matrix)."""
+    """Yield the ``[K, K]`` float32 numpy matrices one at a time (memory: one matrix)."""
     meta = load_meta(path)
-    with open_invariants(path) as handle:
-        sl = handle.get_slice(TENSOR_NAME)
-        _check_shape(tuple(sl.get_shape()), meta, path)
-        for i in range(3 * int(meta["n_layers"])):
-            yield sl[i]
+    reader = term_reader(path, meta)
+    for i in range(3 * int(meta["n_layers"])):
+        yield reader.read_rows(TENSOR_NAME, [i])[0]
+
+
+def term_reader(path: str | os.PathLike, meta: dict[str, Any] | None = None):
+    """A :class:`~tasks.huref.safetensors_io.CheckpointReader` on the tensor file, shape-checked.
+
+    ``compare`` uses it to read row blocks of every model's matrices in lockstep.
+    """
+    from tasks.huref.safetensors_io import CheckpointReader
+
+    meta = meta if meta is not None else load_meta(path)
+    reader = CheckpointReader(_folder(path) / TENSOR_FILE)
+    _check_shape(tuple(reader.info(TENSOR_NAME).shape), meta, path)
+    return reader
 
 
 def open_invariants(path: str | os.PathLike):
