@@ -134,6 +134,8 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("ci_low", F64, "95% interval lower bound, where defined"),
         f("ci_high", F64, "95% interval upper bound, where defined"),
         f("dataset", STR, "data; stand-ins are labelled as such"),
+        f("extra", STR, "JSON of the settings behind the number (prompt format, sampling, "
+          "extraction rule, refusal scope, chunking)"),
     ],
     "sweep_trial": [
         f("sweep", STR, "sweep name"),
