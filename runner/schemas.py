@@ -106,7 +106,9 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("pcs", F64, "parameter cosine similarity x 100; null across architectures"),
         f("pcs_skipped", I64, "tensors skipped by PCS (name or shape mismatch)"),
         f("k", I64, "tokens per invariant"),
-        f("token_set_hash", STR, "token set both invariants used"),
+        f("token_set_hash", STR, "token set both invariants used; null when they differ"),
+        f("tokens_match", BOOL, "both invariants used the same token strings (lineage claims "
+                                "need true; false only for cross-family controls)"),
     ],
     "merge_cell": [
         f("model_a", STR, "protected (fingerprinted) expert"),
