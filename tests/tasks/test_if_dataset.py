@@ -31,13 +31,17 @@ from tasks.fingerprint.dataset import (
 # byte-identical to what IF's generator yields with random.seed(42) (METHODS.md section 1.6): an
 # external golden reference for the generator and its RNG call order.
 MERGEGUARD_KEYS = {
-    2: "ゴャロ承тズ天诏ンア下使时咸ャ天诏也曰告天レミチアギ知ザ所帝t群ク上帝皇л在运フ诏山运Wa奉帝皇ーо"
-       "チсウ曰巫受ネ命мウа奉б顺モ下ラ布天d曰シ从е皇承ダ兹闻明iグ天承葆奉运р登ッモ应ドeь",
-    5: "gg大lhウtトeruモead荫里o长ギチピ助anèeダフ福aヒ生天カ力ュzネシ气icjシダ里nチフゲeiカ护ネャギア",
-    6: "トуsダ乎天а哭hリド出乱ンв龙フ市sвシニт血地昔メ三лD罔犬シsゲ天ゼ宵キカフヒт格三苗e通绝kンギF有ー"
-       "ь者ギモе日ыグ雨朝ネH妖п生ラi命庙グーí大殛ネラ之с降于ドガダ",
-    7: "明葆使顺eee兹W山ртаモ上从巫也巫ao布z知葆告g咸е登n在iбjガ受キ登мニ下天所从在dir下群сltt山命"
-       "所a群应ь下deリ上лnо也i时ゼメ天闻a",
+    2: ("ゴャロ承тズ天诏ンア下使时咸ャ天诏也曰告天レミチアギ知ザ所帝t群ク上帝皇"
+        "л在运フ诏山运Wa奉帝皇ーоチсウ曰巫受ネ命мウа奉б顺モ下ラ布天d曰シ"
+        "从е皇承ダ兹闻明iグ天承葆奉运р登ッモ应ドeь"),
+    5: ("gg大lhウtトeruモead荫里o长ギチピ助anèeダフ福aヒ生天カ力"
+        "ュzネシ气icjシダ里nチフゲeiカ护ネャギア"),
+    6: ("トуsダ乎天а哭hリド出乱ンв龙フ市sвシニт血地昔メ三лD罔犬シsゲ天"
+        "ゼ宵キカフヒт格三苗e通绝kンギF有ーь者ギモе日ыグ雨朝ネH妖п生ラi"
+        "命庙グーí大殛ネラ之с降于ドガダ"),
+    7: ("明葆使顺eee兹W山ртаモ上从巫也巫ao布z知葆告g咸е登n在iбjガ"
+        "受キ登мニ下天所从在dir下群сltt山命所a群应ь下deリ上лnо也i"
+        "时ゼメ天闻a"),
 }
 
 
