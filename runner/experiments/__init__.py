@@ -17,6 +17,7 @@ from tasks.errors import ConfigError
 KINDS: dict[str, str] = {
     "suite": "runner.experiments.suite",
     "if_sft": "runner.experiments.if_sft",
+    "huref": "runner.experiments.huref",
 }
 
 

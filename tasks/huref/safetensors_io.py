@@ -171,6 +171,20 @@ class CheckpointReader:
         self._fill(info.file, jobs)
         return _to_float(buf, info.dtype)[inverse]
 
+    def read_flat(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Elements ``[start, stop)`` of the flattened tensor, as float32 (float64 stays).
+
+        Lets comparisons walk many files in lockstep, block by block, with bounded memory.
+        """
+        info = self.info(key)
+        dt = _np_dtype(info, key)
+        n = info.nbytes // dt.itemsize
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"range {start}:{stop} outside {key} ({n} elements)")
+        buf = np.empty(stop - start, dtype=dt)
+        self._fill(info.file, [(info.start + start * dt.itemsize, buf.view(np.uint8))])
+        return _to_float(buf, info.dtype)
+
     def _fill(self, file: Path, jobs: Iterable[tuple[int, np.ndarray]]) -> None:
         try:
             with open(file, "rb", buffering=0) as fh:

@@ -1,0 +1,132 @@
+"""Actor pools: HuRef extraction on long-lived Ray actors (DESIGN.md 8.11).
+
+An extraction actor keeps what is costly to rebuild between models: the imported numeric stack and
+the token-selection cache (``tasks.huref.tokens`` memoises the K token strings and ids per
+tokenizer hash), so a family of 20 fine-tunes sharing a tokenizer selects its tokens once per
+actor. Each actor reserves ``num_cpus`` / ``num_gpus`` (fractions allowed, e.g. four actors on one
+GPU with ``num_gpus=0.25``) and runs one step at a time through the same
+:func:`runner.execute.run_step_inline` as every other executor, so results are identical to the
+local and task executors.
+
+Two ways in:
+
+* :class:`ExtractPool` standalone: ``ExtractPool(size=4).map(specs)``.
+* :func:`submit_step` for :class:`runner.ray_exec.RayBackend`: steps whose ``executor`` is
+  ``"actor"`` go to a pool shared by the backend's session (created on first use, sized by the
+  step's ``resources.num_workers``); the returned ObjectRef resolves to the step's
+  :class:`~runner.execute.Outcome`, exactly like a task's, and bad input arrives as the carried
+  error the backend already unwraps. :func:`close_pools` kills the actors.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+
+from runner.execute import Outcome, StepSpec, run_step_inline
+from runner.plan import Resources
+from runner.ray_exec import carried_errors, threads_for, unwrap
+
+
+class _ExtractWorker:
+    """One actor process; ``run`` executes a step, ``stats`` shows the cache it kept."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, spec: StepSpec) -> Outcome:
+        with carried_errors():
+            out = run_step_inline(spec)
+        self.calls += 1
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        from tasks.huref import tokens
+
+        return {"pid": os.getpid(), "calls": self.calls, "token_sets": len(tokens._MEMO)}
+
+
+class ExtractPool:
+    """A fixed set of extraction actors; steps go to the actor with the fewest in flight.
+
+    Args:
+        size: Number of actors.
+        num_cpus: CPUs reserved per actor (also its OMP/MKL thread count).
+        num_gpus: GPUs per actor; fractions share one GPU between actors.
+        memory_gb: Memory reserved per actor (None: no reservation).
+    """
+
+    def __init__(self, size: int = 2, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 memory_gb: float | None = None) -> None:
+        if size < 1:
+            raise ValueError("an actor pool needs at least one actor")
+        opts: dict[str, Any] = {
+            "num_cpus": num_cpus, "num_gpus": num_gpus,
+            "runtime_env": {"env_vars": {"OMP_NUM_THREADS": threads_for(num_cpus)}},
+        }
+        if memory_gb:
+            opts["memory"] = int(memory_gb * 2**30)
+        cls = ray.remote(_ExtractWorker).options(**opts)
+        self.actors = [cls.remote() for _ in range(size)]
+        self._in_flight: list[list[ray.ObjectRef]] = [[] for _ in self.actors]
+
+    def submit(self, spec: StepSpec) -> ray.ObjectRef:
+        """Queue one step on the least busy actor; the ref resolves to its Outcome."""
+        for refs in self._in_flight:
+            if refs:
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                for r in done:
+                    refs.remove(r)
+        idx = min(range(len(self.actors)), key=lambda i: len(self._in_flight[i]))
+        ref = self.actors[idx].run.remote(spec)
+        self._in_flight[idx].append(ref)
+        return ref
+
+    def map(self, specs: list[StepSpec]) -> list[Outcome]:
+        """Run many steps, returning Outcomes in input order (bad input re-raised as such)."""
+        refs = [self.submit(s) for s in specs]
+        out = []
+        for ref in refs:
+            try:
+                out.append(ray.get(ref))
+            except Exception as exc:  # noqa: BLE001 - restore the FprunError family
+                raise unwrap(exc) from None
+        return out
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per actor: pid, steps run, token sets cached."""
+        return ray.get([a.stats.remote() for a in self.actors])
+
+    def close(self) -> None:
+        """Kill the actors (their in-flight steps fail)."""
+        for a in self.actors:
+            ray.kill(a)
+        self.actors, self._in_flight = [], []
+
+
+_POOLS: dict[tuple, ExtractPool] = {}
+
+
+def submit_step(spec: StepSpec) -> ray.ObjectRef:
+    """Route an ``executor="actor"`` step to the shared pool for its resources (RayBackend hook).
+
+    The pool for ``(num_cpus, num_gpus, memory_gb)`` is created on first use with
+    ``resources.num_workers`` actors and reused by later steps of the same session.
+    """
+    res: Resources = spec.resources
+    key = (res.num_cpus, res.num_gpus, res.memory_gb)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = ExtractPool(max(1, res.num_workers), num_cpus=res.num_cpus,
+                           num_gpus=res.num_gpus, memory_gb=res.memory_gb)
+        _POOLS[key] = pool
+    return pool.submit(spec)
+
+
+def close_pools() -> None:
+    """Kill every shared pool (call from the backend's ``close``)."""
+    for pool in _POOLS.values():
+        pool.close()
+    _POOLS.clear()

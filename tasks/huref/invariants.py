@@ -1,0 +1,218 @@
+"""HuRef's invariant terms (METHODS.md section 3.3), computed from streamed weights.
+
+For each of the last ``n_layers`` layers, with X the K selected rows of the input embedding and HF
+``nn.Linear`` weights ``[out, in]``:
+
+* ``Ma = X W_q^T W_k X^T``   (attention logits without RoPE, summed over heads)
+* ``Mb = X W_v^T W_o^T X^T`` (the OV circuit)
+* ``Mf = X (W_gate^T * W_up^T) W_down^T X^T`` (gated MLP, elementwise product) or
+  ``X W_up^T W_down^T X^T`` (plain MLP); the nonlinearity is ignored, as in the seed.
+
+Output order is the seed's: ``[Ma(L-2), Mb(L-2), Mf(L-2), Ma(L-1), Mb(L-1), Mf(L-1)]``.
+
+GQA: the model computes query head ``h`` against KV head ``h // (H / H_kv)`` (transformers'
+``repeat_kv`` = ``repeat_interleave``), so ``W_k`` is conceptually repeated that way. Because the
+query heads of a group share one K (and V) block, ``sum_h Q_h K_g(h)^T = sum_g (sum_{h in g} Q_h)
+K_g^T``: we sum the query rows (and the W_o columns) inside each group instead of materialising
+the repeated K/V. That is the same matrix, computed with a 3x smaller inner dimension on SmolLM2.
+The seed *tiles* K/V (``cat([K] * rep)``), pairing query head h with KV head ``h mod H_kv``, which
+is not what the model computes (see docs/huref.md).
+
+Each product ``X A B X^T`` is evaluated in whichever association needs fewer FLOPs, so the cost is
+``K^2 * min(d, r)`` instead of growing with the MLP width. The code uses only ``@``, ``.T``, ``*``,
+``reshape`` and ``sum(axis=...)``, so the same functions run on numpy (the default on CPU: no torch
+import, fast start) and on torch tensors (CUDA, bf16/fp16).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.errors import CheckpointError, ConfigError
+from tasks.huref import arch as archs
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def sandwich(x: Any, left: Any, right: Any) -> Any:
+    """``x @ left @ right @ x.T`` in the cheaper association.
+
+    Args:
+        x: ``[K, d]`` embedding rows.
+        left: ``[d, r]``.
+        right: ``[r, d]``.
+    """
+    k, d = x.shape
+    r = left.shape[1]
+    factored = 2 * k * d * r + k * k * r  # (x @ left) @ (x @ right.T).T
+    core = d * r * d + k * d * d + k * k * d  # (x @ (left @ right)) @ x.T
+    if factored <= core:
+        return (x @ left) @ (x @ right.T).T
+    return (x @ (left @ right)) @ x.T
+
+
+def group_sum_rows(w: Any, n_heads: int, n_kv: int, head_dim: int) -> Any:
+    """Sum the row blocks of query heads sharing a KV head: ``[H*hd, d] -> [H_kv*hd, d]``."""
+    if n_heads == n_kv:
+        return w
+    return w.reshape(n_kv, n_heads // n_kv, head_dim, -1).sum(axis=1).reshape(n_kv * head_dim, -1)
+
+
+def group_sum_cols(w: Any, n_heads: int, n_kv: int, head_dim: int) -> Any:
+    """Sum the column blocks of W_o per KV group: ``[d, H*hd] -> [d, H_kv*hd]``."""
+    if n_heads == n_kv:
+        return w
+    d = w.shape[0]
+    return w.reshape(d, n_kv, n_heads // n_kv, head_dim).sum(axis=2).reshape(d, n_kv * head_dim)
+
+
+def attention_terms(x: Any, q: Any, k: Any, v: Any, o: Any, a: archs.Arch) -> tuple[Any, Any]:
+    """``(Ma, Mb)`` of one layer; K/V are *not* repeated (see the module docstring)."""
+    if a.n_heads % a.n_kv_heads:
+        raise CheckpointError(f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
+                              "check num_key_value_heads in config.json")
+    q_g = group_sum_rows(q, a.n_heads, a.n_kv_heads, a.head_dim)
+    o_g = group_sum_cols(o, a.n_heads, a.n_kv_heads, a.head_dim)
+    return sandwich(x, q_g.T, k), sandwich(x, v.T, o_g.T)
+
+
+def mlp_term(x: Any, up: Any, gate: Any | None, down: Any) -> Any:
+    """``Mf``: the gate and up weights multiply elementwise (the seed's W_gate^T * W_up^T)."""
+    inner = up if gate is None else gate * up
+    return sandwich(x, inner.T, down.T)
+
+
+def resolve_device(device: str, dtype: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; checks names and dtypes.
+
+    The NVIDIA driver's /proc entry is looked at first so a CPU-only machine never pays the torch
+    import just to learn it has no GPU.
+    """
+    if dtype not in DTYPES:
+        raise ConfigError(f"huref dtype {dtype!r} is unknown", f"use one of {', '.join(DTYPES)}")
+    if device == "auto":
+        has_driver = Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidiactl").exists()
+        if has_driver:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cpu"
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"huref device {device!r} is unknown", "use auto, cpu, cuda or cuda:N")
+    return device
+
+
+class Computer:
+    """Moves weights to the compute backend: numpy fp32 on CPU, torch otherwise."""
+
+    def __init__(self, device: str, dtype: str):
+        self.device, self.dtype = device, dtype
+        self.torch = device != "cpu" or dtype != "float32"
+        if self.torch:
+            import torch
+
+            self._t = torch
+            self._dt = getattr(torch, dtype)
+
+    def put(self, arr: np.ndarray | None) -> Any:
+        if arr is None or not self.torch:
+            return arr
+        return self._t.from_numpy(arr).to(device=self.device, dtype=self._dt)
+
+    def get(self, arr: Any) -> np.ndarray:
+        if not self.torch:
+            return np.asarray(arr, dtype=np.float32)
+        return arr.float().cpu().numpy()
+
+
+def last_layers(a: archs.Arch, source: Any, n_layers: int) -> list[int]:
+    """Indices of the last ``n_layers`` layers, checking the checkpoint holds all their tensors."""
+    if n_layers < 1 or n_layers > a.n_layers_total:
+        raise ConfigError(f"huref n_layers={n_layers} but the model has {a.n_layers_total} layers",
+                          "pick 1..number of layers (default 2)")
+    layers = list(range(a.n_layers_total - n_layers, a.n_layers_total))
+    missing = [key for i in layers for key in a.layer_keys(i) if key not in source]
+    if missing:
+        bad = sorted({int(k.split(f"{a.layer_word}.")[1].split(".")[0]) for k in missing})
+        raise CheckpointError(
+            f"{getattr(source, 'folder', 'the checkpoint')} lacks layer(s) {bad} "
+            f"({len(missing)} tensors, e.g. {missing[0]}) though config.json says "
+            f"{a.n_layers_total} layers", "pass a complete checkpoint (all shards)")
+    return layers
+
+
+def embedding_rows(source: Any, a: archs.Arch, token_ids: list[int]) -> np.ndarray:
+    """X: the selected input-embedding rows (raw, as the seed; OPT's project_in applied)."""
+    vocab = source.info(a.embed_key).shape[0]
+    if max(token_ids) >= vocab:
+        raise ConfigError(f"token id {max(token_ids)} is outside the embedding ({vocab} rows)",
+                          "the token set does not belong to this model's tokenizer")
+    x = source.read_rows(a.embed_key, token_ids)
+    if a.embed_proj_key is not None:
+        x = x @ source.read(a.embed_proj_key).T
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_layers: int = 2,
+                       dtype: str = "float32", device: str = "cpu") -> np.ndarray:
+    """The ``[3 * n_layers, K, K]`` float32 invariants, one layer's weights in memory at a time.
+
+    Args:
+        source: Anything with ``read(key)``, ``read_rows(key, ids)``, ``info(key).shape`` and
+            ``in`` (a :class:`CheckpointReader`, or :class:`StateDictSource` for a loaded model).
+        a: The detected architecture.
+        token_ids: K embedding rows, in the token set's order.
+        n_layers: How many of the last layers to use.
+        dtype: Compute dtype (float32 default; bfloat16/float16 use torch, meant for GPUs).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (already resolved).
+    """
+    layers = last_layers(a, source, n_layers)
+    comp = Computer(device, dtype)
+    x = comp.put(embedding_rows(source, a, token_ids))
+    k = len(token_ids)
+    out = np.empty((3 * n_layers, k, k), dtype=np.float32)
+    for j, layer in enumerate(layers):
+        q, kk, v, o = (comp.put(w) for w in archs.attention(source, a, layer))
+        ma, mb = attention_terms(x, q, kk, v, o, a)
+        out[3 * j], out[3 * j + 1] = comp.get(ma), comp.get(mb)
+        del q, kk, v, o, ma, mb
+        up, gate, down = (comp.put(w) for w in archs.mlp(source, a, layer))
+        out[3 * j + 2] = comp.get(mlp_term(x, up, gate, down))
+        del up, gate, down
+    return out
+
+
+class StateDictSource:
+    """A loaded model's ``state_dict`` behind the reader interface (tests, the benchmark baseline).
+
+    It lets the seed's way (instantiate the whole model, then compute) run the *same* formula code,
+    so the two paths can be compared bit for bit.
+    """
+
+    def __init__(self, state_dict: dict[str, Any], folder: str | os.PathLike = "<state_dict>"):
+        self.sd = state_dict
+        self.folder = Path(folder)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.sd
+
+    def keys(self) -> list[str]:
+        return sorted(self.sd)
+
+    def info(self, key: str) -> Any:
+        return _Shape(tuple(self.sd[key].shape))
+
+    def read(self, key: str) -> np.ndarray:
+        return self.sd[key].detach().float().cpu().numpy()
+
+    def read_rows(self, key: str, rows: list[int]) -> np.ndarray:
+        return self.sd[key][list(rows)].detach().float().cpu().numpy()
+
+
+class _Shape:
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
