@@ -1,0 +1,307 @@
+"""HuRef benchmarks: streaming extraction vs the seed's full load, and the N-model ICS matrix.
+
+Run: ``python bench/huref.py`` (``--only smollm2,bf16,1b,matrix``; ``--repeats N``).
+
+Each side runs in its own fresh subprocess, on the same inputs, in the same invocation:
+
+* extraction, fprun: token ids (from the warm selection cache) -> safetensors reader -> formulas;
+* extraction, baseline (the seed's way): ``AutoModelForCausalLM.from_pretrained(dtype=float32)``,
+  then the *same* formula code on its ``state_dict`` -- so the invariants must match bit for bit;
+* ICS matrix, fprun: ``ics_matrix`` (every file read once, lockstep blocks);
+* ICS matrix, baseline (the seed's way): every pair reloads both files and standardises them.
+
+Figures: wall time of the whole process, time excluding imports, and peak RSS counted above the
+RSS right after imports (``/proc/self/clear_refs`` resets the high-water mark there). Timings are
+medians over ``--repeats``. Lines read ``name: fprun X, baseline Y, ratio Y/X``.
+The 1B synthetic Llama (random weights, fp32, two shards) is generated once into
+``$FPRUN_CACHE/bench/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+K_EXTRACT = 1024
+SYNTH_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+            "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 64}
+
+
+def _status() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("VmRSS", "VmHWM")):
+            key, val = line.split(":")
+            out[key] = int(val.split()[0]) // 1024  # MiB
+    return out
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------- child sides
+def child(args: dict) -> None:
+    """One measured side, in a fresh process; prints a JSON line of its figures."""
+    t0 = time.perf_counter()
+    side = args["side"]
+    if side == "baseline":
+        import importlib
+
+        import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM
+
+        mt = json.loads((Path(args["model"]) / "config.json").read_text())["model_type"]
+        importlib.import_module(f"transformers.models.{mt}.modeling_{mt}")
+    if side.startswith("matrix"):
+        import numpy as np  # noqa: F401
+
+        if side == "matrix_baseline":
+            import torch  # noqa: F401
+            from safetensors.torch import load_file
+    from tasks.huref import arch as archs
+    from tasks.huref.invariants import StateDictSource, compute_invariants
+    from tasks.huref.safetensors_io import CheckpointReader
+    from tasks.huref.similarity import ics_matrix
+
+    t_imp = time.perf_counter()
+    rss0 = _status()["VmRSS"]
+    reset = _reset_peak()
+    result = None
+    if side in ("fprun", "baseline"):
+        folder = Path(args["model"])
+        ids = json.loads(Path(args["ids"]).read_text())
+        if side == "fprun":
+            reader = CheckpointReader(folder)
+            result = compute_invariants(reader, archs.detect(folder, reader), ids)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            source = StateDictSource(model.state_dict(), folder)
+            result = compute_invariants(source, archs.detect(folder, source), ids)
+    elif side == "matrix_fprun":
+        result, _ = ics_matrix(args["paths"], chunk_mb=args["chunk_mb"])
+    elif side == "matrix_baseline":
+        result = _pairwise_reload(args["paths"], load_file)
+    t_end = time.perf_counter()
+    st = _status()
+    np_mod = __import__("numpy")
+    np_mod.save(args["out"], result)
+    print(json.dumps({"imports_s": t_imp - t0, "work_s": t_end - t_imp, "rss_after_imports": rss0,
+                      "peak_above": st["VmHWM"] - rss0 if reset else None,
+                      "peak_total": st["VmHWM"]}))
+
+
+def _pairwise_reload(paths: list[str], load_file) -> object:
+    """The seed's Invariant_terms_Cos_Sim.py: every pair loads both tensors and standardises."""
+    import numpy as np
+    import torch
+
+    n = len(paths)
+    out = np.eye(n) * 100.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            a = load_file(os.path.join(paths[i], "invariants.safetensors"))["invariants"]
+            b = load_file(os.path.join(paths[j], "invariants.safetensors"))["invariants"]
+            za = torch.cat([((m - m.mean()) / m.std()).flatten() for m in a.double()])
+            zb = torch.cat([((m - m.mean()) / m.std()).flatten() for m in b.double()])
+            out[i, j] = out[j, i] = float(100 * torch.dot(za, zb) / (za.norm() * zb.norm()))
+            del a, b, za, zb
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+def run_side(args: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)],
+                          capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args['side']} failed:\n{proc.stderr[-3000:]}")
+    fig = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**fig, "wall_s": wall}
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def line(name: str, ours: float, base: float, unit: str) -> str:
+    return f"{name}: fprun {ours:.3f}{unit}, baseline {base:.3f}{unit}, ratio {base / ours:.2f}"
+
+
+def compare_sides(name: str, make_args, repeats: int, check) -> list[str]:
+    """Alternate the two sides ``repeats`` times; check outputs; format the figure lines."""
+    runs: dict[str, list[dict]] = {"fprun": [], "baseline": []}
+    outs = {}
+    for _ in range(repeats):
+        for side in ("baseline", "fprun"):
+            args = make_args(side)
+            runs[side].append(run_side(args))
+            outs[side] = args["out"]
+    note = check(outs["fprun"], outs["baseline"])
+    ours, base = runs["fprun"], runs["baseline"]
+    peak_o = max(r["peak_above"] or r["peak_total"] for r in ours)
+    peak_b = max(r["peak_above"] or r["peak_total"] for r in base)
+    return [
+        line(f"{name} wall per fresh process", _median(ours, "wall_s"), _median(base, "wall_s"),
+             " s"),
+        line(f"{name} time excluding imports", _median(ours, "work_s"), _median(base, "work_s"),
+             " s"),
+        line(f"{name} peak RSS above imports", peak_o, peak_b, " MiB")
+        + f"  (fprun = {100 * peak_o / peak_b:.1f}% of baseline)",
+        f"{name} outputs: {note}",
+    ]
+
+
+def _bitwise(a: str, b: str) -> str:
+    import numpy as np
+
+    x, y = np.load(a), np.load(b)
+    if x.shape != y.shape or not np.array_equal(x, y):
+        raise SystemExit(f"invariants differ: max |diff| {np.abs(x - y).max()}")
+    return f"bitwise identical, shape {x.shape}"
+
+
+def bench_extract(name: str, model: Path, repeats: int, tmp: Path) -> list[str]:
+    from tasks.huref.config import TokenConfig
+    from tasks.huref.tokens import select_tokens
+
+    ids = tmp / f"{name}-ids.json"
+    ids.write_text(json.dumps(list(select_tokens(model, TokenConfig(), K_EXTRACT).ids)))
+    for f in model.glob("*.safetensors"):  # warm the page cache for both sides alike
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+    def make(side: str) -> dict:
+        return {"side": side, "model": str(model), "ids": str(ids),
+                "out": str(tmp / f"{name}-{side}.npy")}
+
+    return compare_sides(f"{name} K={K_EXTRACT}", make, repeats, _bitwise)
+
+
+def synthetic_1b(root: Path) -> Path:
+    """A ~1.07B-parameter random Llama (fp32, 2 shards + index), SmolLM2's tokenizer; cached."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from tasks.zoo import resolve_model
+
+    out = root / "bench" / "llama-1b-random"
+    if (out / "done").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tok_src = resolve_model("smollm2-135m-instruct")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (out / f).write_bytes((tok_src / f).read_bytes())
+    c = SYNTH_1B
+    vocab = json.loads((tok_src / "config.json").read_text())["vocab_size"]
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
+              "tie_word_embeddings": True, "rms_norm_eps": 1e-5, "max_position_embeddings": 2048,
+              "hidden_act": "silu", "dtype": "float32", **c}
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    rng = np.random.default_rng(0)
+    d, i, hd = c["hidden_size"], c["intermediate_size"], c["head_dim"]
+    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+    shapes = {"model.embed_tokens.weight": (vocab, d), "model.norm.weight": (d,)}
+    for layer in range(c["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        a, m = p + "self_attn.", p + "mlp."
+        shapes.update({a + "q_proj.weight": (q, d), a + "k_proj.weight": (kv, d),
+                       a + "v_proj.weight": (kv, d), a + "o_proj.weight": (d, q),
+                       m + "gate_proj.weight": (i, d), m + "up_proj.weight": (i, d),
+                       m + "down_proj.weight": (d, i), p + "input_layernorm.weight": (d,),
+                       p + "post_attention_layernorm.weight": (d,)})
+    names = list(shapes)
+    half = len(names) // 2
+    weight_map = {}
+    for s, part in enumerate((names[:half], names[half:])):
+        fname = f"model-{s + 1:05d}-of-00002.safetensors"
+        tensors = {n: (np.ones(shapes[n], np.float32) if len(shapes[n]) == 1 else
+                       0.02 * rng.standard_normal(shapes[n], dtype=np.float32)) for n in part}
+        save_file(tensors, str(out / fname), metadata={"format": "pt"})
+        weight_map.update({n: fname for n in part})
+        del tensors
+    n_params = sum(int(np.prod(s)) for s in shapes.values())
+    (out / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": 4 * n_params}, "weight_map": weight_map}))
+    (out / "done").write_text(str(n_params))
+    return out
+
+
+def bench_matrix(repeats: int, tmp: Path, n_models: int = 8, k: int = 4096) -> list[str]:
+    """N synthetic invariant files (a base, noisy offspring, unrelated) at the seed's K."""
+    import numpy as np
+
+    from tasks.huref.store import save_invariants
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((6, k, k), dtype=np.float32)
+    paths = []
+    for j in range(n_models):
+        fresh = rng.standard_normal((6, k, k), dtype=np.float32)
+        t = base + (0.1 * j) * fresh if j < n_models - 2 else fresh  # last two: unrelated
+        meta = {"model_ref": f"m{j}", "arch": "synthetic", "k": k, "n_layers": 2,
+                "token_strategy": "vocab_rank", "token_set_hash": "synthetic",
+                "dtype": "float32", "hidden_size": 0}
+        paths.append(str(save_invariants(tmp / f"inv{j}", t, meta)))
+        del t
+    del base
+
+    def make(side: str) -> dict:
+        return {"side": f"matrix_{side}", "paths": paths, "chunk_mb": 256,
+                "out": str(tmp / f"matrix-{side}.npy")}
+
+    def check(a: str, b: str) -> str:
+        x, y = np.load(a), np.load(b)
+        diff = float(np.abs(x - y).max())
+        if diff > 1e-6:
+            raise SystemExit(f"ICS matrices differ by {diff}")
+        return f"max |ICS difference| {diff:.1e} (float64 sums in another order), {n_models}x" \
+               f"{n_models} at K={k}"
+
+    return compare_sides(f"ICS matrix N={n_models}", make, repeats, check)
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(json.loads(sys.argv[2]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="smollm2,bf16,1b,matrix")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    from tasks.zoo import resolve_model
+    from tasks.zoo_cache import cache_root
+
+    only = set(args.only.split(","))
+    with tempfile.TemporaryDirectory(prefix="fprun-bench-huref-") as t:
+        tmp = Path(t)
+        jobs = {
+            "smollm2": lambda: bench_extract("smollm2 fp32", resolve_model(
+                "smollm2-135m-instruct"), args.repeats, tmp),
+            "bf16": lambda: bench_extract("smollm2 bf16", resolve_model(
+                "smollm2-135m-instruct@bf16"), args.repeats, tmp),
+            "1b": lambda: bench_extract("llama-1b synthetic fp32", synthetic_1b(cache_root()),
+                                        max(1, args.repeats - 1), tmp),
+            "matrix": lambda: bench_matrix(max(1, args.repeats - 1), tmp),
+        }
+        for name, job in jobs.items():
+            if name in only:
+                print("\n".join(job()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
