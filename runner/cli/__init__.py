@@ -25,7 +25,9 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` at import (one line per topic, no edits elsewhere).
-COMMAND_MODULES = ["runner.cli.core", "runner.cli.zoo", "runner.cli.huref"]
+COMMAND_MODULES = [
+    "runner.cli.core", "runner.cli.zoo", "runner.cli.huref", "runner.cli.huref_encoder",
+]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(_name)

@@ -18,6 +18,7 @@ KINDS: dict[str, str] = {
     "suite": "runner.experiments.suite",
     "if_sft": "runner.experiments.if_sft",
     "huref": "runner.experiments.huref",
+    "huref_encoder": "runner.experiments.huref_encoder",
 }
 
 
