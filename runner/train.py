@@ -1,0 +1,149 @@
+"""Ray Train around ``tasks``' training functions (DDP over gloo/NCCL, or DeepSpeed ZeRO).
+
+A training step (``executor="train"``) names an ordinary task function; this module runs it on
+``Resources.num_workers`` Ray Train workers through a :class:`ray.train.torch.TorchTrainer`. Each
+worker calls the function with three extra hooks, so ``tasks/`` never imports Ray:
+
+``callbacks=[RayTrainReportCallback()]``
+    appended to the HF Trainer's callbacks: metrics and checkpoints reach Ray Train.
+``trainer_hook=prepare_trainer``
+    applied to the built HF Trainer (Ray Data integration; harmless for in-memory datasets).
+``distributed={"strategy": "ddp" | "deepspeed", "deepspeed_config": dict | None, "use_gpu": bool}``
+    how to configure ``TrainingArguments`` (``deepspeed=``, device); the process group itself is
+    already set up by Ray Train (gloo on CPU, NCCL on GPU).
+
+The same function runs in-process under the local executor with none of these hooks.
+
+Rows travel back through the artifact folder, not Ray Train's metrics: Train V2 only keeps metrics
+that come with a checkpoint, and fingerprinting runs save the final model themselves. Rank 0 writes
+its rows to ``<out_dir>/.fprun-rows.json``; the launcher reads and deletes the file after
+``fit()``. ``out_dir`` is on shared storage on a multi-node cluster (see ``runner.ray_exec``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from runner.deepspeed_configs import resolve_strategy
+from runner.execute import Outcome, StepSpec, device_name
+from runner.plan import resolve_fn
+from runner.ray_exec import carried_errors, threads_for, unwrap
+from runner.results import now
+from tasks.errors import FprunError
+
+ROWS_FILE = ".fprun-rows.json"
+STORAGE_DIR = "ray_train"  # ARTIFACTS/ray_train/<step_id>/: Ray Train's storage_path and name
+
+
+class TrainWorkerLost(RuntimeError):
+    """A training worker's process or node died: the launcher retries the whole step."""
+
+
+def run_train_step(spec: StepSpec) -> Outcome:
+    """Run one training step on ``spec.resources.num_workers`` Ray Train workers.
+
+    The artifact folder and the Ray Train run folder are emptied first (a leftover belongs to a
+    run that died before its results were written). A bad-input error on any worker is raised
+    as its own family; a dead worker raises :class:`TrainWorkerLost`; any other worker exception
+    is raised as it was.
+    """
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    res = spec.resources
+    out = _fresh(Path(spec.out_dir))
+    storage = out.parents[1] / STORAGE_DIR
+    shutil.rmtree(storage / spec.step_id, ignore_errors=True)
+    strategy, ds_config = resolve_strategy(res.strategy)
+    per_worker: dict[str, float] = {"CPU": res.num_cpus}
+    if res.use_gpu:
+        per_worker["GPU"] = max(res.num_gpus, 1.0)
+    if res.memory_gb:
+        per_worker["memory"] = res.memory_gb * 2**30
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"fn": spec.fn, "config": spec.config, "inputs": spec.inputs,
+                           "out_dir": str(out),
+                           "distributed": {"strategy": strategy, "deepspeed_config": ds_config,
+                                           "use_gpu": res.use_gpu}},
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
+                                     resources_per_worker=per_worker),
+        run_config=RunConfig(
+            name=spec.step_id, storage_path=str(storage),
+            # Retries happen one level up (the launcher task), and only for dead workers: a
+            # Python error in the training function would fail the same way again.
+            failure_config=FailureConfig(max_failures=0),
+            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": threads_for(res.num_cpus)}},
+        ),
+    )
+    started = now()
+    _fit(trainer)
+    rows, device = _read_rows(out)
+    return Outcome(rows, started, now(), f"ray-train:{res.num_workers}x{device}")
+
+
+def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: the task function with Ray's hooks plugged in."""
+    import ray.train
+    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+
+    out = Path(cfg["out_dir"])
+    with carried_errors():
+        rows = resolve_fn(cfg["fn"])(
+            cfg["config"], inputs={k: Path(v) for k, v in cfg["inputs"].items()}, out_dir=out,
+            callbacks=[RayTrainReportCallback()], trainer_hook=prepare_trainer,
+            distributed=cfg["distributed"])
+    if ray.train.get_context().get_world_rank() == 0:
+        _write_rows(out, list(rows or []), device_name())
+
+
+def _fit(trainer: Any) -> None:
+    """``trainer.fit()`` with worker errors unwrapped (bad input first, then dead workers)."""
+    from ray.exceptions import RayActorError
+    from ray.train import WorkerGroupError
+
+    try:
+        trainer.fit()
+    except WorkerGroupError as exc:
+        errors = [unwrap(e) for _, e in sorted(exc.worker_failures.items())]
+        for err in errors:
+            if isinstance(err, FprunError):
+                raise err from None
+        if any(isinstance(e, RayActorError) for e in errors):
+            raise TrainWorkerLost(str(exc)) from None
+        raise errors[0] from None
+
+
+def _fresh(out: Path) -> Path:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return out
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    raise TypeError(f"result rows hold a {type(obj).__name__}, which is not JSON")
+
+
+def _write_rows(out: Path, rows: list[dict[str, Any]], device: str) -> None:
+    tmp = out / (ROWS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"rows": rows, "device": device}, default=_json_default),
+                   encoding="utf-8")
+    os.replace(tmp, out / ROWS_FILE)
+
+
+def _read_rows(out: Path) -> tuple[list[dict[str, Any]], str]:
+    path = out / ROWS_FILE
+    if not path.exists():
+        raise RuntimeError(f"rank 0 left no {ROWS_FILE} in {out}: is the artifacts folder on "
+                           "storage that every node shares?")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    path.unlink()
+    return data["rows"], data["device"]
