@@ -1,0 +1,104 @@
+"""Utility evals: did fingerprinting, fine-tuning or merging hurt the model? (DESIGN.md 8.12)
+
+:func:`eval_step` runs one suite on one model and returns ``eval`` rows:
+
+* ``perplexity``: held-out plain text (:mod:`tasks.evals_perplexity`);
+* ``math``: accuracy on seeded reasoning-gym tasks, an easy one the base model can do
+  (basic arithmetic, N=200) and gsm_symbolic, with 95% intervals (:mod:`tasks.evals_math`);
+* ``refusal``: MergeGuard's refusal rate on harmful prompts (:mod:`tasks.evals_refusal`);
+* ``lm_eval``: the seed's 24 harmlessness tasks, optional (:mod:`tasks.evals_lm`).
+
+Generations and per-item results go to ``out_dir`` as JSONL for auditing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.evals_config import EvalConfig
+from tasks.finetune_config import parse_config, step_model
+
+CODE_VERSION = "1"
+
+
+def proportion_ci(k: int, n: int, method: str = "exact") -> tuple[float, float]:
+    """95% interval of k successes in n: Clopper-Pearson (``exact``) or Wilson (scipy)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method=method)
+    return float(ci.low), float(ci.high)
+
+
+def eval_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
+    """Evaluate one model on one suite.
+
+    Args:
+        config: A :class:`tasks.evals_config.EvalConfig` as a dict.
+        inputs: Optional ``{"model": folder}`` (a fingerprint folder means its ``published/``).
+        out_dir: Where responses are saved (JSONL).
+
+    Returns:
+        ``eval`` rows: proportions carry ``value = k/n`` and a 95% interval.
+
+    Raises:
+        ConfigError, ModelRefError, DataError: bad input, before any generation.
+    """
+    cfg: EvalConfig = parse_config(EvalConfig, config, "eval")
+    src = step_model(inputs, cfg.model)
+    from tasks.evals_generate import pick_device
+
+    device = pick_device(cfg.device)
+    if cfg.suite == "lm_eval":
+        from tasks.evals_lm import run_lm_eval
+
+        rows = run_lm_eval(src.path, cfg.lm_eval, device=device, dtype=cfg.dtype,
+                           batch_size=cfg.batch_size)
+    else:
+        model, tokenizer = load_model(src.path, device, cfg.dtype)
+        rows = _run_suite(cfg, model, tokenizer, out_dir)
+    return [_finish(row, cfg, src.ref) for row in rows]
+
+
+def load_model(path: Path, device: str, dtype: str) -> tuple[Any, Any]:
+    """Model in eval mode on ``device`` and its tokenizer (EOS pads when there is no pad)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    return model.to(device).eval(), tokenizer
+
+
+def _run_suite(cfg: EvalConfig, model: Any, tokenizer: Any, out_dir: Path) -> list[dict]:
+    if cfg.suite == "perplexity":
+        from tasks.evals_perplexity import run_perplexity
+
+        return run_perplexity(model, tokenizer, cfg.perplexity, batch_size=cfg.batch_size)
+    if cfg.suite == "refusal":
+        from tasks.evals_refusal import run_refusal
+
+        return run_refusal(model, tokenizer, cfg.refusal, batch_size=cfg.batch_size,
+                           seed=cfg.seed, out_dir=out_dir)
+    from tasks.evals_math import make_problems, run_math
+
+    for task in cfg.math.tasks:  # every task's data is checked before the first generation
+        make_problems(task.model_copy(update={"n": 1}))
+    return [run_math(model, tokenizer, task, batch_size=cfg.batch_size, seed=cfg.seed,
+                     out_dir=out_dir) for task in cfg.math.tasks]
+
+
+def _finish(row: dict, cfg: EvalConfig, model_ref: str) -> dict:
+    """Add the common columns; turn ``k`` of ``n`` into a proportion with its interval."""
+    out = dict(row)
+    k = out.pop("k", None)
+    if k is not None:
+        out["value"] = k / out["n"]
+        out["ci_low"], out["ci_high"] = proportion_ci(k, out["n"], cfg.ci_method)
+        out["extra"] = {**out.get("extra", {}), "k": k, "ci_method": cfg.ci_method}
+    out["extra"] = json.dumps(out.get("extra") or {}, sort_keys=True, default=str)
+    out.update(suite=cfg.suite, model_ref=model_ref, model_step_id=cfg.model_step_id)
+    return out
