@@ -14,19 +14,19 @@ it works the same when the training ran sharded under DeepSpeed.
 
 The same function runs in-process and on N Ray Train workers (``runner/train.py``): it takes the
 HF Trainer ``callbacks``, a ``trainer_hook`` and the ``distributed`` settings, rank 0 writes the
-artifacts and returns the row, other ranks return ``[]``.
+artifacts and returns the row, other ranks return ``[]``. The Trainer plumbing (arguments, DDP /
+DeepSpeed, saving, the pad token) is IF_SFT's, :mod:`tasks.fingerprint.train_common`, so the
+fingerprinting and the attack train the same way.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import resource
-import shutil
-import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import DataError
 from tasks.finetune_config import (
     FinetuneConfig,
     Hyper,
@@ -35,11 +35,23 @@ from tasks.finetune_config import (
     resolve_hyper,
     step_model,
 )
-from tasks.finetune_encode import encode_record, inference_prompt
+from tasks.finetune_encode import IGNORE_INDEX, chat_messages, encode_record, inference_prompt
+from tasks.fingerprint.config import TrainConfig
+from tasks.fingerprint.train_common import (
+    TrainOutcome,
+    ensure_pad_token,
+    is_zero3,
+    load_model_and_tokenizer,
+    peak_rss_mb,
+    run_trainer,
+    save_published,
+    tokenize_chat,
+    trainable_params,
+    world,
+)
 from tasks.user_data import UserData, load_user_data
 
 CODE_VERSION = "1"
-TRAINER_DIR = ".trainer"  # HF Trainer's output_dir inside out_dir; removed after training
 
 
 def finetune_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
@@ -62,90 +74,55 @@ def finetune_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: P
     Raises:
         ConfigError, ModelRefError, DataError: bad input, before any training.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
     cfg: FinetuneConfig = parse_config(FinetuneConfig, config, "finetune")
     hyper = resolve_hyper(cfg)
     src = step_model(inputs, cfg.model)
     selfanswer = cfg.data == "mtbench_selfanswer"
     data = None if selfanswer else load_user_data(cfg)  # bad data fails before the model loads
-    tokenizer = load_tokenizer(src.path)
-    model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch.float32)
-    args = training_args(cfg, hyper, out_dir, distributed or {})
+    train_cfg = trainer_config(cfg, hyper, distributed)
+    rank, world_size = world()
+    train_cfg.grad_accum(world_size)  # an impossible batch layout fails before the model loads
+    model, tokenizer, _ = load_model_and_tokenizer(str(src.path))
+    pad_added = ensure_pad_token(model, tokenizer)
     if data is None:
-        with args.main_process_first(desc="self-answers"):  # rank 0 fills the cache first
-            data = _self_answered(cfg, src, model, tokenizer)
-    train_set, dropped = _encode(data, tokenizer, cfg, hyper)
+        data = _self_answered(cfg, src, model, tokenizer, rank)
+    rows, dropped = _encode(data, tokenizer, cfg, hyper)
     if cfg.method == "lora":
         model = _wrap_lora(model, cfg, hyper)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    trainer = _trainer(model, tokenizer, args, train_set, callbacks)
-    if trainer_hook is not None:
-        trainer = trainer_hook(trainer)
-    started = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - started
-    _save(trainer, tokenizer, cfg, src, out_dir)
-    if not trainer.is_world_process_zero():
+    out = run_trainer(model, tokenizer, rows, train_cfg, distributed=distributed,
+                      callbacks=callbacks, trainer_hook=trainer_hook)
+    out_dir = Path(out_dir)
+    _save(out.trainer, tokenizer, cfg, src, out_dir, writer=rank == 0, pad_added=pad_added)
+    if rank != 0:
         return []
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    row = _row(cfg, hyper, src, data, args, out_dir, result, seconds, trainable, losses, dropped)
+    row = _row(cfg, hyper, train_cfg, src, data, out_dir, out, trainable_params(model),
+               world_size, distributed, dropped=dropped, pad_added=pad_added)
     (out_dir / "finetune.json").write_text(json.dumps(row, indent=2, default=str), "utf-8")
     return [row]
 
 
-def load_tokenizer(path: Path) -> Any:
-    """The model's tokenizer, with EOS standing in as padding when it defines no pad token.
-
-    The seed's train.py adds a ``[PAD]`` token and resizes the embedding instead; fprun keeps
-    the vocabulary as published, so the user model's shapes (which HuRef and verification
-    compare) are the base model's.
-    """
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def training_args(cfg: FinetuneConfig, hyper: Hyper, out_dir: Path, dist: dict) -> Any:
-    """``TrainingArguments`` for the recipe: batch layout over the workers, precision, DeepSpeed."""
+def trainer_config(cfg: FinetuneConfig, hyper: Hyper, distributed: dict | None) -> TrainConfig:
+    """The recipe as the shared trainer plumbing's config (bf16 ``auto`` resolved here)."""
     import torch
-    from transformers import TrainingArguments
 
-    cuda = torch.cuda.is_available() and (dist.get("use_gpu", True))
-    bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_device, accum, _ = hyper.batch_layout(world)
-    return TrainingArguments(
-        output_dir=str(out_dir / TRAINER_DIR),
-        num_train_epochs=hyper.epochs,
-        max_steps=hyper.max_steps or -1,
-        learning_rate=hyper.learning_rate,
-        weight_decay=hyper.weight_decay,
-        warmup_steps=hyper.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        lr_scheduler_type=hyper.lr_scheduler,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accum,
-        activation_checkpointing=hyper.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        bf16=bf16,
-        tf32=True if cuda and torch.cuda.get_device_capability()[0] >= 8 else None,
-        use_cpu=not cuda,
-        seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",  # the final model is saved below; a failed step re-runs whole
-        report_to=[],
-        disable_tqdm=True,
-        deepspeed=dist.get("deepspeed_config"),
-        dataloader_num_workers=0,
-    )
+    use_gpu = bool((distributed or {}).get("use_gpu", torch.cuda.is_available()))
+    bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and use_gpu and torch.cuda.is_available()
+                                and torch.cuda.is_bf16_supported())
+    return TrainConfig(
+        epochs=hyper.epochs, max_steps=hyper.max_steps or -1, lr=hyper.learning_rate,
+        weight_decay=hyper.weight_decay, lr_scheduler=hyper.lr_scheduler,
+        warmup_ratio=hyper.warmup_ratio, total_batch_size=hyper.global_batch_size,
+        per_device_batch_size=hyper.per_device_batch_size, seed=cfg.seed,
+        max_seq_len=hyper.max_length, bf16=bf16,
+        gradient_checkpointing=hyper.gradient_checkpointing, logging_steps=cfg.logging_steps)
 
 
-def _self_answered(cfg: FinetuneConfig, src: StepModel, model: Any, tokenizer: Any) -> UserData:
-    """``mtbench_selfanswer``: the questions answered by this very model, greedily (cached)."""
+def _self_answered(cfg: FinetuneConfig, src: StepModel, model: Any, tokenizer: Any,
+                   rank: int) -> UserData:
+    """``mtbench_selfanswer``: the questions answered by this very model, greedily (cached).
+
+    Under several workers rank 0 answers first and fills the cache; the others then read it.
+    """
     from tasks.evals_generate import generate
     from tasks.zoo import model_identity
 
@@ -155,21 +132,28 @@ def _self_answered(cfg: FinetuneConfig, src: StepModel, model: Any, tokenizer: A
                         add_special_tokens=cfg.prompt_format == "alpaca")
 
     key = f"{model_identity(src.path)}-{cfg.prompt_format}-{cfg.selfanswer_max_new_tokens}"
-    return load_user_data(cfg, answer_fn=answer, cache_key=key)
+    import torch.distributed as dist
+
+    shared = dist.is_available() and dist.is_initialized()
+    data = load_user_data(cfg, answer_fn=answer, cache_key=key) if rank == 0 else None
+    if shared:
+        dist.barrier()
+    return data or load_user_data(cfg, answer_fn=answer, cache_key=key)
 
 
 def _encode(data: UserData, tokenizer: Any, cfg: FinetuneConfig, hyper: Hyper) -> tuple:
     """Tokenized rows with response-only labels; rows truncated to no response are dropped."""
-    from datasets import Dataset
-
-    from tasks.errors import DataError
-
-    rows = [encode_record(tokenizer, r, cfg.prompt_format, hyper.max_length) for r in data.records]
+    if cfg.prompt_format == "alpaca":
+        rows = [encode_record(tokenizer, r, "alpaca", hyper.max_length) for r in data.records]
+    else:  # IF_SFT's tokenizer path, so both steps label chat text the same way
+        rows = [tokenize_chat(tokenizer, chat_messages(r), "chat_template", hyper.max_length)
+                for r in data.records]
+        rows = [r if any(t != IGNORE_INDEX for t in r["labels"]) else None for r in rows]
     kept = [r for r in rows if r is not None]
     if not kept:
         raise DataError(f"every row of {data.label} loses its response to max_length "
                         f"{hyper.max_length}", "raise max_length (--set max_length=N)")
-    return Dataset.from_list(kept), len(rows) - len(kept)
+    return kept, len(rows) - len(kept)
 
 
 def _wrap_lora(model: Any, cfg: FinetuneConfig, hyper: Hyper) -> Any:
@@ -185,74 +169,62 @@ def _wrap_lora(model: Any, cfg: FinetuneConfig, hyper: Hyper) -> Any:
                                             task_type="CAUSAL_LM"))
 
 
-def _trainer(model: Any, tokenizer: Any, args: Any, train_set: Any, callbacks: list | None):
-    from transformers import DataCollatorForSeq2Seq, Trainer
-
-    from tasks.finetune_encode import IGNORE_INDEX
-
-    tokenizer.padding_side = "right"
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-    return Trainer(model=model, args=args, train_dataset=train_set, data_collator=collator,
-                   processing_class=tokenizer, callbacks=list(callbacks or []))
-
-
-def _save(trainer: Any, tokenizer: Any, cfg: FinetuneConfig, src: StepModel, out: Path) -> None:
-    """Write the user model (and the LoRA adapter) on the main process; drop trainer scratch."""
+def _save(trainer: Any, tokenizer: Any, cfg: FinetuneConfig, src: StepModel, out: Path, *,
+          writer: bool, pad_added: bool) -> None:
+    """Write the user model (and the LoRA adapter) on the writing rank."""
     if cfg.method == "full":
-        trainer.save_model(str(out))  # gathers ZeRO-3 shards; writes on the main process only
-    else:
+        save_published(trainer, tokenizer, out, writer)
+        return
+    if writer or is_zero3(trainer):
         trainer.save_model(str(out / "adapter"))
-    if trainer.is_world_process_zero():
-        if cfg.method == "lora":
-            merge_lora(src.path, out / "adapter", out)
+    if writer:
+        (out / "adapter" / "training_args.bin").unlink(missing_ok=True)  # a pickle
+        merge_lora(src.path, out / "adapter", out, tokenizer if pad_added else None)
         tokenizer.save_pretrained(str(out))
-        for scratch in (out / TRAINER_DIR, out / "training_args.bin",
-                        out / "adapter" / "training_args.bin"):
-            if scratch.is_dir():
-                shutil.rmtree(scratch)
-            elif scratch.exists():
-                scratch.unlink()  # a pickle: model folders stay safetensors-only
 
 
-def merge_lora(base: Path, adapter: Path, out: Path) -> None:
-    """Load ``base`` fresh, apply the saved adapter, ``merge_and_unload`` and save to ``out``."""
+def merge_lora(base: Path, adapter: Path, out: Path, resized_tokenizer: Any = None) -> None:
+    """Load ``base`` fresh, apply the saved adapter, ``merge_and_unload`` and save to ``out``.
+
+    ``resized_tokenizer``: the tokenizer when training added a pad token, so the fresh base
+    gets the same (mean-initialised) extra row before the adapter is applied.
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if resized_tokenizer is not None:
+        ensure_pad_token(model, resized_tokenizer)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out))
 
 
-def _row(cfg: FinetuneConfig, hyper: Hyper, src: StepModel, data: UserData, args: Any,
-         out: Path, result: Any, seconds: float, trainable: int, losses: list[float],
-         dropped: int) -> dict:
-    world = args.world_size
-    strategy = "single" if world == 1 else (
-        "ddp" if not args.deepspeed else f"deepspeed_zero{_zero_stage(args.deepspeed)}")
-    steps = int(result.global_step)
+def _row(cfg: FinetuneConfig, hyper: Hyper, train_cfg: TrainConfig, src: StepModel,
+         data: UserData, out_dir: Path, out: TrainOutcome, trainable: int, world_size: int,
+         distributed: dict | None, *, dropped: int, pad_added: bool) -> dict:
+    state = out.trainer.state
+    steps = int(state.global_step)
+    dist = distributed or {}
+    if dist.get("strategy") == "deepspeed":
+        stage = (dist.get("deepspeed_config") or {}).get("zero_optimization", {}).get("stage")
+        strategy = f"deepspeed_zero{stage}"
+    else:
+        strategy = "ddp" if world_size > 1 else "single"
     extra = {"preset": cfg.preset, "prompt_format": cfg.prompt_format,
-             "first_loss": losses[0] if losses else None, "train_loss_mean": result.training_loss,
-             "seconds_per_step": seconds / max(steps, 1), "dropped_rows": dropped,
-             "hyper": hyper.__dict__, "bf16": bool(args.bf16),
+             "first_loss": out.losses[0] if out.losses else None,
+             "seconds_per_step": out.seconds / max(steps, 1), "dropped_rows": dropped,
+             "hyper": asdict(hyper), "bf16": train_cfg.bf16,
+             "grad_accum": train_cfg.grad_accum(world_size), "pad_token_added": pad_added,
              "lora": cfg.lora.model_dump() if cfg.method == "lora" else None,
              "n_source_rows": data.n_source_rows, "model_step_id": cfg.model_step_id}
     return {
         "discriminator": "final", "purpose": "finetune", "method": cfg.method,
-        "model_ref": src.ref, "fingerprint_id": src.fingerprint_id, "artifact": str(out),
+        "model_ref": src.ref, "fingerprint_id": src.fingerprint_id, "artifact": str(out_dir),
         "dataset": data.label, "n_train_rows": len(data.records) - dropped,
-        "epochs": float(result.metrics.get("epoch", 0.0) or 0.0), "steps": steps,
-        "learning_rate": hyper.learning_rate,
-        "global_batch_size": args.per_device_train_batch_size
-        * args.gradient_accumulation_steps * world,
-        "num_workers": world, "strategy": strategy,
-        "final_loss": losses[-1] if losses else None, "train_seconds": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "trainable_params": trainable, "extra": json.dumps(extra, default=str),
+        "epochs": float(state.epoch or 0.0), "steps": steps,
+        "learning_rate": hyper.learning_rate, "global_batch_size": hyper.global_batch_size,
+        "num_workers": world_size, "strategy": strategy, "final_loss": out.final_loss,
+        "train_seconds": out.seconds, "peak_rss_mb": peak_rss_mb(),
+        "trainable_params": trainable, "extra": json.dumps(extra, sort_keys=True, default=str),
     }
-
-
-def _zero_stage(ds: Any) -> int:
-    cfg = ds if isinstance(ds, dict) else json.loads(Path(ds).read_text())
-    return int(cfg.get("zero_optimization", {}).get("stage", 0))

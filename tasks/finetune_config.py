@@ -8,7 +8,6 @@ explicitly in the config overrides its preset.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,20 +113,6 @@ class Hyper:
     max_length: int
     gradient_checkpointing: bool
 
-    def batch_layout(self, world_size: int) -> tuple[int, int, int]:
-        """``(per_device, grad_accum, effective_global)`` for ``world_size`` workers.
-
-        The seed derives accumulation as global / (per-device x GPUs); fprun does the same and
-        shrinks the micro-batch when the global batch is smaller than one micro-batch per worker.
-        """
-        if self.global_batch_size < world_size:
-            raise ConfigError(
-                f"global_batch_size {self.global_batch_size} is smaller than the {world_size} "
-                "workers", "raise global_batch_size or use fewer workers")
-        per_device = min(self.per_device_batch_size, self.global_batch_size // world_size)
-        accum = max(1, math.floor(self.global_batch_size / (per_device * world_size)))
-        return per_device, accum, per_device * accum * world_size
-
 
 def resolve_hyper(cfg: FinetuneConfig) -> Hyper:
     """Preset values, overridden field by field by whatever the config sets explicitly."""
@@ -139,6 +124,9 @@ def resolve_hyper(cfg: FinetuneConfig) -> Hyper:
         value = getattr(cfg, name)
         if value is not None:
             preset[name] = value
+    if cfg.per_device_batch_size is None:  # a smaller global batch shrinks the micro-batch
+        preset["per_device_batch_size"] = min(preset["per_device_batch_size"],
+                                              preset["global_batch_size"])
     return Hyper(**preset)
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.fingerprint.prompts import encode, render_training
+from tasks.fingerprint.train_common import IGNORE_INDEX
 
-IGNORE_INDEX = -100  # labels with this value carry no loss (PyTorch cross_entropy default)
 PROMPT_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
     "context. Write a response that appropriately completes the request.\n\n"

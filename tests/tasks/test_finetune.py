@@ -185,7 +185,10 @@ def test_presets_and_batch_layout():
     seed = resolve_hyper(FinetuneConfig(data="x", preset="alpaca_seed"))
     assert (seed.epochs, seed.learning_rate, seed.weight_decay, seed.warmup_ratio,
             seed.lr_scheduler, seed.global_batch_size) == (3.0, 2e-6, 0.0, 0.03, "cosine", 80)
-    assert seed.batch_layout(1) == (10, 8, 80) and seed.batch_layout(4) == (10, 2, 80)
+    from tasks.finetune import trainer_config
+
+    train = trainer_config(FinetuneConfig(data="x", preset="alpaca_seed"), seed, None)
+    assert train.grad_accum(1) == 8 and train.grad_accum(4) == 2  # per-device 10, as the seed
     small = resolve_hyper(FinetuneConfig(data="x", method="lora", learning_rate=5e-4))
     assert small.learning_rate == 5e-4 and small.max_steps == PRESETS["small_model"]["max_steps"]
     lora = resolve_hyper(FinetuneConfig(data="x", method="lora"))
