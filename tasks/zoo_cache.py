@@ -1,0 +1,236 @@
+"""The on-disk zoo cache: atomic, locked, checksum-manifested model folders.
+
+Every zoo entry (a converted GGUF model, a bf16 copy, a tiny random-init model, the tiny
+tokenizer) is a folder under ``$FPRUN_CACHE/zoo/`` built by :func:`materialize`. Building is slow
+(25-65 s for the real models) and several processes may ask for the same entry at once (pytest
+workers, Ray tasks on one node), so an entry is built into a temporary sibling folder under an
+``fcntl.flock`` lock, described by a ``fprun-zoo.json`` manifest, and renamed into place in one
+step. A reader therefore sees either no folder or a complete one, never a half-written one.
+
+Verification policy (cheap on every use, thorough when something looks off):
+
+* Every resolve ``stat``\\ s each file listed in the manifest and compares size and ``mtime_ns``
+  with the values recorded when the entry was built. This costs microseconds, so it runs every
+  time. Any ordinary write to a file (truncation, an editor, a stray ``save_pretrained``) changes
+  its mtime, so in-place edits are caught here.
+* Only when a file's size or mtime differs is its full sha256 recomputed (under the lock). A
+  match (e.g. the folder was copied with ``cp -r``, which resets mtimes) refreshes the recorded
+  mtimes so the hashing happens once; a mismatch or a missing file rebuilds the entry.
+* Bit rot that leaves size and mtime untouched is not caught by the quick check; call
+  :func:`problems` with ``full=True`` (``tasks.zoo.verify_zoo``) to hash everything.
+
+Entries also record a *recipe* string (builder + version); a changed recipe rebuilds the entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from importlib import metadata
+from pathlib import Path
+
+MANIFEST = "fprun-zoo.json"
+MANIFEST_FORMAT = 1
+_VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "gguf")
+
+log = logging.getLogger(__name__)
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """The fprun cache folder: ``cache_dir``, else ``$FPRUN_CACHE``, else ``~/.cache/fprun``.
+
+    Read at call time (not import time) so tests can point it at a temporary folder.
+    """
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("FPRUN_CACHE") or "~/.cache/fprun").expanduser()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed so multi-GB weights never sit in memory."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@contextlib.contextmanager
+def locked(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created if needed) for the ``with`` body.
+
+    flock is released by the kernel when the process dies, so a killed conversion never leaves
+    a stale lock behind (unlike lock files checked for existence).
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """The entry's manifest, or None when it is missing or unreadable."""
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def quick_problem(folder: Path, recipe: str) -> str | None:
+    """Why ``folder`` cannot be used as-is (stat-only check), or None when it looks intact."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return "no readable manifest" if folder.exists() else "not built yet"
+    if manifest.get("recipe") != recipe:
+        return f"built by recipe {manifest.get('recipe')!r}, now {recipe!r}"
+    for rel, rec in manifest["files"].items():
+        try:
+            st = (folder / rel).stat()
+        except OSError:
+            return f"{rel} is missing"
+        if st.st_size != rec["size"] or st.st_mtime_ns != rec["mtime_ns"]:
+            return f"{rel} changed since it was built"
+    return None
+
+
+def problems(folder: Path, *, full: bool) -> list[str]:
+    """Files of an entry whose content no longer matches its manifest.
+
+    Args:
+        folder: A zoo entry folder.
+        full: Hash every file. When False only files whose size or mtime changed are hashed.
+
+    Returns:
+        One message per missing or altered file (empty when the entry is intact).
+    """
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return [f"{folder / MANIFEST} is missing or unreadable"]
+    found = []
+    for rel, rec in manifest["files"].items():
+        path = folder / rel
+        try:
+            st = path.stat()
+        except OSError:
+            found.append(f"{rel} is missing")
+            continue
+        if st.st_size != rec["size"]:
+            found.append(f"{rel} has {st.st_size} bytes, expected {rec['size']}")
+        elif (full or st.st_mtime_ns != rec["mtime_ns"]) and sha256_file(path) != rec["sha256"]:
+            found.append(f"{rel} does not match its recorded sha256")
+    return found
+
+
+def write_manifest(folder: Path, recipe: str, source: dict) -> dict:
+    """Record every file of ``folder`` (size, mtime, sha256) plus provenance, atomically."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        _make_shareable(path)
+        st = path.stat()
+        files[path.relative_to(folder).as_posix()] = {
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "sha256": sha256_file(path),
+        }
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "recipe": recipe,
+        "source": source,
+        "versions": {name: _version(name) for name in _VERSIONED},
+        "files": files,
+    }
+    _atomic_write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def materialize(folder: Path, recipe: str, build: Callable[[Path], dict]) -> Path:
+    """Return ``folder`` once it holds an intact build of ``recipe``, building it if needed.
+
+    Args:
+        folder: Final location of the entry (its parent is created).
+        recipe: Identifies the builder and its version; stored in the manifest.
+        build: Writes the entry into the empty folder it is given and returns a JSON-able
+            description of its source (recorded in the manifest).
+
+    Returns:
+        ``folder``.
+    """
+    if quick_problem(folder, recipe) is None:
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with locked(folder.parent / f".{folder.name}.lock"):
+        reason = quick_problem(folder, recipe)
+        if reason is None:  # another process built it while we waited for the lock
+            return folder
+        if reason.endswith("changed since it was built") and not problems(folder, full=False):
+            _refresh_mtimes(folder)  # same bytes, new mtimes (a copy): hash once, then trust
+            return folder
+        if folder.exists():
+            log.warning("rebuilding zoo entry %s: %s", folder, reason)
+        _remove_leftovers(folder)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            source = build(tmp)
+            write_manifest(tmp, recipe, source)
+            _make_shareable(tmp, mode=0o777)  # mkdtemp makes 0700 folders
+            _swap_in(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return folder
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Rename ``tmp`` to ``folder``, moving a previous (broken) entry aside first."""
+    old = None
+    if folder.exists() or folder.is_symlink():
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.rename(folder, old)
+    os.rename(tmp, folder)
+    if old is not None:
+        # Readers that still hold files of the old entry open (mmap) keep them until they close.
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Delete temp/old folders that a killed build left behind (caller holds the lock)."""
+    for pattern in (f".{folder.name}.tmp-*", f".{folder.name}.old-*"):
+        for stale in folder.parent.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _refresh_mtimes(folder: Path) -> None:
+    manifest = read_manifest(folder)
+    assert manifest is not None
+    for rel, rec in manifest["files"].items():
+        rec["mtime_ns"] = (folder / rel).stat().st_mtime_ns
+    _atomic_write_json(folder / MANIFEST, manifest)
+
+
+def _atomic_write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    _make_shareable(tmp)
+    os.replace(tmp, path)
+
+
+def _make_shareable(path: Path, mode: int = 0o666) -> None:
+    """Give ``path`` the umask's normal mode: mkdtemp and some writers create 0600/0700 entries,
+    which would hide a cache shared between users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
