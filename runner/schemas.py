@@ -66,7 +66,8 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("fingerprint_id", STR, "hash of the key set"),
         f("method", STR, "if_sft | if_adapter"),
         f("condition", STR, "publish | vanilla | publish_w_adapter | tuned_publish | ..."),
-        f("probe_set", STR, "fingerprint | normal | similar | unseen_keys | bos_samples"),
+        f("probe_set", STR, "fingerprint | normal | similar | unseen_keys | bos_samples; "
+                            "'<set>:sampled' for the aggregate of the sampled runs"),
         f("sample_idx", I64, "index of a sampled run; null for greedy and aggregate rows"),
         f("temperature", F64, "0 for greedy"),
         f("n_hit", I64, "generations containing the target"),
@@ -85,6 +86,10 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("p_binomial", F64, "exact binomial p of the pooled hits against the null rate"),
         f("binomial_null_rate", F64, "null hit rate of the binomial test"),
         f("dataset", STR, "probe data; stand-ins are labelled as such"),
+        f("target", STR, "expected answer y (public; the keys are not)"),
+        f("t_statistic", F64, "one-sample t of the per-run FSRs; +inf when all runs agree above "
+                              "the threshold (the paper's zero-variance case)"),
+        f("seed", I64, "seed of a sampled run (run i uses sampling.seed + i); bos_samples seed"),
     ],
     "huref": [
         f("model_ref", STR, "model whose invariants were extracted"),

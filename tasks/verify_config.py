@@ -26,6 +26,14 @@ class SamplingConfig(BaseModel):
     probe_sets: list[str] = Field(default_factory=lambda: ["fingerprint"],
                                   description="probe sets sampled (the seed: validation keys)")
     ttest_threshold: float = Field(0.75, description="H0 mean FSR of the t-test (paper: 75%)")
+    binomial_null_rate: float | None = Field(
+        None, gt=0, lt=1,
+        description="null hit rate of the exact binomial test; default: the 95% Clopper-Pearson "
+                    "upper bound of the false-trigger rate on unseen_keys (sampled if sampled, "
+                    "else greedy), or binomial_null_floor when no unseen keys were queried",
+    )
+    binomial_null_floor: float = Field(0.01, gt=0, lt=1,
+                                       description="null rate when no unseen keys were queried")
 
 
 class VerifyConfig(BaseModel):
@@ -36,6 +44,13 @@ class VerifyConfig(BaseModel):
     condition: str = Field(description="publish | vanilla | publish_w_adapter | tuned_publish ...")
     model: str | None = Field(None, description="model ref when no upstream model is wired in")
     model_step_id: str | None = Field(None, description="step that produced the model (rows)")
+    fingerprint: str | None = Field(
+        None, description="fingerprint folder when no upstream step is wired in as an input"
+    )
+    input_digest: str | None = Field(
+        None, description="content identity of external model/fingerprint folders (set by the "
+                          "CLI), so a changed folder is a new step rather than a skipped one",
+    )
     use_adapter: bool = Field(False, description="wrap the model with the private F-Adapter")
     probe_sets: list[str] = Field(
         default_factory=lambda: ["fingerprint", "normal", "similar", "unseen_keys"],
@@ -53,6 +68,16 @@ class VerifyConfig(BaseModel):
     )
     margin_tokens: int = Field(8, ge=0, description="extra tokens beyond the target's length")
     early_stop: bool = Field(True, description="stop a sequence once it shows the target or EOS")
+    accept_variants: list[str] = Field(
+        default_factory=list,
+        description="strings counted as a hit besides the target (the seed accepts "
+                    "ハリネネミ/ハリズズミ for mistral paths; denominator_rule seed adds them)",
+    )
+    draft_target: bool = Field(
+        True, description="check the target as a draft in the prompt pass (speed only: the "
+                          "greedy tokens and the sampling distribution are unchanged)",
+    )
+    prefill_tokens: int = Field(2048, ge=1, description="padded tokens per prompt-pass forward")
     sampling: SamplingConfig = SamplingConfig()
     bos_samples: int = Field(0, ge=0, description="unconditional samples (sample_from_bos)")
     bos_max_new_tokens: int = Field(128, ge=1)

@@ -28,6 +28,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "runner.cli.core", "runner.cli.zoo", "runner.cli.huref", "runner.cli.huref_encoder",
     "runner.cli.finetune", "runner.cli.evals",
+    "runner.cli.verify",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,112 @@
+"""``fprun verify``: query one model with a fingerprint's probes; rows land in the result store.
+
+A one-step plan run by the local executor (the reference), so the rows carry the same provenance
+as those of ``fprun run`` and a repeated call with the same model, fingerprint and settings is
+skipped. External folders enter the step ID through their *content* (``input_digest``), so a
+model retrained in place is verified again instead of being reported from the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from runner.cli import app
+from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from tasks.errors import ConfigError, FingerprintError
+
+VERIFY_FN = "tasks.verify:verify_step"
+
+
+@app.command()
+def verify(
+    model: Annotated[str, typer.Option(help="suspect model: local folder, zoo name or hub id")],
+    fingerprint: Annotated[Path, typer.Option(help="fingerprint folder (with private/)")],
+    adapter: Annotated[Path | None, typer.Option(help="private F-Adapter (IF_adapter)")] = None,
+    publisher: Annotated[str | None, typer.Option(help="publisher's model (IF_adapter)")] = None,
+    samples: Annotated[int, typer.Option(help="seeded sampled runs (t-test, binomial)")] = 0,
+    temperature: Annotated[float, typer.Option(help="temperature of sampled runs")] = 0.7,
+    condition: Annotated[str, typer.Option(help="condition name on the rows")] = "suspect",
+    set_: SetOpt = None,
+    results: Results = DEFAULT_RESULTS,
+    artifacts: Artifacts = DEFAULT_ARTIFACTS,
+) -> None:
+    """Verify MODEL against a fingerprint: FSR per probe set, CIs and p-values."""
+    from runner.execute import LocalBackend, execute_plan
+    from runner.plan import Plan, Step
+    from runner.results import ResultStore
+
+    if adapter is not None or publisher is not None:
+        raise ConfigError("--adapter/--publisher (IF_adapter verification) are not supported yet",
+                          "verify without them until the IF_adapter issue lands")
+    cfg = build_config(model, fingerprint, samples=samples, temperature=temperature,
+                       condition=condition, overrides=set_ or [])
+    step = Step("verify", VERIFY_FN, cfg, "verification", label=f"verify:{condition}")
+    store = ResultStore(results)
+    summary = execute_plan(Plan([step]), store, artifacts, LocalBackend(),
+                           log=lambda line: typer.echo(line, err=True))
+    if not summary.ok:
+        typer.echo("verification failed; fix and re-run to resume", err=True)
+        raise typer.Exit(1)
+    typer.echo(format_rows(store.read("verification", [step.step_id]).to_pylist()))
+
+
+def build_config(model: str, fingerprint: Path, *, samples: int, temperature: float,
+                 condition: str, overrides: list[str]) -> dict:
+    """Check the inputs (exit 2 before any step runs) and build the step's VerifyConfig dict."""
+    from runner.config import apply_overrides, validate_as
+    from tasks.fingerprint.artifacts import private_dir, read_meta
+    from tasks.verify_config import VerifyConfig
+    from tasks.zoo import model_identity, resolve_model
+
+    fp = fingerprint.expanduser().resolve()
+    if not private_dir(fp).is_dir():
+        raise FingerprintError(f"{fingerprint} has no private/ folder, so it holds no keys or "
+                               "probes", "pass the folder written by 'fprun fingerprint'")
+    meta = read_meta(fp)
+    probes = private_dir(fp) / "probes.jsonl"
+    if not probes.is_file():
+        raise FingerprintError(f"{fingerprint} holds no private/probes.jsonl",
+                               "pass the folder written by 'fprun fingerprint'")
+    model_dir = resolve_model(model)
+    local = Path(model).expanduser()
+    ref = str(local.resolve()) if local.exists() else model
+    digest = f"{model_identity(model_dir)}:{meta.fingerprint_id}:{_file_hash(probes)}"
+    data = {"condition": condition, "model": ref, "fingerprint": str(fp),
+            "input_digest": digest, "sampling": {"runs": samples, "temperature": temperature}}
+    cfg = validate_as(VerifyConfig, apply_overrides(data, overrides), "fprun verify")
+    return cfg.model_dump(mode="json")
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def format_rows(rows: list[dict]) -> str:
+    """A small table: probe set, hits/total, FSR with its 95% CI, and p-values where present."""
+    header = ["condition", "probe_set", "run", "hits/total", "FSR %", "95% CI", "p-values"]
+    out = [header]
+    for r in sorted(rows, key=_order):
+        run = "" if r["sample_idx"] is None else str(r["sample_idx"])
+        fsr = f"{100 * r['fsr']:.1f}"
+        if r.get("mean_fsr") is not None:
+            fsr += f" (mean {100 * r['mean_fsr']:.1f})"
+        ps = [f"{name}={r[key]:.2g}" for key, name in
+              (("p_ttest_one_sided", "t>"), ("p_ttest_two_sided", "t2"), ("p_binomial", "binom"))
+              if r.get(key) is not None]
+        out.append([r["condition"], r["probe_set"], run, f"{r['n_hit']}/{r['n_total']}", fsr,
+                    f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]", " ".join(ps)])
+    widths = [max(len(row[i]) for row in out) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in out)
+
+
+def _order(r: dict) -> tuple:
+    sets = ["fingerprint", "unseen_keys", "similar", "normal", "regularization"]
+    base = r["probe_set"].split(":")[0]
+    return (sets.index(base) if base in sets else len(sets), r["probe_set"],
+            -1 if r["sample_idx"] is None else r["sample_idx"])

@@ -1,0 +1,203 @@
+"""The verification generation engine against plain one-prompt-at-a-time ``generate`` (fp32).
+
+Reference = ``model.generate`` on each prompt alone, greedy: the seed's way. The engine must give
+the same tokens up to each row's stop, whatever the batch size, chunking, draft or early stop.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tasks.generation import SamplingParams, generate, row_seed
+from tasks.zoo import resolve_model
+
+MAX_NEW = 12
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls are slower multi-threaded on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def load(path):
+    tok = AutoTokenizer.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(), tok
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_llama):
+    return load(tiny_llama)
+
+
+def prompts(n=9, seed=1):
+    rng = random.Random(seed)
+    return [[rng.randrange(4, 1000) for _ in range(rng.randint(3, 40))] for _ in range(n)]
+
+
+def reference(model, ps, max_new=MAX_NEW):
+    out = []
+    with torch.inference_mode():
+        for p in ps:
+            x = torch.tensor([p])
+            o = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new,
+                               do_sample=False)
+            out.append(o[0, len(p):].tolist())
+    return out
+
+
+def assert_prefix_identical(gens, refs):
+    for i, (g, r) in enumerate(zip(gens, refs, strict=True)):
+        assert g.tokens == r[:len(g.tokens)], f"row {i} differs"
+        if g.stop == "length":
+            assert g.tokens == r, f"row {i} stopped early without a reason"
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_neox", "tiny_gpt2", "tiny_qwen2",
+                                    "tiny-mistral"])
+def test_batched_greedy_equals_one_at_a_time(family, request):
+    path = (resolve_model(family) if family == "tiny-mistral"  # sliding-window cache path
+            else request.getfixturevalue(family))
+    model, tok = load(path)
+    ps = prompts()
+    refs = reference(model, ps)
+    # one batch; several batches; small prefill chunks joined into one decode batch
+    for kw in ({}, {"batch_size": 4}, {"prefill_tokens": 60}):
+        gens = generate(model, tok, ps, max_new_tokens=MAX_NEW, **kw)
+        assert [g.stop for g in gens] == ["length"] * len(ps)
+        assert_prefix_identical(gens, refs)
+
+
+def test_left_padding_sees_the_unpadded_positions(llama):
+    model, tok = llama
+    short, long = [5, 6, 7], list(range(10, 60))
+    alone = generate(model, tok, [short], max_new_tokens=MAX_NEW)[0]
+    padded = generate(model, tok, [long, short], max_new_tokens=MAX_NEW)[1]
+    assert padded.tokens == alone.tokens == reference(model, [short])[0]
+
+
+def test_stop_string_stops_exactly_where_the_text_first_shows_it(llama):
+    model, tok = llama
+    ps = prompts()
+    refs = reference(model, ps)
+    stop = tok.decode(refs[2][3:6])
+    first = next(i for i in range(1, MAX_NEW + 1) if stop in tok.decode(refs[2][:i]))
+    gens = generate(model, tok, ps, max_new_tokens=MAX_NEW, stop_strings=[stop])
+    assert gens[2].stop == "target" and len(gens[2].tokens) == first
+    assert_prefix_identical(gens, refs)
+    for g in gens:
+        assert (stop in g.text) == (g.stop == "target")
+
+
+def test_eos_stops_a_row_like_generate(llama):
+    model, tok = llama
+    ps = prompts()
+    first = reference(model, ps)[0]
+    k = max(i for i, t in enumerate(first) if t not in first[:i])  # a first occurrence
+    eos = first[k]
+    model.generation_config.eos_token_id = eos
+    try:
+        refs = reference(model, ps)  # generate also stops there now
+        gens = generate(model, tok, ps, max_new_tokens=MAX_NEW)
+    finally:
+        model.generation_config.eos_token_id = tok.eos_token_id
+    assert gens[0].stop == "eos" and gens[0].tokens == first[:k + 1]
+    assert_prefix_identical(gens, refs)
+
+
+class Counter:
+    def __init__(self, model):
+        self.n = 0
+        self.handle = model.register_forward_hook(self)
+
+    def __call__(self, *args):
+        self.n += 1
+
+
+def test_a_matching_draft_answers_in_the_prompt_pass(llama):
+    model, tok = llama
+    ps = prompts(4)
+    refs = reference(model, ps)
+    draft = refs[1][:5]
+    counter = Counter(model)
+    try:
+        gens = generate(model, tok, [ps[1]], max_new_tokens=6, draft=draft)
+        assert counter.n == 1  # prefill only: 5 accepted draft tokens + the one after
+        assert gens[0].tokens == refs[1][:6]
+        counter.n = 0
+        wrong = generate(model, tok, ps, max_new_tokens=MAX_NEW, draft=[7, 8, 9])
+        assert_prefix_identical(wrong, refs)
+        partial = generate(model, tok, ps, max_new_tokens=MAX_NEW, draft=refs[0][:2] + [3, 3])
+        assert_prefix_identical(partial, refs)
+    finally:
+        counter.handle.remove()
+
+
+def test_draft_with_stop_string_and_budget(llama):
+    model, tok = llama
+    ps = prompts(3)
+    refs = reference(model, ps)
+    stop = tok.decode(refs[0][:4])
+    gens = generate(model, tok, ps, max_new_tokens=3, stop_strings=[stop], draft=refs[0][:8])
+    assert all(len(g.tokens) <= 3 for g in gens)
+    assert_prefix_identical(gens, [r[:3] for r in refs])
+
+
+def test_sampling_is_reproducible_and_batch_independent(llama):
+    model, tok = llama
+    ps = prompts(6)
+    sp = SamplingParams(temperature=0.7, top_p=0.95, top_k=50, seed=3)
+    a = generate(model, tok, ps, max_new_tokens=MAX_NEW, sampling=sp)
+    b = generate(model, tok, ps, max_new_tokens=MAX_NEW, sampling=sp, batch_size=2,
+                 prefill_tokens=40)
+    c = generate(model, tok, ps, max_new_tokens=MAX_NEW,
+                 sampling=SamplingParams(0.7, 0.95, 50, seed=4))
+    assert [g.tokens for g in a] == [g.tokens for g in b]
+    assert [g.tokens for g in a] != [g.tokens for g in c]
+
+
+def test_rows_sharing_a_prompt_sample_like_single_rows(llama):
+    model, tok = llama
+    p = prompts(2)
+    rows = [p[0]] * 4 + [p[1]] * 3
+    seeds = [row_seed(9, i) for i in range(len(rows))]
+    sp = SamplingParams(temperature=1.0, seed=0)
+    together = generate(model, tok, rows, max_new_tokens=8, sampling=sp, seeds=seeds)
+    alone = [generate(model, tok, [r], max_new_tokens=8, sampling=sp, seeds=[s])[0]
+             for r, s in zip(rows, seeds, strict=True)]
+    assert [g.tokens for g in together] == [g.tokens for g in alone]
+    assert len({tuple(g.tokens) for g in together}) > 1  # distinct seeds, distinct samples
+
+
+def test_sampled_draft_keeps_the_distribution(llama):
+    """Accept a draft token with probability p(token), else resample without it: exact.
+
+    top_k=2 leaves two near-equal candidates, so both the accept and the reject branch run;
+    always accepting (or always rejecting) the draft would put the frequency near 1 (or 0).
+    """
+    model, tok = llama
+    p = prompts(1)[0]
+    with torch.inference_mode():
+        probs = torch.softmax(model(torch.tensor([p])).logits[0, -1], -1)
+    top = probs.topk(2)
+    expected = float(top.values[0] / top.values.sum())
+    draft = int(top.indices[0])
+    n = 1500
+    gens = generate(model, tok, [p] * n, max_new_tokens=1, draft=[draft],
+                    sampling=SamplingParams(temperature=1.0, top_k=2, seed=5))
+    freq = sum(g.tokens == [draft] for g in gens) / n
+    assert {g.tokens[0] for g in gens} == {int(i) for i in top.indices}
+    assert abs(freq - expected) < 5 * (expected * (1 - expected) / n) ** 0.5
+
+
+def test_budget_must_be_positive(llama):
+    model, tok = llama
+    with pytest.raises(ValueError):
+        generate(model, tok, [[5, 6]], max_new_tokens=0)
