@@ -13,9 +13,9 @@ Two ways in:
 * :class:`ExtractPool` standalone: ``ExtractPool(size=4).map(specs)``.
 * :func:`submit_step` for :class:`runner.ray_exec.RayBackend`: steps whose ``executor`` is
   ``"actor"`` go to a pool shared by the backend's session (created on first use, sized by the
-  step's ``resources.num_workers``); the returned ObjectRef resolves to the step's
-  :class:`~runner.execute.Outcome`, exactly like a task's, and bad input arrives as the carried
-  error the backend already unwraps. :func:`close_pools` kills the actors.
+  step's ``resources.num_workers``, leaving one CPU for ordinary tasks); the returned ObjectRef
+  resolves to the step's :class:`~runner.execute.Outcome`, exactly like a task's, and bad input
+  arrives as the carried error the backend already unwraps. :func:`close_pools` kills the actors.
 """
 
 from __future__ import annotations
@@ -112,17 +112,31 @@ _POOLS: dict[tuple, ExtractPool] = {}
 def submit_step(spec: StepSpec) -> ray.ObjectRef:
     """Route an ``executor="actor"`` step to the shared pool for its resources (RayBackend hook).
 
-    The pool for ``(num_cpus, num_gpus, memory_gb)`` is created on first use with
-    ``resources.num_workers`` actors and reused by later steps of the same session.
+    The pool for ``(num_cpus, num_gpus, memory_gb)`` is created on first use and reused by later
+    steps of the same session; see :func:`pool_size` for how many actors it gets.
     """
     res: Resources = spec.resources
     key = (res.num_cpus, res.num_gpus, res.memory_gb)
     pool = _POOLS.get(key)
     if pool is None:
-        pool = ExtractPool(max(1, res.num_workers), num_cpus=res.num_cpus,
+        pool = ExtractPool(pool_size(res, ray.cluster_resources()), num_cpus=res.num_cpus,
                            num_gpus=res.num_gpus, memory_gb=res.memory_gb)
         _POOLS[key] = pool
     return pool.submit(spec)
+
+
+def pool_size(res: Resources, cluster: dict[str, float]) -> int:
+    """``resources.num_workers`` actors, capped so one CPU's worth stays free.
+
+    Actors hold their CPUs for the whole session; the plan's ordinary tasks (deriving control
+    models, the final compare) would otherwise wait forever behind a pool that took every CPU.
+    """
+    size = max(1, res.num_workers)
+    if res.num_cpus > 0:
+        size = min(size, max(1, int(cluster.get("CPU", 1) // res.num_cpus) - 1))
+    if res.num_gpus > 0:
+        size = min(size, max(1, int(cluster.get("GPU", 0) // res.num_gpus)))
+    return size
 
 
 def close_pools() -> None:

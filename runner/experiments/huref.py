@@ -122,8 +122,7 @@ def plan(cfg: Config, ctx) -> list[Step]:
             inputs["model"] = _upstream(entry, ctx)
         if entry.derive is not None:
             inputs["model"] = Step("huref_derive", "tasks.huref.controls:derive_step",
-                                   entry.derive.model_dump(), "huref", label=entry.label,
-                                   resources=resources)
+                                   entry.derive.model_dump(), "huref", label=entry.label)
         ex = ExtractConfig(model=entry.ref, name=entry.label, k=cfg.k, n_layers=cfg.n_layers,
                            tokens=entry.tokens or cfg.tokens, dtype=cfg.dtype, device=cfg.device)
         extracts[f"m{i:03d}"] = Step(

@@ -195,3 +195,42 @@ def test_actor_pool_carries_bad_input_back(local_ray, tmp_path, fprun_cache, tin
             pool.map([spec])
     finally:
         pool.close()
+
+
+def test_smoke_on_ray_with_actor_pool_equals_local(local_ray, tmp_path, monkeypatch, fprun_cache):
+    """RayBackend + the actor hook (executor "actor" -> submit_step) gives the local tables."""
+    from runner import actors, ray_exec
+
+    class Backend(ray_exec.RayBackend):
+        def submit(self, spec):
+            if spec.executor == "actor":
+                return actors.submit_step(spec)
+            return super().submit(spec)
+
+        def close(self):
+            actors.close_pools()
+            super().close()
+
+    monkeypatch.setattr(ray_exec, "RayBackend", Backend)
+    tables = {}
+    for mode in ("local", "ray"):
+        res = str(tmp_path / mode / "results")
+        out = run_experiment(SMOKE, ["resources.actors=2"], results=res,
+                             artifacts=str(tmp_path / mode / "artifacts"), local=mode == "local",
+                             log=lambda _: None)
+        assert out.summary.ok
+        drop = {"started_at", "finished_at", "device", "seconds", "artifact"}
+        tables[mode] = {kind: sorted(({k: v for k, v in r.items() if k not in drop}
+                                      for r in ResultStore(res).read(kind).to_pylist()),
+                                     key=lambda r: r["run_key"])
+                        for kind in ("huref", "similarity")}
+    assert tables["local"] == tables["ray"] and len(tables["ray"]["similarity"]) == 10
+
+
+def test_pool_size_leaves_a_cpu_for_ordinary_tasks():
+    from runner.actors import pool_size
+    from runner.plan import Resources
+
+    assert pool_size(Resources(num_cpus=1, num_workers=4), {"CPU": 2.0}) == 1
+    assert pool_size(Resources(num_cpus=1, num_workers=4), {"CPU": 16.0}) == 4
+    assert pool_size(Resources(num_cpus=1, num_gpus=0.5, num_workers=8), {"CPU": 64, "GPU": 2}) == 4
