@@ -79,8 +79,8 @@ def finetune_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: P
     src = step_model(inputs, cfg.model)
     selfanswer = cfg.data == "mtbench_selfanswer"
     data = None if selfanswer else load_user_data(cfg)  # bad data fails before the model loads
-    train_cfg = trainer_config(cfg, hyper, distributed)
     rank, world_size = world()
+    train_cfg = trainer_config(cfg, hyper, distributed, world_size)
     train_cfg.grad_accum(world_size)  # an impossible batch layout fails before the model loads
     model, tokenizer, _ = load_model_and_tokenizer(str(src.path))
     pad_added = ensure_pad_token(model, tokenizer)
@@ -101,10 +101,18 @@ def finetune_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: P
     return [row]
 
 
-def trainer_config(cfg: FinetuneConfig, hyper: Hyper, distributed: dict | None) -> TrainConfig:
-    """The recipe as the shared trainer plumbing's config (bf16 ``auto`` resolved here)."""
+def trainer_config(cfg: FinetuneConfig, hyper: Hyper, distributed: dict | None,
+                   world_size: int = 1) -> TrainConfig:
+    """The recipe as the shared trainer plumbing's config, for ``world_size`` workers.
+
+    bf16 ``auto`` is resolved here, and a preset's micro-batch shrinks to fit a smaller global
+    batch over the workers (an explicit ``per_device_batch_size`` is taken as given).
+    """
     import torch
 
+    per_device = hyper.per_device_batch_size
+    if cfg.per_device_batch_size is None:
+        per_device = max(1, min(per_device, hyper.global_batch_size // world_size))
     use_gpu = bool((distributed or {}).get("use_gpu", torch.cuda.is_available()))
     bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and use_gpu and torch.cuda.is_available()
                                 and torch.cuda.is_bf16_supported())
@@ -112,7 +120,7 @@ def trainer_config(cfg: FinetuneConfig, hyper: Hyper, distributed: dict | None) 
         epochs=hyper.epochs, max_steps=hyper.max_steps or -1, lr=hyper.learning_rate,
         weight_decay=hyper.weight_decay, lr_scheduler=hyper.lr_scheduler,
         warmup_ratio=hyper.warmup_ratio, total_batch_size=hyper.global_batch_size,
-        per_device_batch_size=hyper.per_device_batch_size, seed=cfg.seed,
+        per_device_batch_size=per_device, seed=cfg.seed,
         max_seq_len=hyper.max_length, bf16=bf16,
         gradient_checkpointing=hyper.gradient_checkpointing, logging_steps=cfg.logging_steps)
 
@@ -216,6 +224,7 @@ def _row(cfg: FinetuneConfig, hyper: Hyper, train_cfg: TrainConfig, src: StepMod
              "seconds_per_step": out.seconds / max(steps, 1), "dropped_rows": dropped,
              "hyper": asdict(hyper), "bf16": train_cfg.bf16,
              "grad_accum": train_cfg.grad_accum(world_size), "pad_token_added": pad_added,
+             "per_device_batch_size": train_cfg.per_device_batch_size,
              "lora": cfg.lora.model_dump() if cfg.method == "lora" else None,
              "n_source_rows": data.n_source_rows, "model_step_id": cfg.model_step_id}
     return {

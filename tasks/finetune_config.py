@@ -124,9 +124,6 @@ def resolve_hyper(cfg: FinetuneConfig) -> Hyper:
         value = getattr(cfg, name)
         if value is not None:
             preset[name] = value
-    if cfg.per_device_batch_size is None:  # a smaller global batch shrinks the micro-batch
-        preset["per_device_batch_size"] = min(preset["per_device_batch_size"],
-                                              preset["global_batch_size"])
     return Hyper(**preset)
 
 

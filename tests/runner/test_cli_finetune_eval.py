@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -99,3 +100,28 @@ def test_eval_bad_input_exits_2_in_a_real_process(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "does not exist" in proc.stderr
     wrong = invoke(["eval", "--model", "tiny-llama", "--suite", "vibes"])
     assert wrong.exit_code == 2 and "suite" in wrong.output
+
+
+def test_finetune_under_ray_train_with_two_workers(ray_session, tiny_llama, data_file, tmp_path):
+    """The same step function on 2 Ray Train workers (DDP over gloo): rank 0's row and model."""
+    from runner.execute import StepSpec, artifact_dir
+    from runner.plan import Resources, Step
+    from runner.ray_exec import RayBackend
+
+    config = {"model": str(tiny_llama), "data": str(data_file), "method": "lora",
+              "max_steps": 2, "max_length": 160, "global_batch_size": 4}
+    step = Step("finetune", "tasks.finetune:finetune_step", config, "train_run",
+                executor="train", resources=Resources(num_workers=2, num_cpus=1))
+    art = tmp_path / "a"
+    spec = StepSpec(step_id=step.step_id, kind=step.kind, fn=step.fn, config=step.config,
+                    inputs={}, out_dir=str(artifact_dir(art, step)), executor="train",
+                    resources=step.resources)
+    backend = RayBackend(results=str(tmp_path / "r"), artifacts=str(art))
+    _, outcome = backend.wait([backend.submit(spec)])
+    backend.close()
+    assert not isinstance(outcome, BaseException), outcome
+    (row,) = outcome.rows
+    assert row["num_workers"] == 2 and row["strategy"] == "ddp" and row["steps"] == 2
+    assert json.loads(row["extra"])["grad_accum"] == 1  # 4 = 2 workers x 2 per device
+    out = Path(spec.out_dir)
+    assert (out / "model.safetensors").is_file() and (out / "adapter").is_dir()
