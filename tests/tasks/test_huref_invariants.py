@@ -236,3 +236,35 @@ def test_unknown_architecture_names_what_it_saw(tmp_path, family_paths):
               tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ArchitectureError, match="model_type='llama'.*attn.wq|model_type='llama'"):
         detect(tmp_path / "m", CheckpointReader(tmp_path / "m"))
+
+
+def test_torch_path_for_low_precision_matches_numpy(family_paths):
+    """bf16/fp16 compute runs through torch (the GPU path) with the same formula code."""
+    path = family_paths["tiny-llama"]
+    reader = CheckpointReader(path)
+    a = detect(path, reader)
+    ref = compute_invariants(reader, a, IDS)
+    low = compute_invariants(reader, a, IDS, dtype="bfloat16", device="cpu")
+    assert low.dtype == np.float32 and _rel(low, torch.from_numpy(ref)) < 5e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_matches_cpu(family_paths):
+    path = family_paths["tiny-llama"]
+    reader = CheckpointReader(path)
+    a = detect(path, reader)
+    ref = compute_invariants(reader, a, IDS)
+    gpu = compute_invariants(reader, a, IDS, device="cuda")
+    assert _rel(gpu, torch.from_numpy(ref)) < 1e-5
+
+
+def test_bad_device_and_dtype_are_config_errors():
+    from tasks.errors import ConfigError
+    from tasks.huref.invariants import resolve_device
+
+    with pytest.raises(ConfigError, match="device 'tpu'"):
+        resolve_device("tpu", "float32")
+    with pytest.raises(ConfigError, match="dtype 'int8'"):
+        resolve_device("cpu", "int8")
+    assert resolve_device("cpu", "float32") == "cpu"
