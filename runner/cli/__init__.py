@@ -26,7 +26,8 @@ app = typer.Typer(
 
 # Each module registers its commands on `app` at import (one line per topic, no edits elsewhere).
 COMMAND_MODULES = [
-    "runner.cli.core", "runner.cli.zoo", "runner.cli.huref", "runner.cli.huref_encoder",
+    "runner.cli.core", "runner.cli.zoo", "runner.cli.huref", "runner.cli.fingerprint",
+    "runner.cli.huref_encoder",
     "runner.cli.finetune", "runner.cli.evals",
     "runner.cli.verify",
 ]

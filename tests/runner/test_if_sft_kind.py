@@ -1,0 +1,139 @@
+"""``kind: if_sft``: plan wiring, step-ID stability, bad input (exit 2), and a local smoke run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runner.cli import app
+from runner.config import load_experiment
+from runner.context import PlanContext
+from runner.experiments import if_sft
+from runner.results import ResultStore
+from tasks.errors import ConfigError, FprunError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "smoke" / "if_sft.yaml"
+runner = CliRunner()
+
+
+def invoke(args):
+    """Run through the app with runner.cli.main's error handling (exit 2 on FprunError)."""
+    try:
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    except FprunError as exc:
+        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
+
+
+def steps(overrides=()):
+    cfg = load_experiment(SMOKE, list(overrides))
+    return if_sft.plan(cfg, PlanContext(SMOKE, "r", "a"))
+
+
+def ids(overrides=()):
+    return [s.step_id for s in steps(overrides)]
+
+
+def test_plan_wires_fingerprint_then_publish_and_vanilla():
+    fp, publish, vanilla = steps()
+    assert fp.fn == "tasks.fingerprint.sft:fingerprint_if_sft" and fp.executor == "train"
+    assert fp.result_kind == "train_run" and fp.resources.num_workers == 1
+    assert "num_workers" not in fp.config["train"] and fp.config["model"] == "tiny-llama"
+    assert publish.fn == vanilla.fn == "tasks.verify:verify_step"
+    assert publish.inputs == {"fingerprint": fp, "model": fp}
+    assert publish.config["condition"] == "publish" and publish.config["model"] is None
+    assert vanilla.inputs == {"fingerprint": fp}
+    assert vanilla.config["condition"] == "vanilla" and vanilla.config["model"] == "tiny-llama"
+
+
+def test_step_ids_are_stable_and_ignore_resources():
+    base = ids()
+    assert ids() == base
+    assert ids(["train.num_workers=2", "train.cpus_per_worker=2"]) == base
+
+
+def test_changed_lr_changes_only_the_fingerprint_step_and_its_dependants():
+    base = ids()
+    lr = ids(["train.lr=5e-4"])
+    assert all(a != b for a, b in zip(base, lr, strict=True))  # both verify steps depend on it
+    verify_only = ids(["verify.batch_size=8"])
+    assert verify_only[0] == base[0] and verify_only[1:] != base[1:]
+
+
+def test_config_mistakes_are_config_errors():
+    with pytest.raises(ConfigError, match="lrr"):
+        load_experiment(SMOKE, ["train.lrr=1e-4"])
+    with pytest.raises(ConfigError, match="multiple of per_device_batch_size"):
+        load_experiment(SMOKE, ["train.num_workers=3"])
+    with pytest.raises(ConfigError, match="strategy"):
+        steps(["train.strategy=deepspeed_zero9"])
+
+
+def test_misspelled_key_exits_2_via_cli(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMOKE.read_text().replace("n_unseen_keys:", "n_unseen_key:"))
+    out = invoke(["validate", bad])
+    assert out.exit_code == 2 and "n_unseen_key" in out.output and "\n" not in out.output
+
+
+def test_missing_model_path_exits_2_before_any_step(tmp_path):
+    res = tmp_path / "r"
+    out = invoke(["run", SMOKE, "--local", "--set", "model=./no/such/model",
+                  "--results", res, "--artifacts", tmp_path / "a"])
+    assert out.exit_code == 2 and "does not exist" in out.output
+    assert not res.exists() and not (tmp_path / "a").exists()
+    out = invoke(["fingerprint", "--method", "if_sft", "--model", "/no/such/model",
+                  "--out", tmp_path / "fp", "--local", "--results", res])
+    assert out.exit_code == 2 and not (tmp_path / "fp").exists()
+
+
+def test_empty_dataset_exits_2_and_writes_no_rows(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = tmp_path / "r"
+    out = invoke(["run", SMOKE, "--local", "--set", f"data.source={empty}",
+                  "--results", res, "--artifacts", tmp_path / "a"])
+    assert out.exit_code == 2 and "holds no rows" in out.output
+    assert ResultStore(res).read("train_run").num_rows == 0
+
+
+def test_smoke_runs_locally_and_resumes(tiny_llama, tmp_path):
+    res, art = tmp_path / "r", tmp_path / "a"
+    args = ["run", SMOKE, "--local", "--results", res, "--artifacts", art]
+    out = invoke(args)
+    assert out.exit_code == 0, out.output
+    assert "publish" in out.output and "vanilla" in out.output and "unseen_keys" in out.output
+    store = ResultStore(res)
+    train = store.read("train_run").to_pylist()
+    assert len(train) == 1 and train[0]["method"] == "if_sft"
+    ver = store.read("verification").to_pylist()
+    assert {r["condition"] for r in ver} == {"publish", "vanilla"}
+    assert {r["fingerprint_id"] for r in ver} == {train[0]["fingerprint_id"]}
+    fsr = {(r["condition"], r["probe_set"]): r["fsr"] for r in ver}
+    # training and verification render prompts alike: the tiny model answers its keys
+    assert fsr["publish", "fingerprint"] == 1.0 and fsr["vanilla", "fingerprint"] == 0.0
+    again = invoke(args)
+    assert again.exit_code == 0 and store.read("verification").num_rows == len(ver)
+
+
+def test_fingerprint_verb_places_the_folder_at_out(tiny_llama, tmp_path):
+    out_dir = tmp_path / "fp"
+    out = invoke(["fingerprint", "--method", "if_sft", "--model", "tiny-llama", "--out", out_dir,
+                  "--no-verify", "--local", "--results", tmp_path / "r",
+                  "--artifacts", tmp_path / "a", "--set", "data.n_normal=4",
+                  "--set", "data.key.max_parts=3", "--set", "data.key.min_parts=2",
+                  "--set", "train.max_steps=2"])
+    assert out.exit_code == 0, out.output
+    assert (out_dir / "published" / "model.safetensors").is_file()
+    assert (out_dir / "private" / "keys.jsonl").is_file()
+    again = invoke(["fingerprint", "--method", "if_sft", "--model", "tiny-llama",
+                    "--out", out_dir, "--local"])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_bundled_if_sft_configs_validate():
+    out = invoke(["validate", ROOT / "configs" / "if_sft.yaml", SMOKE,
+                  ROOT / "configs" / "demo.yaml"])
+    assert out.exit_code == 0, out.output
