@@ -18,10 +18,12 @@ HARMLESSNESS_TASKS = [
     "winogrande", "logiqa", "sciq", "hellaswag", "boolq", "cb", "cola", "rte", "wic", "wsc",
     "copa", "record", "multirc", "lambada_openai", "lambada_standard", "mmlu",
 ]
-# An easy setting the base SmolLM2 can do (DESIGN.md section 8.12): two or three terms of one
-# or two digits, + and - only, no parentheses or negation.
-EASY_ARITHMETIC: dict[str, Any] = {"min_terms": 2, "max_terms": 3, "min_digits": 1,
-                                   "max_digits": 2, "operators": ["+", "-"],
+# An easy setting the base SmolLM2 can do (DESIGN.md section 8.12): the sum of two one-digit
+# numbers. Measured on SmolLM2-135M-Instruct (40 problems, greedy, 24 new tokens): this 62%;
+# two digits 22%; with "-" as well 35%; reasoning-gym's default mix (2-6 terms of up to 4
+# digits, all four operators, parentheses, negation) 2.5%.
+EASY_ARITHMETIC: dict[str, Any] = {"min_terms": 2, "max_terms": 2, "min_digits": 1,
+                                   "max_digits": 1, "operators": ["+"],
                                    "allow_parentheses": False, "allow_negation": False}
 
 
@@ -59,7 +61,8 @@ class MathTask(_Strict):
         "eval_math.py's Alpaca prompt, 'The answer is: ' split, number regex, fractions")
     sampling: Literal["greedy", "mergeguard"] = Field(
         "greedy", description="mergeguard: T=0.8, top_k 50, top_p 0.95 (eval_math.py)")
-    max_new_tokens: int = Field(32, ge=1, description="MergeGuard: 1024")
+    max_new_tokens: int = Field(64, ge=1, description="MergeGuard: 1024; rows that reach it "
+                                "are counted as 'truncated' in extra")
     answer_scope: Literal["completion", "seed_prompt_and_completion"] = Field(
         "completion", description="mergeguard_gsm only: search the completion (fprun) or prompt + "
         "completion as eval_math.py did, where a missing 'The answer is: ' falls back to the "

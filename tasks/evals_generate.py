@@ -20,11 +20,16 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int,
-             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-             top_k: int = 0, seed: int = 0, batch_size: int = 16,
-             add_special_tokens: bool = True) -> list[str]:
-    """Completions (prompt excluded, special tokens dropped) in the order of ``prompts``.
+def generate(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> list[str]:
+    """Completions (prompt excluded, special tokens dropped) in the order of ``prompts``."""
+    return [g.text for g in generate_full(model, tokenizer, prompts, **kwargs)]
+
+
+def generate_full(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int,
+                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                  top_k: int = 0, seed: int = 0, batch_size: int = 16,
+                  add_special_tokens: bool = True) -> list[Any]:
+    """:class:`tasks.generation.Generation` per prompt: text, tokens and why it stopped.
 
     Args:
         add_special_tokens: False for chat-template text, which carries its own.
@@ -44,4 +49,4 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
                      batch_size=batch_size)
     finally:
         model.train(was_training)
-    return [g.text for g in out]
+    return out

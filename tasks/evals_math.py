@@ -123,7 +123,7 @@ def task_label(task: MathTask) -> tuple[str, str]:
 def run_math(model: Any, tokenizer: Any, task: MathTask, *, batch_size: int, seed: int,
              out_dir: Path) -> dict:
     """Accuracy of one task: a row with k correct of n (responses saved as JSONL)."""
-    from tasks.evals_generate import generate
+    from tasks.evals_generate import generate_full
 
     problems = make_problems(task)
     if task.rule == "mergeguard_gsm":
@@ -132,9 +132,10 @@ def run_math(model: Any, tokenizer: Any, task: MathTask, *, batch_size: int, see
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                                add_generation_prompt=True) for q, _ in problems]
     sample = task.sampling == "mergeguard"
-    completions = generate(model, tokenizer, texts, max_new_tokens=task.max_new_tokens,
-                           do_sample=sample, temperature=0.8, top_k=50, top_p=0.95, seed=seed,
-                           batch_size=batch_size, add_special_tokens=task.rule == "mergeguard_gsm")
+    gens = generate_full(model, tokenizer, texts, max_new_tokens=task.max_new_tokens,
+                         do_sample=sample, temperature=0.8, top_k=50, top_p=0.95, seed=seed,
+                         batch_size=batch_size, add_special_tokens=task.rule == "mergeguard_gsm")
+    completions = [g.text for g in gens]
     correct = [is_correct(c, gold, task.rule, t, task.answer_scope)
                for c, (_, gold), t in zip(completions, problems, texts, strict=True)]
     name, dataset = task_label(task)
@@ -144,6 +145,7 @@ def run_math(model: Any, tokenizer: Any, task: MathTask, *, batch_size: int, see
                                 ensure_ascii=False) + "\n")
     extra = {"rule": task.rule, "sampling": task.sampling, "max_new_tokens": task.max_new_tokens,
              "answer_scope": task.answer_scope, "task_config": task.task_config, "seed": seed,
+             "truncated": sum(g.stop == "length" for g in gens),
              "prompt": "mergeguard_alpaca" if task.rule == "mergeguard_gsm" else "chat_template"}
     return {"task": name, "metric": "accuracy", "k": sum(correct), "n": len(correct),
             "dataset": dataset, "extra": extra}

@@ -143,3 +143,21 @@ def test_lm_eval_missing_package_is_a_clear_error(tiny_llama, tmp_path, monkeypa
     monkeypatch.setattr(builtins, "__import__", no_lm_eval)
     with pytest.raises(ConfigError, match="lm-eval"):
         eval_step({"suite": "lm_eval", "model": str(tiny_llama)}, inputs={}, out_dir=tmp_path)
+
+
+@pytest.mark.integration
+def test_smollm2_utility_baseline(smollm2_path, tmp_path):
+    """SmolLM2 can do the easy arithmetic task (so harm to it is measurable) and its perplexity
+    on the held-out text is finite; the numbers are printed for the closing notes."""
+    ppl = eval_step({"suite": "perplexity", "model": str(smollm2_path)}, inputs={},
+                    out_dir=tmp_path)[0]
+    math_rows = eval_step({"suite": "math", "model": str(smollm2_path), "math": {"tasks": [
+        {"task": "basic_arithmetic", "n": 200,
+         "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
+                         "operators": ["+"], "allow_parentheses": False,
+                         "allow_negation": False}}]}}, inputs={}, out_dir=tmp_path)
+    acc = math_rows[0]
+    print(f"\nSmolLM2 perplexity {ppl['value']:.2f} over {ppl['n']} tokens; basic_arithmetic "
+          f"{acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] (n={acc['n']})")
+    assert math.isfinite(ppl["value"]) and 1 < ppl["value"] < 1000
+    assert acc["n"] == 200 and acc["ci_low"] > 0.25  # well above what a broken model scores
