@@ -1,0 +1,100 @@
+"""Ray Train around the real IF_SFT training function: 2-worker DDP over gloo, DeepSpeed ZeRO-2
+on CPU, bad input from a training worker, and the named DeepSpeed strategies.
+
+The Ray tests are kept to three short runs on the tiny smoke config (2 epochs of 16 rows); the
+first DeepSpeed run of a machine also JIT-compiles one op (~60 s, cached in
+``~/.cache/torch_extensions``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner.config import load_experiment
+from runner.deepspeed_configs import STRATEGIES, resolve_strategy, zero_config
+from runner.execute import StepSpec, artifact_dir
+from runner.experiments import if_sft
+from runner.train import ROWS_FILE
+from tasks.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "smoke" / "if_sft.yaml"
+
+
+def fingerprint_spec(artifacts: Path, *overrides: str) -> StepSpec:
+    """The smoke config's IF_SFT step as the driver would hand it to a backend."""
+    step = if_sft.fingerprint_step(load_experiment(SMOKE, list(overrides)))
+    return StepSpec(step_id=step.step_id, kind=step.kind, fn=step.fn, config=step.config,
+                    inputs={}, out_dir=str(artifact_dir(artifacts, step)),
+                    executor=step.executor, resources=step.resources, label=step.label)
+
+
+def run_on_ray(spec: StepSpec, results: Path):
+    from runner.ray_exec import RayBackend
+
+    backend = RayBackend(results=str(results), artifacts=str(Path(spec.out_dir).parents[1]))
+    _, outcome = backend.wait([backend.submit(spec)])
+    backend.close()
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def ddp(ray_session, tmp_path_factory):
+    """One 2-worker DDP run (gloo) of fingerprint_if_sft, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    spec = fingerprint_spec(tmp / "a", "train.num_workers=2")
+    return spec, run_on_ray(spec, tmp / "r")
+
+
+def test_two_worker_ddp_returns_rank0_row_and_writes_the_fingerprint(ddp):
+    spec, outcome = ddp
+    assert not isinstance(outcome, BaseException), outcome
+    (row,) = outcome.rows
+    assert row["num_workers"] == 2 and row["strategy"] == "ddp" and row["steps"] > 0
+    assert json.loads(row["extra"])["grad_accum"] == 1  # total batch 4 = 2 workers x 2
+    assert outcome.device.startswith("ray-train:2xcpu")
+    out = Path(spec.out_dir)
+    assert (out / "published" / "model.safetensors").is_file()
+    assert not (out / ROWS_FILE).exists()  # read and removed by the launcher
+    assert (out.parents[1] / "ray_train" / spec.step_id).is_dir()  # Ray Train's storage_path
+
+
+def test_deepspeed_zero2_on_cpu_matches_ddp(ddp, tmp_path):
+    _, ddp_outcome = ddp
+    spec = fingerprint_spec(tmp_path / "a", "train.num_workers=2",
+                            "train.strategy=deepspeed_zero2")
+    outcome = run_on_ray(spec, tmp_path / "r")
+    assert not isinstance(outcome, BaseException), outcome
+    (row,) = outcome.rows
+    assert row["strategy"] == "deepspeed_zero2" and row["num_workers"] == 2
+    # ZeRO-2 partitions optimizer state and gradients but computes the same update as DDP
+    assert row["final_loss"] == pytest.approx(ddp_outcome.rows[0]["final_loss"], rel=1e-4)
+    assert (Path(spec.out_dir) / "published" / "model.safetensors").is_file()
+
+
+def test_bad_input_in_a_training_worker_arrives_as_its_family(ray_session, tmp_path):
+    spec = fingerprint_spec(tmp_path / "a", "train.max_seq_len=8")  # cuts the key rows
+    outcome = run_on_ray(spec, tmp_path / "r")
+    assert type(outcome) is ConfigError and "raise train.max_seq_len" in outcome.one_line()
+
+
+def test_named_strategies_and_deepspeed_files(tmp_path):
+    assert resolve_strategy("ddp") == ("ddp", None)
+    for name in STRATEGIES[1:]:
+        strategy, cfg = resolve_strategy(name)
+        assert strategy == "deepspeed" and cfg["zero_optimization"]["stage"] in (2, 3)
+    z3 = zero_config(3, offload=True)["zero_optimization"]
+    assert z3["stage3_gather_16bit_weights_on_model_save"] and z3["offload_param"]["device"]
+    own = tmp_path / "ds.json"
+    own.write_text(json.dumps({"zero_optimization": {"stage": 1}}))
+    assert resolve_strategy(f"deepspeed:{own}")[1]["zero_optimization"]["stage"] == 1
+    for bad, needle in (("dpp", "unknown training strategy"),
+                        (f"deepspeed:{tmp_path / 'nope.json'}", "does not exist")):
+        with pytest.raises(ConfigError, match=needle):
+            resolve_strategy(bad)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        resolve_strategy(f"deepspeed:{tmp_path / 'bad.json'}")
