@@ -30,7 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (sum of lr over steps) at a rate measured to leave SmolLM2 intact (ASSETS.md section 6).
     "small_model": dict(epochs=1.0, max_steps=100, learning_rate=2e-5, lora_learning_rate=2e-4,
                         weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
-                        global_batch_size=8, per_device_batch_size=8, max_length=256,
+                        global_batch_size=8, per_device_batch_size=8, max_length=384,
                         gradient_checkpointing=False),
 }
 SEED_DATASETS = ("alpaca", "alpaca_gpt4", "dolly", "sharegpt", "ni")

@@ -99,6 +99,13 @@ def test_response_only_mask(tiny_llama):
     assert tok.decode(kept).startswith("The sum is 5.") and "Add 2" not in tok.decode(kept)
     assert chat["labels"][0] == IGNORE_INDEX
     assert encode_record(tok, rec, "alpaca", prompt_len) is None  # truncation left no answer
+    from tasks.finetune import _encode  # the chat path the step takes (IF_SFT's tokenizer)
+    from tasks.user_data import UserData
+
+    cfg = FinetuneConfig(data="x", prompt_format="chat_template")
+    (row,), dropped = _encode(UserData([rec], "t", 1), tok, cfg, resolve_hyper(cfg))
+    learned = tok.decode([t for t in row["labels"] if t != IGNORE_INDEX])
+    assert dropped == 0 and learned.startswith("The sum is 5.") and "Add 2" not in learned
     with_input = alpaca_prompt({"instruction": "Sum.", "input": "2 3", "output": "5"})
     assert with_input == PROMPT_INPUT.format(instruction="Sum.", input="2 3")
 
