@@ -41,7 +41,7 @@ def plan(cfg: Config, ctx) -> list[Step]:
 
 
 def summarize(cfg: Config, store, ctx) -> str:
-    """Held-out cosines before and after training, from the step's row."""
+    """Held-out cosines before training, of the BN-calibrated control, and after training."""
     step = plan(cfg, ctx)[0]
     table = store.read("train_run", [step.step_id])
     if table.num_rows == 0:
@@ -50,10 +50,10 @@ def summarize(cfg: Config, store, ctx) -> str:
     extra = json.loads(row["extra"] or "{}")
     lines = [f"huref encoder  K={cfg.tokens}  anchor={cfg.anchor}  steps={row['steps']}  "
              f"final loss {row['final_loss']:.4f}  artifact {row['artifact']}"]
-    for tag in ("held_out_before", "held_out_after"):
+    for tag in ("held_out_before", "held_out_control", "held_out_after"):
         s = extra.get(tag) or {}
         if s:
-            lines.append(f"  {tag[9:]:<6} cos(anchor,pos) {s['cos_ap']:.3f}  "
+            lines.append(f"  {tag[9:]:<7} cos(anchor,pos) {s['cos_ap']:.3f}  "
                          f"cos(anchor,neg) {s['cos_an']:+.3f}  |cos(anchor,neg)| "
                          f"{s['abs_cos_an']:.3f}  pos>neg {s['frac_ap_gt_an']:.0%}")
     return "\n".join(lines)

@@ -147,7 +147,7 @@ def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str],
     n = len(images)
     cols = max(1, min(ncols, n))
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.8 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, title in zip(axes.flat, images, titles, strict=False):
@@ -155,7 +155,7 @@ def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str],
         ax.set_title(title, fontsize=9)
     if heading:
         fig.suptitle(heading, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")

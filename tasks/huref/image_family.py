@@ -74,17 +74,22 @@ def _cosines(vecs: np.ndarray) -> np.ndarray:
     return unit @ unit.T
 
 
-def _ics_to_first(dirs: list[Path]) -> list[float] | None:
-    """ICS of each model to the first, or None when the invariants are not comparable."""
+def _ics_to_first(dirs: list[Path], metas: list[dict[str, Any]]) -> list[float | None] | None:
+    """ICS of each model to the first, for the models sharing its K, layers and token set.
+
+    ICS across token sets does not measure lineage (docs/huref.md), so those models get None.
+    """
     from tasks.huref.similarity import ics_matrix
 
-    if len(dirs) < 2:
+    key = [(int(m["k"]), int(m["n_layers"]), m["token_set_hash"]) for m in metas]
+    same = [i for i, k in enumerate(key) if k == key[0]]
+    if len(same) < 2:
         return None
-    try:
-        mat, _ = ics_matrix(dirs)
-    except ConfigError:  # different K, layers or token sets: ICS is meaningless, say nothing
-        return None
-    return [float(v) for v in mat[0]]
+    mat, _ = ics_matrix([dirs[i] for i in same])
+    out: list[float | None] = [None] * len(dirs)
+    for j, i in enumerate(same):
+        out[i] = float(mat[0, j])
+    return out
 
 
 def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
@@ -115,7 +120,7 @@ def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
     vecs, metas = feature_vectors(paths, encoder=encoder, allow_pickle=allow_pickle)
     names = _names(metas, paths)
     cos = _cosines(vecs)
-    ics_first = _ics_to_first(paths) if ics else None
+    ics_first = _ics_to_first(paths, metas) if ics else None
     out_dir = Path(out)
     images, titles, models = [], [], []
     for i, (name, path, meta) in enumerate(zip(names, paths, metas, strict=True)):
@@ -127,7 +132,7 @@ def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
                        "k": meta.get("k"), "n_layers": meta.get("n_layers"),
                        "token_set_hash": meta.get("token_set_hash"),
                        "feature_cos_to_first": round(float(cos[0, i]), 6),
-                       "ics_to_first": None if ics_first is None else round(ics_first[i], 4)})
+                       "ics_to_first": _round(ics_first, i)})
     method = "mean_pool" if encoder is None else f"cnn:{encoder}"
     generator = (f"stylegan2:{stylegan}" if stylegan is not None
                  else f"fprun-cppn(seed={GENERATOR_SEED})")
@@ -139,8 +144,15 @@ def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
     return manifest
 
 
-def _title(i: int, name: str, first: str, cos: np.ndarray, ics: list[float] | None) -> str:
+def _round(ics: list[float | None] | None, i: int) -> float | None:
+    return None if ics is None or ics[i] is None else round(ics[i], 4)
+
+
+def _title(i: int, name: str, first: str, cos: np.ndarray,
+           ics: list[float | None] | None) -> str:
     if i == 0:
         return f"{name}\n(reference)"
-    line = f"cos {cos[0, i]:.3f}" + (f", ICS {ics[i]:.1f}" if ics is not None else "")
+    line = f"cos {cos[0, i]:.3f}"
+    if ics is not None:
+        line += f", ICS {ics[i]:.1f}" if ics[i] is not None else ", other token set"
     return f"{name}\n{line} vs {first}"

@@ -115,9 +115,9 @@ def test_stylegan_pickles_need_allow_pickle_and_a_generator(tmp_path):
         StyleGAN2Generator.from_pickle(tmp_path / "nv.pkl", allow_pickle=True)
 
 
-def _meta(name: str) -> dict:
+def _meta(name: str, tokens: str = "t0") -> dict:
     return {"model_ref": name, "arch": "llama", "k": K, "n_layers": 2,
-            "token_strategy": "vocab_rank", "token_set_hash": "t0", "dtype": "float32",
+            "token_strategy": "vocab_rank", "token_set_hash": tokens, "dtype": "float32",
             "hidden_size": 16}
 
 
@@ -132,7 +132,9 @@ def family(tmp_path):
 
 
 def test_image_cli_writes_pngs_and_a_sheet_with_related_pictures_closer(tmp_path, family):
-    out = invoke(["huref", "image", *family, "--out", tmp_path / "img", "--size", 96])
+    other = save_invariants(tmp_path / "inv" / "other-tokens", torch.randn(6, K, K),
+                            _meta("other-tokens", tokens="t1"))
+    out = invoke(["huref", "image", *family, other, "--out", tmp_path / "img", "--size", 96])
     assert out.exit_code == 0, out.output
     imgs = {n: mpimg.imread(tmp_path / "img" / f"{n}.png")[..., :3]
             for n in ("base", "base-tuned", "unrelated")}
@@ -145,6 +147,7 @@ def test_image_cli_writes_pngs_and_a_sheet_with_related_pictures_closer(tmp_path
     tuned, unrelated = manifest["models"][1], manifest["models"][2]
     assert tuned["feature_cos_to_first"] > 0.98 and abs(unrelated["feature_cos_to_first"]) < 0.2
     assert tuned["ics_to_first"] > 99 and abs(unrelated["ics_to_first"]) < 10
+    assert manifest["models"][3]["ics_to_first"] is None  # ICS across token sets: not shown
     assert manifest["method"] == "mean_pool"
 
 
