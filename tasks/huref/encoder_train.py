@@ -3,7 +3,8 @@
 Each epoch runs ``steps_per_epoch`` discriminator steps (encoder frozen in eval mode), then as many
 encoder steps. The discriminator learns to tell N(0, I) samples from z-scored encoder features; the
 encoder minimises the contrastive loss plus ``gan_weight`` x BCE(D(features), real), so its features
-are both lineage-preserving and Gaussian-looking (what a StyleGAN-style latent expects).
+are both lineage-preserving and Gaussian-looking (what a StyleGAN-style latent expects). The loop is
+hand-written because HF Trainer drives one model with one optimiser, and the seed alternates two.
 
 :func:`train_encoder` is a step function (``fn(config, *, inputs, out_dir, **hooks) -> rows``) with
 the training hook shape used across fprun: ``on_report(metrics, checkpoint_dir)`` once per epoch,
@@ -132,7 +133,11 @@ def calibrated_control(cfg: EncoderTrainConfig, device: torch.device) -> dict[st
 
 def _reporters(callbacks: Sequence[Any] | None, on_report: Callable | None) -> list[Callable]:
     out = [getattr(cb, "on_report", cb) for cb in (callbacks or [])]
-    return out + ([on_report] if on_report is not None else [])
+    out += [on_report] if on_report is not None else []
+    bad = [type(cb).__name__ for cb in out if not callable(cb)]
+    if bad:  # e.g. an HF TrainerCallback: this hand-written loop has no Trainer to attach it to
+        raise TypeError(f"callbacks must be callables or have on_report(metrics, dir): {bad}")
+    return out
 
 
 class _Trainer:
