@@ -17,6 +17,7 @@ from tasks.errors import ConfigError
 KINDS: dict[str, str] = {
     "suite": "runner.experiments.suite",
     "if_sft": "runner.experiments.if_sft",
+    "if_adapter": "runner.experiments.if_adapter",
     "huref": "runner.experiments.huref",
     "huref_encoder": "runner.experiments.huref_encoder",
 }

@@ -1,0 +1,214 @@
+"""``kind: if_adapter``: the IF_adapter protocol end to end (METHODS.md 2.5-2.7).
+
+Steps, in dependency order:
+
+1. fingerprint (``tasks.fingerprint.adapter_train:fingerprint_if_adapter``, Ray Train);
+2. FSR_pre: ``publish_w_adapter``, ``publish``, ``vanilla`` (+ fprun's ``vanilla_w_adapter``
+   control: the base model's embedding with the publisher's weights and the adapter);
+3. one user fine-tune per ``finetune`` entry (``tasks.finetune:finetune_step`` on the published
+   model; offline stand-ins by default, several datasets like the paper's five);
+4. FSR_post per user model: ``tuned_w_adapter``, ``tuned_publish``, ``tuned_direct``;
+5. utility (``tasks.evals:eval_step``): perplexity and basic-arithmetic accuracy of the vanilla
+   and the published model (before/after fingerprinting).
+
+Every verification row lands in one ``verification`` table with a ``condition`` column; rows of a
+user model carry its fine-tune's step ID in ``model_step_id``. Torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, create_model, model_validator
+
+from runner.config import Strict
+from runner.experiments.if_sft import check_model_ref
+from runner.plan import Resources, Step
+from tasks.evals_config import EASY_ARITHMETIC, EvalConfig, MathOptions, MathTask, PerplexityOptions
+from tasks.finetune_config import FinetuneConfig
+from tasks.fingerprint.adapter_config import (
+    AdapterSettings,
+    AdapterTrainConfig,
+    AdapterVerifyConfig,
+)
+from tasks.fingerprint.config import SimpleData
+from tasks.verify_config import VerifyConfig
+
+RESULT_KINDS = ("train_run", "verification", "eval")
+FINGERPRINT_FN = "tasks.fingerprint.adapter_train:fingerprint_if_adapter"
+VERIFY_FN = "tasks.verify:verify_step"
+ADAPTER_VERIFY_FN = "tasks.fingerprint.adapter_verify:verify_adapter_step"
+FINETUNE_FN = "tasks.finetune:finetune_step"
+EVAL_FN = "tasks.evals:eval_step"
+RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker"}
+PRE = ("vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter")
+POST = ("tuned_publish", "tuned_w_adapter", "tuned_direct")
+Condition = Literal["vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter",
+                    "tuned_publish", "tuned_w_adapter", "tuned_direct"]
+
+
+class _Resources(Strict):
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel)")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    strategy: str = Field("ddp", description="ddp | deepspeed_zero2 | deepspeed:<file.json> "
+                                             "(IF_adapter refuses ZeRO-3)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs (and torch threads) per worker")
+
+
+class TrainSection(AdapterTrainConfig, _Resources):
+    """The adapter's hyperparameters plus how to run them (resources never enter step IDs)."""
+
+
+_PER_CONDITION = {"condition", "model", "model_step_id", "use_adapter"}
+_VerifyFields = create_model(
+    "_VerifyFields", __base__=Strict,
+    **{n: (f.annotation, f) for n, f in VerifyConfig.model_fields.items()
+       if n not in _PER_CONDITION})
+
+
+class VerifySection(_VerifyFields):
+    """Which conditions to verify, and how (fields of tasks.verify_config.VerifyConfig)."""
+
+    conditions: list[Condition] = Field(
+        default_factory=lambda: [*PRE, *POST],
+        description="FSR_pre: vanilla, publish, publish_w_adapter, vanilla_w_adapter; FSR_post "
+                    "(per user model): tuned_publish, tuned_w_adapter, tuned_direct")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs (and torch threads) per verification")
+
+
+_PER_MODEL = {"model", "model_identity", "model_step_id"}
+_FinetuneFields = create_model(
+    "_FinetuneFields", __base__=Strict,
+    **{n: (f.annotation, f) for n, f in FinetuneConfig.model_fields.items()
+       if n not in _PER_MODEL})
+
+
+class FinetuneEntry(_FinetuneFields, _Resources):
+    """One user fine-tune of the published model (fields of tasks.finetune_config)."""
+
+
+class EvalSection(Strict):
+    """Utility before/after fingerprinting (DESIGN.md 8.12)."""
+
+    models: list[Literal["vanilla", "publish"]] = Field(
+        default_factory=lambda: ["vanilla", "publish"], description="models evaluated")
+    suites: list[Literal["perplexity", "math"]] = Field(
+        default_factory=lambda: ["perplexity", "math"])
+    perplexity: PerplexityOptions = PerplexityOptions()
+    math: MathOptions = MathOptions(tasks=[MathTask(task="basic_arithmetic", n=200,
+                                                    task_config=EASY_ARITHMETIC)])
+    batch_size: int = Field(16, ge=1)
+    num_cpus: float = Field(1.0, gt=0)
+
+
+class Config(Strict):
+    kind: Literal["if_adapter"]
+    name: str = Field("if_adapter", description="name shown in summaries")
+    model: str = Field(description="base model: zoo name, local folder or hub id")
+    trust_remote_code: bool = Field(False, description="allow model code from the hub")
+    data: SimpleData = SimpleData()
+    adapter: AdapterSettings = AdapterSettings()
+    train: TrainSection = TrainSection()
+    verify: VerifySection = VerifySection()
+    finetune: list[FinetuneEntry] = Field(
+        default_factory=lambda: [FinetuneEntry(data="gsm_symbolic")],
+        description="user fine-tunes of the published model (the paper: five datasets)")
+    eval: EvalSection = EvalSection()
+
+    @model_validator(mode="after")
+    def _checks(self) -> Config:
+        self.train.grad_accum(self.train.num_workers)  # ConfigError if it does not divide
+        if self.train.strategy.startswith("deepspeed_zero3"):
+            from tasks.errors import ConfigError
+
+            raise ConfigError(f"train.strategy {self.train.strategy}: IF_adapter does not run "
+                              "under ZeRO-3", "use ddp or deepspeed_zero2")
+        return self
+
+
+def fingerprint_step(cfg: Config) -> Step:
+    """The IF_adapter training step; its config holds what determines the artifacts."""
+    from runner.deepspeed_configs import resolve_strategy
+
+    resolve_strategy(cfg.train.strategy)  # a misspelled strategy fails at plan time
+    config = {"model": cfg.model, "data": cfg.data.model_dump(),
+              "train": cfg.train.model_dump(exclude=RESOURCE_FIELDS),
+              "adapter": cfg.adapter.model_dump(), "trust_remote_code": cfg.trust_remote_code}
+    return Step("if_adapter", FINGERPRINT_FN, config, "train_run", executor="train",
+                resources=_train_resources(cfg.train), label=cfg.name)
+
+
+def _train_resources(r: _Resources) -> Resources:
+    return Resources(num_cpus=r.cpus_per_worker, num_workers=r.num_workers, use_gpu=r.use_gpu,
+                     num_gpus=1.0 if r.use_gpu else 0.0, strategy=r.strategy)
+
+
+def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = None,
+                label: str = "") -> Step:
+    """One verification step: plain conditions use verify_step, adapter ones the assembler."""
+    common = cfg.verify.model_dump(exclude={"conditions", "num_cpus"})
+    res = Resources(num_cpus=cfg.verify.num_cpus)
+    name = f"{cfg.name}:{condition}" + (f":{label}" if label else "")
+    sid = suspect.step_id if suspect is not None else None
+    if condition in ("publish", "vanilla", "tuned_publish"):
+        model = cfg.model if condition == "vanilla" else None
+        vc = VerifyConfig(condition=condition, model=model, model_step_id=sid or (
+            fp.step_id if condition == "publish" else None), **common)
+        inputs = {"fingerprint": fp, **({"model": fp} if condition == "publish" else {}),
+                  **({"model": suspect} if suspect is not None else {})}
+        return Step("verify", VERIFY_FN, vc.model_dump(), "verification", inputs=inputs,
+                    resources=res, label=name)
+    vc = VerifyConfig(condition=condition, use_adapter=True,
+                      model_step_id=sid or fp.step_id, **common)
+    ac = AdapterVerifyConfig(condition=condition, verify=vc.model_dump(),
+                             suspect=cfg.model if condition == "vanilla_w_adapter" else None)
+    inputs = {"fingerprint": fp, **({"suspect": suspect} if suspect is not None else {})}
+    return Step("verify_adapter", ADAPTER_VERIFY_FN, ac.model_dump(), "verification",
+                inputs=inputs, resources=res, label=name)
+
+
+def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:
+    """A user fine-tune of the published model (the fingerprint folder's ``published/``)."""
+    ft = FinetuneConfig(model_step_id=fp.step_id, **entry.model_dump(exclude=RESOURCE_FIELDS))
+    return Step("finetune", FINETUNE_FN, ft.model_dump(mode="json", exclude_defaults=True),
+                "train_run", inputs={"model": fp}, executor="train",
+                resources=_train_resources(entry), label=f"{name}:finetune:{entry.data}")
+
+
+def eval_steps(cfg: Config, fp: Step) -> list[Step]:
+    """Utility suites on the vanilla and the published model."""
+    e = cfg.eval
+    steps = []
+    for which in e.models:
+        for suite in e.suites:
+            ec = EvalConfig(suite=suite, model=cfg.model if which == "vanilla" else None,
+                            model_step_id=fp.step_id if which == "publish" else None,
+                            perplexity=e.perplexity, math=e.math, batch_size=e.batch_size)
+            steps.append(Step("eval", EVAL_FN, ec.model_dump(mode="json", exclude_defaults=True),
+                              "eval", inputs={"model": fp} if which == "publish" else {},
+                              resources=Resources(num_cpus=e.num_cpus),
+                              label=f"{cfg.name}:{suite}:{which}"))
+    return steps
+
+
+def plan(cfg: Config, ctx) -> list[Step]:
+    """Fingerprint, FSR_pre, user fine-tunes, FSR_post, utility (see the module docstring)."""
+    check_model_ref(cfg.model)
+    fp = fingerprint_step(cfg)
+    steps = [fp, *(verify_step(cfg, c, fp) for c in PRE if c in cfg.verify.conditions)]
+    for entry in cfg.finetune:
+        ft = finetune_step(entry, fp, cfg.name)
+        steps.append(ft)
+        steps += [verify_step(cfg, c, fp, ft, entry.data) for c in POST
+                  if c in cfg.verify.conditions]
+    return steps + eval_steps(cfg, fp)
+
+
+def summarize(cfg: Config, store, ctx) -> str:
+    """Tables shaped like the paper's Tables 3 and 6, plus training and utility lines."""
+    from runner.experiments.if_adapter_report import report
+
+    return report(cfg, plan(cfg, ctx), store)
+
+
+__all__ = ["Config", "RESULT_KINDS", "plan", "summarize"]

@@ -1,0 +1,209 @@
+"""The models behind IF_adapter's verification conditions (METHODS.md 2.6 step 3, 2.7).
+
+Every adapter condition wraps one model's input embedding with the private F-Adapter:
+
+=====================  ==========================  ====================  =====================
+condition              non-embedding weights       embedding (orig_emb)  adapter rows (T)
+=====================  ==========================  ====================  =====================
+``publish_w_adapter``  published                   published             the saved rows
+``tuned_w_adapter``    published (the publisher's) the user model's      the user model's
+``tuned_direct``       the user model's            the user model's      the user model's
+``vanilla_w_adapter``  published (the publisher's) the base model's      the base model's
+=====================  ==========================  ====================  =====================
+
+``publish``, ``vanilla`` and ``tuned_publish`` query a plain model (``tasks.verify:verify_step``).
+``vanilla_w_adapter`` is fprun's control, not the seed's: ``tuned_w_adapter``'s recipe applied to
+a model that descends from the *base* model rather than from the published release. If it fires,
+the adapter proves lineage from the base model, not ownership of the release.
+
+Departures from the seed's ``inference.py`` (docs/seed_fixes.md): ``tuned_w_adapter`` copies the
+user's rows into *both* ``orig_emb`` and ``trainable_emb`` (the seed keeps the publisher's merged
+rows in ``orig_emb`` for tokens in T), so it evaluates exactly the function the adapter was
+trained as, ``E[t] + B(A(E[t]))`` on the user's embedding ``E``; ``tuned_direct`` wraps the user's
+own embedding (the seed's pickled adapter brought the publisher's whole embedding with it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import ArchitectureError, ConfigError, FingerprintError
+from tasks.fingerprint.adapter import (
+    SavedAdapter,
+    adapter_from_saved,
+    input_embedding,
+    load_adapter,
+)
+from tasks.fingerprint.adapter_config import AdapterVerifyConfig, parse
+from tasks.fingerprint.artifacts import private_dir, published_dir, read_meta, read_probes
+
+CODE_VERSION = "1"
+SUSPECT_CONDITIONS = ("tuned_w_adapter", "tuned_direct", "vanilla_w_adapter")
+
+
+def adapter_folder(fingerprint_dir: Path) -> Path:
+    """``private/adapter/`` of a fingerprint folder, or a FingerprintError naming the problem."""
+    folder = private_dir(fingerprint_dir) / "adapter"
+    if not folder.is_dir():
+        raise FingerprintError(
+            f"{fingerprint_dir} has no private/adapter/, so an adapter condition cannot be "
+            "verified (verifying an adapter model without its adapter)",
+            "pass the fingerprint folder of an IF_adapter run, or verify a plain condition")
+    return folder
+
+
+def load_adapter_model(
+    model_dir: Path, *, fingerprint_dir: Path, condition: str = "tuned_direct",
+    publisher_dir: Path | None = None, adapter_dir: Path | None = None,
+    dtype: str = "float32", device: str = "auto",
+) -> tuple[Any, Any]:
+    """Assemble the model of one adapter condition, in eval mode, with its tokenizer.
+
+    Args:
+        model_dir: The model the condition is about: the published model
+            (``publish_w_adapter``), or the suspect (user or base) model.
+        fingerprint_dir: The IF_adapter fingerprint folder (for ``private/adapter/`` and, when
+            ``publisher_dir`` is not given, ``published/``).
+        condition: A row of the table in the module docstring.
+        publisher_dir: The publisher's model for ``tuned_w_adapter``/``vanilla_w_adapter``
+            (default: the fingerprint's ``published/``).
+        adapter_dir: An adapter folder other than the fingerprint's own.
+        dtype, device: As in verification.
+
+    Raises:
+        FingerprintError: No adapter in the fingerprint folder.
+        ArchitectureError: Adapter, model and publisher do not fit together.
+        CheckpointError: A pickled or corrupt adapter.
+    """
+    from tasks.verify import pick_device
+
+    saved = load_adapter(adapter_dir or adapter_folder(fingerprint_dir))
+    publisher = Path(publisher_dir) if publisher_dir else published_dir(fingerprint_dir)
+    if condition == "publish_w_adapter":
+        model, tokenizer = _load(model_dir, dtype)
+        _wrap(model, tokenizer, saved, own_rows=False)
+    elif condition in ("tuned_w_adapter", "vanilla_w_adapter"):
+        model, tokenizer = _load(publisher, dtype)
+        suspect, _ = _load(model_dir, dtype)
+        copy_input_embedding(suspect, model)
+        del suspect
+        _wrap(model, tokenizer, saved, own_rows=True)
+    elif condition == "tuned_direct":
+        model, tokenizer = _load(model_dir, dtype)
+        _wrap(model, tokenizer, saved, own_rows=True)
+    else:
+        raise ConfigError(f"unknown adapter condition {condition!r}",
+                          "use publish_w_adapter, tuned_w_adapter, tuned_direct or "
+                          "vanilla_w_adapter")
+    return model.to(pick_device(device)).eval(), tokenizer
+
+
+def _load(folder: Path, dtype: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype),
+                                                 use_safetensors=True)
+    return model, tokenizer
+
+
+def _wrap(model: Any, tokenizer: Any, saved: SavedAdapter, *, own_rows: bool) -> None:
+    emb = input_embedding(model)
+    rows = emb.weight.detach()[saved.meta["token_ids"]].clone() if own_rows else None
+    adapter = adapter_from_saved(emb, saved, tokenizer=tokenizer, rows=rows)
+    for p in adapter.parameters():
+        p.requires_grad_(False)
+    model.set_input_embeddings(adapter)
+
+
+def copy_input_embedding(src: Any, dst: Any) -> None:
+    """Overwrite ``dst``'s input embedding with ``src``'s (the rows of ``dst``'s vocabulary).
+
+    A user model may have grown its vocabulary (a pad token added for fine-tuning); its first
+    rows still mean the publisher's tokens, so those are taken. The published model's LM head
+    is a separate tensor (IF_adapter unties it), so only the input side changes.
+
+    Raises:
+        ArchitectureError: Different hidden size, or a smaller vocabulary than the publisher's.
+    """
+    import torch
+
+    s, d = input_embedding(src).weight, input_embedding(dst).weight
+    if s.shape[1] != d.shape[1] or s.shape[0] < d.shape[0]:
+        raise ArchitectureError(
+            f"the suspect model's embedding is {tuple(s.shape)} but the publisher's is "
+            f"{tuple(d.shape)}", "verify a model fine-tuned from this fingerprint's published "
+                                 "model (same architecture and tokenizer)")
+    head = dst.get_output_embeddings()
+    if head is not None and head.weight is d:  # a tied head must keep the publisher's rows
+        head.weight = torch.nn.Parameter(d.detach().clone(), requires_grad=False)
+    with torch.no_grad():
+        d.copy_(s[: d.shape[0]].to(d.dtype))
+
+
+def verify_adapter_step(config: dict, *, inputs: dict[str, Path], out_dir: Path,
+                        **hooks: Any) -> list[dict]:
+    """Verify one adapter condition; ``verification`` rows like ``tasks.verify:verify_step``.
+
+    Args:
+        config: An :class:`tasks.fingerprint.adapter_config.AdapterVerifyConfig` as a dict.
+        inputs: ``fingerprint`` (the IF_adapter fingerprint folder) and, for the suspect
+            conditions, ``suspect`` (a model folder, e.g. the user fine-tune's).
+        out_dir: Where ``generations.jsonl`` goes (no prompts: they hold the keys).
+
+    Raises:
+        FingerprintError: No fingerprint folder, or one without an adapter.
+        ConfigError: A suspect condition with no suspect model.
+    """
+    from tasks.verify import Verifier, parse_config
+
+    cfg: AdapterVerifyConfig = parse(AdapterVerifyConfig, config, "adapter verification")
+    vcfg = parse_config({**cfg.verify, "condition": cfg.condition, "use_adapter": True})
+    fp_dir = _fingerprint(inputs, vcfg.fingerprint)
+    adapter_folder(fp_dir)  # the one-line error before any model loads
+    meta = read_meta(fp_dir)
+    probes = read_probes(fp_dir)
+    model_dir, model_ref = _condition_model(cfg, fp_dir, inputs)
+    model, tokenizer = load_adapter_model(model_dir, fingerprint_dir=fp_dir,
+                                          condition=cfg.condition, dtype=vcfg.dtype,
+                                          device=vcfg.device)
+    verifier = Verifier(vcfg, meta, model, tokenizer, model_ref)
+    rows, records = verifier.greedy(probes)
+    if vcfg.sampling.runs:
+        more, recs = verifier.sampled(probes, greedy_rows=rows)
+        rows, records = rows + more, records + recs
+    with (Path(out_dir) / "generations.jsonl").open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+    return rows
+
+
+def _fingerprint(inputs: dict[str, Path], ref: str | None) -> Path:
+    if "fingerprint" in inputs:
+        return Path(inputs["fingerprint"])
+    if ref:
+        return Path(ref).expanduser()
+    raise FingerprintError("no fingerprint folder to verify against",
+                           "set verify.fingerprint or wire the IF_adapter step as input")
+
+
+def _condition_model(cfg: AdapterVerifyConfig, fp_dir: Path,
+                     inputs: dict[str, Path]) -> tuple[Path, str]:
+    """The folder named by the condition (published or suspect) and its label for the rows."""
+    from tasks.zoo import resolve_model
+
+    if cfg.condition == "publish_w_adapter":
+        return published_dir(fp_dir), cfg.verify.get("model") or str(published_dir(fp_dir))
+    if "suspect" in inputs:
+        folder = Path(inputs["suspect"])
+        if published_dir(folder).is_dir():
+            folder = published_dir(folder)
+        return resolve_model(folder), cfg.suspect or str(folder)
+    if cfg.suspect:
+        return resolve_model(cfg.suspect), cfg.suspect
+    raise ConfigError(f"condition {cfg.condition} needs a suspect model",
+                      "set suspect: REF or wire the user fine-tune step as input 'suspect'")
