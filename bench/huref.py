@@ -10,11 +10,17 @@ Each side runs in its own fresh subprocess, on the same inputs, in the same invo
 * ICS matrix, fprun: ``ics_matrix`` (every file read once, lockstep blocks);
 * ICS matrix, baseline (the seed's way): every pair reloads both files and standardises them.
 
-Figures: wall time of the whole process, time excluding imports, and peak RSS counted above the
-RSS right after imports (``/proc/self/clear_refs`` resets the high-water mark there). Timings are
+Figures: wall time of the whole process, time excluding imports (load + compute; the compute is
+the same code on both sides), the read/load phase alone (fprun: header parsing and positioned
+reads; baseline: ``from_pretrained`` + ``state_dict``), and peak RSS counted above the RSS right
+after imports (``/proc/self/clear_refs`` resets the high-water mark there). Timings are
 medians over ``--repeats``. Lines read ``name: fprun X, baseline Y, ratio Y/X``.
 The 1B synthetic Llama (random weights, fp32, two shards) is generated once into
 ``$FPRUN_CACHE/bench/``.
+
+Note (transformers 5.23): ``from_pretrained`` of an fp32 safetensors checkpoint into fp32 on CPU
+memory-maps the file, so the baseline's load is lazy and its resident memory grows only with the
+pages the formulas touch; only a dtype change (bf16 checkpoint -> fp32) materialises the model.
 """
 
 from __future__ import annotations
@@ -78,16 +84,19 @@ def child(args: dict) -> None:
     t_imp = time.perf_counter()
     rss0 = _status()["VmRSS"]
     reset = _reset_peak()
-    result = None
+    result, load_s = None, None
     if side in ("fprun", "baseline"):
         folder = Path(args["model"])
         ids = json.loads(Path(args["ids"]).read_text())
         if side == "fprun":
             reader = CheckpointReader(folder)
             result = compute_invariants(reader, archs.detect(folder, reader), ids)
+            load_s = reader.read_seconds
         else:
+            t_load = time.perf_counter()
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
             source = StateDictSource(model.state_dict(), folder)
+            load_s = time.perf_counter() - t_load
             result = compute_invariants(source, archs.detect(folder, source), ids)
     elif side == "matrix_fprun":
         result, _ = ics_matrix(args["paths"], chunk_mb=args["chunk_mb"])
@@ -97,7 +106,8 @@ def child(args: dict) -> None:
     st = _status()
     np_mod = __import__("numpy")
     np_mod.save(args["out"], result)
-    print(json.dumps({"imports_s": t_imp - t0, "work_s": t_end - t_imp, "rss_after_imports": rss0,
+    print(json.dumps({"imports_s": t_imp - t0, "work_s": t_end - t_imp, "load_s": load_s,
+                      "rss_after_imports": rss0,
                       "peak_above": st["VmHWM"] - rss0 if reset else None,
                       "peak_total": st["VmHWM"]}))
 
@@ -159,6 +169,8 @@ def compare_sides(name: str, make_args, repeats: int, check) -> list[str]:
              " s"),
         line(f"{name} time excluding imports", _median(ours, "work_s"), _median(base, "work_s"),
              " s"),
+        *([line(f"{name} read/load phase only", _median(ours, "load_s"),
+                 _median(base, "load_s"), " s")] if ours[0].get("load_s") is not None else []),
         line(f"{name} peak RSS above imports", peak_o, peak_b, " MiB")
         + f"  (fprun = {100 * peak_o / peak_b:.1f}% of baseline)",
         f"{name} outputs: {note}",

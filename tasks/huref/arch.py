@@ -238,10 +238,15 @@ def attention(reader: CheckpointReader, arch: Arch, layer: int) -> tuple[np.ndar
             np.ascontiguousarray(o))
 
 
+def mlp_weight(reader: CheckpointReader, arch: Arch, layer: int, role: str) -> np.ndarray | None:
+    """One MLP weight (``up``, ``gate`` or ``down``) as float32 nn.Linear ``[out, in]``; None for
+    the gate of a plain MLP. Read one at a time so extraction can free each as soon as it can."""
+    if role == "gate" and not arch.gated:
+        return None
+    w = reader.read(arch.key(layer, role))
+    return np.ascontiguousarray(w.T) if arch.layout == "gpt2" else w  # Conv1D stores [in, out]
+
+
 def mlp(reader: CheckpointReader, arch: Arch, layer: int) -> tuple[np.ndarray | None, ...]:
     """``(up, gate, down)`` of one layer as float32 nn.Linear weights (gate None if not gated)."""
-    up, down = reader.read(arch.key(layer, "up")), reader.read(arch.key(layer, "down"))
-    gate = reader.read(arch.key(layer, "gate")) if arch.gated else None
-    if arch.layout == "gpt2":
-        up, down = np.ascontiguousarray(up.T), np.ascontiguousarray(down.T)
-    return up, gate, down
+    return tuple(mlp_weight(reader, arch, layer, r) for r in ("up", "gate", "down"))

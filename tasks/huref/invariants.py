@@ -180,10 +180,21 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
         ma, mb = attention_terms(x, q, kk, v, o, a)
         out[3 * j], out[3 * j + 1] = comp.get(ma), comp.get(mb)
         del q, kk, v, o, ma, mb
-        up, gate, down = (comp.put(w) for w in archs.mlp(source, a, layer))
-        out[3 * j + 2] = comp.get(mlp_term(x, up, gate, down))
-        del up, gate, down
+        out[3 * j + 2] = comp.get(_streamed_mlp_term(source, a, layer, x, comp))
     return out
+
+
+def _streamed_mlp_term(source: Any, a: archs.Arch, layer: int, x: Any, comp: Computer) -> Any:
+    """``Mf`` holding at most two MLP weights at once: gate * up is formed in place, and up is
+    freed before down is read (the MLP is the largest part of a layer)."""
+    inner = comp.put(archs.mlp_weight(source, a, layer, "up"))
+    gate = comp.put(archs.mlp_weight(source, a, layer, "gate"))
+    if gate is not None:
+        gate *= inner  # same values as mlp_term's gate * up, without a third buffer
+        inner = gate
+        del gate
+    down = comp.put(archs.mlp_weight(source, a, layer, "down"))
+    return sandwich(x, inner.T, down.T)
 
 
 class StateDictSource:
@@ -207,7 +218,8 @@ class StateDictSource:
         return _Shape(tuple(self.sd[key].shape))
 
     def read(self, key: str) -> np.ndarray:
-        return self.sd[key].detach().float().cpu().numpy()
+        # a copy: extraction multiplies gate by up in place, which must not touch the model
+        return self.sd[key].detach().float().cpu().numpy().copy()
 
     def read_rows(self, key: str, rows: list[int]) -> np.ndarray:
         return self.sd[key][list(rows)].detach().float().cpu().numpy()

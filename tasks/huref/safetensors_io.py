@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -99,14 +100,17 @@ class CheckpointReader:
     """
 
     def __init__(self, folder: str | os.PathLike):
+        t0 = time.perf_counter()
         self.folder = Path(folder)
         self.bytes_read = 0
+        self.read_seconds = 0.0  # time spent parsing headers and reading bytes (benchmarks)
         self.tensors: dict[str, TensorInfo] = {}
         for shard in self._shards():
             self.tensors.update(read_header(shard))
         if not self.tensors:
             raise CheckpointError(f"{self.folder} holds no safetensors tensors",
                                   "pass a model folder saved with safetensors")
+        self.read_seconds += time.perf_counter() - t0
 
     def _shards(self) -> list[Path]:
         if self.folder.is_file():
@@ -186,6 +190,7 @@ class CheckpointReader:
         return _to_float(buf, info.dtype)
 
     def _fill(self, file: Path, jobs: Iterable[tuple[int, np.ndarray]]) -> None:
+        t0 = time.perf_counter()
         try:
             with open(file, "rb", buffering=0) as fh:
                 for offset, target in jobs:
@@ -196,6 +201,7 @@ class CheckpointReader:
                     self.bytes_read += got
         except OSError as exc:
             raise CheckpointError(f"cannot read {file}: {exc}", _FIX) from exc
+        self.read_seconds += time.perf_counter() - t0
 
 
 def _np_dtype(info: TensorInfo, key: str) -> np.dtype:
