@@ -48,11 +48,17 @@ def sandwich(x: Any, left: Any, right: Any) -> Any:
     """
     k, d = x.shape
     r = left.shape[1]
-    factored = 2 * k * d * r + k * k * r  # (x @ left) @ (x @ right.T).T
-    core = d * r * d + k * d * d + k * k * d  # (x @ (left @ right)) @ x.T
-    if factored <= core:
+    costs = {
+        "factored": 2 * k * d * r + k * k * r,  # (x @ left) @ (x @ right.T).T
+        "core": d * r * d + k * d * d + k * k * d,  # (x @ (left @ right)) @ x.T
+        "chain": 2 * k * d * r + k * k * d,  # ((x @ left) @ right) @ x.T
+    }
+    best = min(costs, key=costs.get)
+    if best == "factored":
         return (x @ left) @ (x @ right.T).T
-    return (x @ (left @ right)) @ x.T
+    if best == "core":
+        return (x @ (left @ right)) @ x.T
+    return ((x @ left) @ right) @ x.T
 
 
 def group_sum_rows(w: Any, n_heads: int, n_kv: int, head_dim: int) -> Any:

@@ -268,3 +268,14 @@ def test_bad_device_and_dtype_are_config_errors():
     with pytest.raises(ConfigError, match="dtype 'int8'"):
         resolve_device("cpu", "int8")
     assert resolve_device("cpu", "float32") == "cpu"
+
+
+@pytest.mark.parametrize("shape", [(50, 20, 8), (50, 20, 60), (10, 40, 100)])
+def test_sandwich_association_choices_agree(shape):
+    """factored, core and chain associations (picked by FLOP count) all give X L R X^T."""
+    from tasks.huref.invariants import sandwich
+
+    k, d, r = shape
+    rng = np.random.default_rng(0)
+    x, left, right = (rng.standard_normal(s) for s in ((k, d), (d, r), (r, d)))
+    assert np.allclose(sandwich(x, left, right), x @ left @ right @ x.T)
