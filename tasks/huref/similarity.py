@@ -90,12 +90,15 @@ def ics_matrix(paths: list[str | os.PathLike], *, chunk_mb: int = 256,
     n_terms, n = 3 * int(metas[0]["n_layers"]), k * k
     rows = max(1, min(k, (chunk_mb << 20) // (8 * n_models * k)))
     dots = np.zeros((n_models, n_models))
+    buf = np.empty((n_models, rows * k))  # one float64 block, refilled model by model
     for t in range(n_terms):
         gram = np.zeros((n_models, n_models))
         s1, s2, shift = np.zeros(n_models), np.zeros(n_models), None
         for r0 in range(0, k, rows):
             lo, hi = (t * k + r0) * k, (t * k + min(k, r0 + rows)) * k
-            block = np.stack([r.read_flat(TENSOR_NAME, lo, hi) for r in readers]).astype(np.float64)
+            block = buf[:, : hi - lo]
+            for i, r in enumerate(readers):
+                block[i] = r.read_flat(TENSOR_NAME, lo, hi)
             if shift is None:
                 shift = block.mean(axis=1, keepdims=True)
             block -= shift
