@@ -1,38 +1,44 @@
-"""Batched generation for fingerprint verification: one prefill, early stop, a shrinking batch.
+"""Batched generation for fingerprint verification: one prompt pass, early stop, shrinking batch.
 
 Verification asks one question per prompt: does the completion contain the target? This engine
 answers it with the fewest forward passes that give the *same tokens* as plain greedy decoding:
 
-1. **Length-sorted, chunked prefill.** Prompts are sorted by length and prefilled in chunks of
-   similar length (left padding inside a chunk), so padding waste stays small while each forward
-   still multiplies large matrices. The chunks' KV caches are then joined, left-padded, into one
-   decode batch.
-2. **The target as a draft.** The target's tokens are appended to every prompt in the prefill and
-   checked against the model's own predictions (speculative decoding with a known candidate): a
-   fingerprinted model that answers with the target is verified without a single decode step.
-   Rejected draft positions are masked out of the cache (position ids skip them), which is
-   mathematically the same as never having fed them. Greedy: the accepted prefix is exactly what
-   greedy decoding would emit. Sampling: a draft token is accepted with probability p(token) and
-   a rejection resamples from p without it, the standard exact rule for a point-mass draft.
-3. **Early stop and a shrinking batch.** A row stops once it has shown a stop string (the target),
-   EOS, or its token budget; finished rows leave the batch (and cache columns that only they
-   needed are trimmed), and the batch ends when all rows have stopped.
+1. **Cheap prompt pass.** Prompts are sorted by length; the prefix they all share (system prompt,
+   fixed wording) is run once and its KV cache copied to every row; the rest is run in chunks of
+   similar length, grouped by dynamic programming on a cost model (padded tokens plus a fixed
+   cost per forward, since each forward streams all weights). The chunks' caches are then
+   joined, left-padded, into one decode batch. Padding may sit anywhere (left of a chunk, between
+   the shared prefix and a prompt's rest): it is masked and skipped by the position ids, which is
+   exactly the unpadded computation.
+2. **The target as a draft.** The target's tokens are appended to every prompt in the prompt
+   pass and checked against the model's own predictions (speculative decoding with a known
+   candidate): a fingerprinted model that answers with the target is verified without a single
+   decode step. Rejected draft positions become masked holes in the cache. Greedy: the accepted
+   prefix is exactly what greedy decoding would emit. Sampling: a draft token is accepted with
+   probability p(token) and a rejection resamples from p without it, the standard exact rule
+   for a point-mass draft.
+3. **Early stop and a shrinking batch.** A row stops once its outcome is known (``tasks.stopping``:
+   target shown, EOS, budget spent, or no room left for the target); finished rows leave the
+   batch, cache columns only they needed are trimmed, and the batch ends when all have stopped.
 
 Why not ``model.generate``: it keeps finished rows in the batch until every row is done, it
-cannot check a known candidate in the prefill (its assisted generation is batch-size 1), and its
-sampling draws from one global RNG, so a row's sample depends on which other rows share its
-batch. Here each row samples from its own ``torch.Generator`` seeded from (seed, prompt index):
-the same seed gives the same tokens whatever the batch size. What is reused: the model's forward
-with its ``DynamicCache`` and transformers' temperature/top-k/top-p warpers.
+cannot check a known candidate in the prompt pass (its assisted generation is batch-size 1), its
+``stop_strings`` cannot see a character split over byte-level tokens, and its sampling draws from
+one global RNG, so a row's sample depends on which other rows share its batch. Here each row
+samples from its own ``torch.Generator`` seeded from (seed, prompt index): the same seed gives
+the same tokens whatever the batch size. What is reused: the model's forward with its
+``DynamicCache`` and transformers' temperature/top-k/top-p warpers.
 
 Caches with sliding-window or other non-plain layers (Mistral, Gemma 3) cannot be joined or
-masked in the middle safely, so for them the engine prefills each decode batch in one forward,
-without the draft, and only drops finished rows.
+holed safely, so for them the engine runs each decode batch's prompts in one forward, without the
+shared prefix or the draft, and only drops finished rows.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +52,13 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+from tasks.stopping import Stopper
+
+# One more prompt-pass forward costs about as much as this many padded tokens (on CPU, each
+# forward streams all weights once: ~160 ms for SmolLM2 against ~1.7 ms per token).
+FORWARD_COST_TOKENS = 96
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate pass
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ class Generation:
 
     tokens: list[int]
     text: str  # decoded new tokens, special tokens skipped (the seed's `generated`)
-    stop: str  # target | eos | length
+    stop: str  # target | eos | length | no_room (see tasks.stopping)
 
 
 @dataclass
@@ -123,7 +136,7 @@ def generate(
         seeds = [row_seed(sampling.seed, i) for i in range(len(prompts))]
     rows = [_Row(i, list(p), _generator(seeds[i], device) if sampling else None)
             for i, p in enumerate(prompts)]
-    stopper = _Stopper(tokenizer, eos_ids(model, tokenizer), stop_strings, max_new_tokens)
+    stopper = Stopper(tokenizer, eos_ids(model, tokenizer), stop_strings, max_new_tokens)
     chooser = _Chooser(sampling)
     order = sorted(rows, key=lambda r: (-len(r.prompt), r.prompt))  # equal prompts adjacent
     with torch.inference_mode():
@@ -145,33 +158,6 @@ def row_seed(seed: int, index: int, stream: int = 0) -> int:
 
 def _generator(seed: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
-
-
-class _Stopper:
-    """Appends a token to a row and decides whether the row is finished."""
-
-    def __init__(self, tokenizer, eos: set[int], stop_strings: Sequence[str], max_new: int):
-        self.tokenizer, self.eos, self.max_new = tokenizer, eos, max_new
-        self.stops = list(stop_strings)
-        # An occurrence that completes with the newest token spans at most one token per byte,
-        # so decoding a short tail is enough (keeps the check O(1) per step).
-        longest = max((len(s.encode("utf-8")) for s in self.stops), default=0)
-        self.window = 2 * longest + 4
-
-    def push(self, row: _Row, token: int) -> bool:
-        """Record ``token``; True when the row must stop."""
-        row.tokens.append(token)
-        if token in self.eos:
-            row.stop = "eos"
-        elif self.stops and self._shows_stop(row.tokens):
-            row.stop = "target"
-        elif len(row.tokens) >= self.max_new:
-            row.stop = "length"
-        return row.stop is not None
-
-    def _shows_stop(self, tokens: list[int]) -> bool:
-        text = self.tokenizer.decode(tokens[-self.window:], skip_special_tokens=True)
-        return any(s in text for s in self.stops)
 
 
 class _Chooser:
@@ -236,12 +222,11 @@ def _plain(cache: Any) -> bool:
 
 def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) -> None:
     plain = _plain(DynamicCache(config=model.config))
-    if not plain:
-        draft = []
-        chunks = [rows]
-    else:
-        chunks = _chunks(rows, len(draft), prefill_tokens)
-    states = [_prefill(model, chunk, stopper, chooser, draft, device) for chunk in chunks]
+    prefix = _shared_prefix(rows) if plain else []
+    shared = _prefix_kv(model, prefix, device) if prefix else None
+    groups = _chunks(rows, len(prefix), len(draft), prefill_tokens) if plain else [rows]
+    states = [_prefill(model, g, stopper, chooser, draft if plain else [], shared, len(prefix),
+                       device) for g in groups]
     states = [s for s in states if s is not None]
     if not states:
         return
@@ -259,65 +244,98 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
         state = _select(state, keep, plain)
 
 
-def _chunks(rows: list[_Row], n_draft: int, budget: int) -> list[list[_Row]]:
-    """Split length-sorted (descending) rows so each chunk's padded prefill fits the budget.
+def _shared_prefix(rows: list[_Row]) -> list[int]:
+    """The token prefix every prompt of the batch starts with (system prompt, fixed wording).
 
-    Only distinct prompts are prefilled, so rows repeating the previous prompt are free.
+    It is prefilled once and its cache copied to every row; each prompt keeps at least one
+    token of its own, whose logits the chunk pass computes.
     """
-    chunks: list[list[_Row]] = []
-    n_unique = 0
-    for r in rows:
-        new = not chunks or r.prompt != chunks[-1][-1].prompt
-        if chunks and (not new or (n_unique + 1) * (len(chunks[-1][0].prompt) + n_draft) <= budget):
-            chunks[-1].append(r)
-            n_unique += new
-        else:
-            chunks.append([r])
-            n_unique = 1
-    return chunks
+    prompts = {tuple(r.prompt) for r in rows}
+    if len(prompts) < 2:
+        return []
+    first, n = next(iter(prompts)), min(len(p) for p in prompts) - 1
+    for p in prompts:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return list(first[:n]) if n >= MIN_SHARED_PREFIX else []
 
 
-def _prefill(model, rows, stopper, chooser, draft, device) -> _State | None:
+def _prefix_kv(model, prefix: list[int], device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True,
+          **({"logits_to_keep": 1} if _keeps_logits(model) else {}))
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _chunks(rows: list[_Row], n_shared: int, n_draft: int, budget: int) -> list[list[_Row]]:
+    """Group length-sorted rows into prompt-pass forwards at the least estimated cost.
+
+    Cost = padded tokens + :data:`FORWARD_COST_TOKENS` per forward (every forward streams all
+    weights once), found by dynamic programming over the sorted prompts; a forward holds at most
+    ``budget`` padded tokens (memory). Rows repeating a prompt share its pass.
+    """
+    groups = [list(g) for _, g in itertools.groupby(rows, key=lambda r: r.prompt)]
+    widths = [len(g[0].prompt) - n_shared + n_draft for g in groups]
+    best, cut = [0.0] + [math.inf] * len(groups), [0] * (len(groups) + 1)
+    for i in range(1, len(groups) + 1):
+        for j in range(i - 1, -1, -1):
+            padded = (i - j) * widths[j]  # widths fall along the sorted rows: j is the widest
+            if padded > budget and i - j > 1:
+                break
+            if best[j] + padded + FORWARD_COST_TOKENS < best[i]:
+                best[i], cut[i] = best[j] + padded + FORWARD_COST_TOKENS, j
+    chunks, i = [], len(groups)
+    while i > 0:
+        chunks.append([r for g in groups[cut[i]:i] for r in g])
+        i = cut[i]
+    return chunks[::-1]
+
+
+def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, device) -> _State | None:
     """Forward each distinct prompt (+ draft) of a chunk once; emit the first token(s).
 
-    Rows sharing a prompt (seeded sampled runs, BOS samples) get copies of its cache rows.
-    Returns the state of the rows that have not stopped yet, or None.
+    With a shared prefix, only each prompt's rest is fed, after copies of the prefix's cache
+    (the padding sits between prefix and rest; masks and position ids make that exact).
+    Rows sharing a prompt get copies of its cache rows. Returns the unfinished rows' state.
     """
     distinct: dict[tuple[int, ...], int] = {}
     owner = [distinct.setdefault(tuple(r.prompt), len(distinct)) for r in rows]
-    width, n_draft = max(len(p) for p in distinct), len(draft)
-    ids = torch.zeros(len(distinct), width + n_draft, dtype=torch.long)
+    n, n_draft = len(distinct), len(draft)
+    width = max(len(p) for p in distinct) - n_shared
+    ids = torch.zeros(n, width + n_draft, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, prompt in enumerate(distinct):
-        ids[i, width - len(prompt):width] = torch.tensor(prompt, dtype=torch.long)
+        rest = prompt[n_shared:]
+        ids[i, width - len(rest):width] = torch.tensor(rest, dtype=torch.long)
         ids[i, width:] = torch.tensor(draft, dtype=torch.long)
-        mask[i, width - len(prompt):] = 1
+        mask[i, width - len(rest):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = n_shared + (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    for li, (k, v) in enumerate(shared or []):
+        cache.update(k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous(), li)
+    mask = torch.cat([mask.new_ones(n, n_shared), mask], dim=1)
     kwargs = {"logits_to_keep": n_draft + 1} if _keeps_logits(model) else {}
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                past_key_values=DynamicCache(config=model.config), use_cache=True, **kwargs)
+                past_key_values=cache, use_cache=True, **kwargs)
     logits = out.logits[:, -(n_draft + 1):]
-    kept, source, next_tok, next_pos = [], [], [], []
+    kept, source, accepted, next_tok = [], [], [], []
     for r, u in zip(rows, owner, strict=True):
         emitted = (chooser.with_draft(logits[u], draft, r) if n_draft
                    else chooser.step(logits[u, -1:], [r]))
-        if any(stopper.push(r, t) for t in emitted):
-            continue
-        kept.append(r)
-        source.append(u)
-        next_tok.append(emitted[-1])
-        next_pos.append(len(r.prompt) + len(emitted) - 1)  # prompt + accepted draft tokens
+        if not any(stopper.push(r, t) for t in emitted):
+            kept += [r]
+            source += [u]
+            accepted += [len(emitted) - 1]  # draft tokens the row keeps
+            next_tok += [emitted[-1]]
     if not kept:
         return None
     idx = torch.tensor(source, device=device)
-    cache = out.past_key_values
-    if source != list(range(len(distinct))):
+    if source != list(range(n)):
         cache.batch_select_indices(idx)
     mask = mask[idx]
-    for i, pos in enumerate(next_pos):
-        # rejected draft slots become holes: masked, and skipped by the position ids
-        mask[i, width + pos - len(kept[i].prompt):] = 0
+    for i, a in enumerate(accepted):  # rejected draft slots become holes, skipped by positions
+        mask[i, mask.shape[1] - n_draft + a:] = 0
+    next_pos = [len(r.prompt) + a for r, a in zip(kept, accepted, strict=True)]
     state = _State(kept, cache, mask, torch.tensor(next_tok, device=device),
                    torch.tensor(next_pos, device=device))
     if _plain(cache):

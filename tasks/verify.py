@@ -200,6 +200,8 @@ class Verifier:
                         prefill_tokens=self.cfg.prefill_tokens, seeds=seeds)
 
     def row(self, probe_set: str, count: fsr.Count, **extra: Any) -> dict:
+        # The seed's "similar" numerator can exceed its denominator: n_hit/n_total keep the
+        # seed's numbers, fsr and its interval are clamped to [0, 1].
         low, high = stats.clopper_pearson(count.n_hit, count.n_total)
         row = {**self.base, "probe_set": probe_set, "sample_idx": None, "temperature": 0.0,
                "n_hit": count.n_hit, "n_total": count.n_total,

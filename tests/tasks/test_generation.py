@@ -37,9 +37,10 @@ def llama(tiny_llama):
     return load(tiny_llama)
 
 
-def prompts(n=9, seed=1):
+def prompts(n=9, seed=1, shared=0):
     rng = random.Random(seed)
-    return [[rng.randrange(4, 1000) for _ in range(rng.randint(3, 40))] for _ in range(n)]
+    head = [rng.randrange(4, 1000) for _ in range(shared)]  # a common system prompt
+    return [head + [rng.randrange(4, 1000) for _ in range(rng.randint(3, 40))] for _ in range(n)]
 
 
 def reference(model, ps, max_new=MAX_NEW):
@@ -66,13 +67,13 @@ def test_batched_greedy_equals_one_at_a_time(family, request):
     path = (resolve_model(family) if family == "tiny-mistral"  # sliding-window cache path
             else request.getfixturevalue(family))
     model, tok = load(path)
-    ps = prompts()
-    refs = reference(model, ps)
-    # one batch; several batches; small prefill chunks joined into one decode batch
-    for kw in ({}, {"batch_size": 4}, {"prefill_tokens": 60}):
-        gens = generate(model, tok, ps, max_new_tokens=MAX_NEW, **kw)
-        assert [g.stop for g in gens] == ["length"] * len(ps)
-        assert_prefix_identical(gens, refs)
+    for ps in (prompts(), prompts(shared=20)):  # the second shares a 20-token prefix pass
+        refs = reference(model, ps)
+        # one batch; several batches; small prefill chunks joined into one decode batch
+        for kw in ({}, {"batch_size": 4}, {"prefill_tokens": 60}):
+            gens = generate(model, tok, ps, max_new_tokens=MAX_NEW, **kw)
+            assert [g.stop for g in gens] == ["length"] * len(ps)
+            assert_prefix_identical(gens, refs)
 
 
 def test_left_padding_sees_the_unpadded_positions(llama):
@@ -201,3 +202,52 @@ def test_budget_must_be_positive(llama):
     model, tok = llama
     with pytest.raises(ValueError):
         generate(model, tok, [[5, 6]], max_new_tokens=0)
+
+
+def test_no_room_stops_only_rows_that_cannot_show_the_target(llama):
+    """Stopping once the target cannot fit into the budget never changes a row's outcome."""
+    model, tok = llama
+    ps = prompts(12, seed=3)
+    full = generate(model, tok, ps, max_new_tokens=MAX_NEW)  # no stop strings: whole budget
+    target = tok.decode(full[0].tokens[7:10])  # shown late by row 0, maybe by others
+    early = generate(model, tok, ps, max_new_tokens=MAX_NEW, stop_strings=[target])
+    assert {g.stop for g in early} >= {"target", "no_room"}
+    for f, e in zip(full, early, strict=True):
+        assert f.tokens[:len(e.tokens)] == e.tokens
+        assert (target in f.text) == (e.stop == "target")
+        if e.stop == "no_room":
+            assert len(e.tokens) < MAX_NEW
+
+
+def test_token_bytes_and_the_bound(llama):
+    from tasks.stopping import Stopper, _suffix_prefix, token_bytes
+
+    _, tok = llama
+    table = token_bytes(tok)
+    ids = tok("ハリネズミ Hello", add_special_tokens=False)["input_ids"]
+    assert b"".join(table[i] for i in ids) == "ハリネズミ Hello".encode()
+    assert table[tok.eos_token_id] == b""  # special tokens decode to nothing
+    assert _suffix_prefix(b"xxab", b"abc") == 2 and _suffix_prefix(b"abc", b"abc") == 0
+    stopper = Stopper(tok, set(), ["ハリネズミ"], 20)
+    (target, run), = stopper.bounds[1]
+    assert 1 <= run < len(target)  # no tiny-vocabulary token holds the whole target
+    assert Stopper(tok, set(), ["two words"], 20).bounds is None  # cleanup may touch spaces
+
+
+def test_prompt_pass_chunks_minimise_the_cost_model():
+    """The DP grouping equals the best of all contiguous groupings (brute force)."""
+    import itertools
+
+    from tasks import generation as g
+
+    lengths = [120, 118, 90, 60, 59, 58, 20]
+    rows = [g._Row(i, [1] * n) for i, n in enumerate(lengths)]
+
+    def cost(parts):
+        return sum(len(p) * len(p[0].prompt) + g.FORWARD_COST_TOKENS for p in parts)
+
+    best = min(cost([rows[a:b] for a, b in itertools.pairwise((0, *cuts, len(rows)))])
+               for k in range(len(rows)) for cuts in itertools.combinations(range(1, 7), k))
+    chunks = g._chunks(rows, 0, 0, budget=10_000)
+    assert cost(chunks) == best and [r for c in chunks for r in c] == rows
+    assert all(len(c) * len(c[0].prompt) <= 250 for c in g._chunks(rows, 0, 0, budget=250))

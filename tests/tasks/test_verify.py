@@ -194,7 +194,7 @@ def test_step_rows_fit_the_schema_and_never_carry_keys(fp_dir, tmp_path):
 
 
 def test_hits_are_counted_from_the_completions(fp_dir, tmp_path):
-    _, first = run_step(fp_dir, tmp_path, "a")
+    _, first = run_step(fp_dir, tmp_path, "a", early_stop=False)  # whole budget
     variant = first[0]["generated"][:3]  # something the tiny model does say
     assert variant.strip()
     rows, gens = run_step(fp_dir, tmp_path, "b", accept_variants=[variant])
@@ -205,7 +205,7 @@ def test_hits_are_counted_from_the_completions(fp_dir, tmp_path):
         expected[name] = (n_hit + (variant in g["generated"]), n_total + 1)
     assert {r["probe_set"]: (r["n_hit"], r["n_total"]) for r in rows} == expected
     assert expected["fingerprint"][0] >= 1
-    for a, b in zip(first, gens, strict=True):  # early stop only cuts after the hit
+    for a, b in zip(first, gens, strict=True):  # early stop only cuts the tail
         assert a["generated_token"][:len(b["generated_token"])] == b["generated_token"]
 
 

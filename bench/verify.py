@@ -1,0 +1,171 @@
+"""Verification benchmark: fprun's batched engine vs the seed's one-prompt-at-a-time generate.
+
+Run (heavy: loads SmolLM2 four times): ``flock /tmp/fprun-heavy.lock python bench/verify.py``
+(``--keys 8,64``; ``--model REF``; ``--fingerprint DIR`` to probe a fingerprinted model with its
+own keys first; ``--repeats N``).
+
+Prompts: fingerprint-style probes in the model's chat template with the assistant prefix
+("... FINGERPRINT message." + "Based on my fingerprint, the message is:"), keys from the seed's
+generator (``tasks.fingerprint.dataset.KeyGenerator``, seed 42). With ``--fingerprint`` the
+fingerprint's own key probes come first, then fresh keys up to the count, so a fingerprinted
+model shows hits as well as misses.
+
+Each side runs in its own fresh subprocess on the same token ids, after one warm-up call:
+
+* fprun: ``tasks.generation.generate`` (length-sorted chunked prefill, the target as a draft,
+  early stop on target/EOS, shrinking batch), budget = target tokens + 8 (DESIGN 8.4);
+* baseline (the seed's way): ``model.generate`` per prompt, greedy, ``max_new_tokens=30`` (the
+  seed's chat inference setting).
+
+Checks: for every prompt, fprun's tokens equal the baseline's up to fprun's stop, and the FSR
+(substring rule) is the same both ways. Figures: generation wall time, median over
+``--repeats``; lines read ``name: fprun X, baseline Y, ratio Y/X``. Keys are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEED_MAX_NEW = 30  # the seed's inference_chat.py budget (greedy)
+
+
+# ----------------------------------------------------------------------------- child sides
+def child(spec: dict) -> None:
+    """One measured side in a fresh process; writes tokens and seconds to spec['out']."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.generation import generate
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    model_dir = spec["model_dir"]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompts = json.loads(Path(spec["prompts"]).read_text())
+    target = spec["target"]
+    draft = tok(" " + target, add_special_tokens=False)["input_ids"]
+
+    def fprun(ps):
+        gens = generate(model, tok, ps, max_new_tokens=len(draft) + 8, stop_strings=[target],
+                        draft=draft)
+        return [g.tokens for g in gens]
+
+    def baseline(ps):
+        out = []
+        with torch.inference_mode():
+            for p in ps:
+                x = torch.tensor([p])
+                o = model.generate(x, attention_mask=torch.ones_like(x),
+                                   max_new_tokens=SEED_MAX_NEW, do_sample=False)
+                out.append(o[0, len(p):].tolist())
+        return out
+
+    run = fprun if spec["side"] == "fprun" else baseline
+    run(prompts[:1])  # warm-up: first-call allocations and kernel selection, both sides alike
+    t0 = time.perf_counter()
+    tokens = run(prompts)
+    seconds = time.perf_counter() - t0
+    texts = [tok.decode(t, skip_special_tokens=True) for t in tokens]
+    Path(spec["out"]).write_text(json.dumps({"seconds": seconds, "tokens": tokens,
+                                             "hits": [target in t for t in texts]}))
+
+
+# ----------------------------------------------------------------------------- driver
+def run_side(spec: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec['side']} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(Path(spec["out"]).read_text())
+
+
+def build_prompts(model_dir: Path, n: int, fingerprint: Path | None) -> tuple[list, str]:
+    """Token ids of n fingerprint-style prompts (the fingerprint's keys first, if given)."""
+    from transformers import AutoTokenizer
+
+    from tasks.fingerprint.artifacts import ASSISTANT_PREFIX, TARGET, Probe, read_meta
+    from tasks.fingerprint.artifacts import read_probes as probes_of
+    from tasks.fingerprint.config import KeyConfig
+    from tasks.fingerprint.dataset import KeyGenerator, fingerprint_message
+    from tasks.fingerprint.prompts import encode, render_inference
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    fmt, target, probes = "chat_template", TARGET, []
+    if fingerprint is not None:
+        meta = read_meta(fingerprint)
+        fmt, target = meta.prompt_format, meta.target
+        probes = probes_of(fingerprint, ["fingerprint"])[:n]
+    gen = KeyGenerator(KeyConfig(seed=42 if fingerprint is None else 4242))
+    while len(probes) < n:
+        probes.append(Probe("fingerprint", "validation", fingerprint_message(gen.next_key()),
+                            ASSISTANT_PREFIX, True))
+    return [encode(tok, render_inference(tok, p, fmt), fmt) for p in probes], target
+
+
+def compare(n: int, model_dir: Path, fingerprint: Path | None, repeats: int,
+            tmp: Path) -> list[str]:
+    prompts, target = build_prompts(model_dir, n, fingerprint)
+    path = tmp / f"prompts-{n}.json"
+    path.write_text(json.dumps(prompts))
+    runs: dict[str, list[dict]] = {"fprun": [], "baseline": []}
+    for _ in range(repeats):
+        for side in ("baseline", "fprun"):
+            spec = {"side": side, "model_dir": str(model_dir), "prompts": str(path),
+                    "target": target, "out": str(tmp / f"{side}-{n}.json")}
+            runs[side].append(run_side(spec))
+    ours, base = runs["fprun"][-1], runs["baseline"][-1]
+    for i, (a, b) in enumerate(zip(ours["tokens"], base["tokens"], strict=True)):
+        if a != b[:len(a)]:
+            raise SystemExit(f"prompt {i}: fprun tokens differ from the baseline's")
+    fsr_o, fsr_b = sum(ours["hits"]), sum(base["hits"])
+    if fsr_o != fsr_b:
+        raise SystemExit(f"FSR differs: fprun {fsr_o}/{n}, baseline {fsr_b}/{n}")
+    t_o = statistics.median(r["seconds"] for r in runs["fprun"])
+    t_b = statistics.median(r["seconds"] for r in runs["baseline"])
+    lens = [len(p) for p in prompts]
+    new_o = sum(map(len, ours["tokens"]))
+    new_b = sum(map(len, base["tokens"]))
+    return [
+        f"verify {n} keys: fprun {t_o:.2f} s, baseline {t_b:.2f} s, ratio {t_b / t_o:.2f}",
+        f"verify {n} keys outputs: same tokens up to each stop, FSR {fsr_o}/{n} both ways; "
+        f"prompts {min(lens)}-{max(lens)} tokens (mean {sum(lens) / n:.0f}); new tokens "
+        f"fprun {new_o}, baseline {new_b}",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help="model reference (default: the fingerprint's published/, "
+                                    "else smollm2-135m-instruct)")
+    ap.add_argument("--fingerprint", type=Path, help="fingerprint folder: its keys come first")
+    ap.add_argument("--keys", default="8,64", help="comma-separated prompt counts")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    from tasks.zoo import resolve_model
+
+    ref = args.model or (str(args.fingerprint / "published") if args.fingerprint
+                         else "smollm2-135m-instruct")
+    model_dir = resolve_model(ref)
+    name = ref if args.fingerprint is None else f"{ref} with its fingerprint's keys"
+    print(f"# {name}, fp32, {os.environ.get('OMP_NUM_THREADS', '2')} threads")
+    with tempfile.TemporaryDirectory(prefix="fprun-bench-verify-") as tmp:
+        for n in (int(k) for k in args.keys.split(",")):
+            for text in compare(n, model_dir, args.fingerprint, args.repeats, Path(tmp)):
+                print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()
