@@ -156,7 +156,8 @@ def _init_ray(address: str | None) -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **common)
+    # num_cpus is left to Ray: its count follows the machine's cgroup limits, os.cpu_count() not.
+    ray.init(address="local", include_dashboard=False, **common)
 
 
 def alive_nodes() -> int:
