@@ -44,6 +44,9 @@ class RefusalOptions(_Strict):
         "seed", description="seed: do_sample at temperature 0.2 (eval_safe.py); greedy")
     temperature: float = Field(0.2, gt=0)
     max_new_tokens: int = Field(128, ge=1, description="MergeGuard: 1024 (CPU budget here)")
+    match_straight_apostrophes: bool = Field(
+        False, description="also count the 7 curly-apostrophe strings written with a straight "
+        "' (MergeGuard's list has only the curly form, which many tokenizers never produce)")
     refusal_scope: Literal["completion", "seed_prompt_and_completion"] = Field(
         "completion", description="search the completion only (fprun) or prompt + completion, "
         "as MergeGuard's pipeline output held both")
@@ -61,8 +64,9 @@ class MathTask(_Strict):
         "eval_math.py's Alpaca prompt, 'The answer is: ' split, number regex, fractions")
     sampling: Literal["greedy", "mergeguard"] = Field(
         "greedy", description="mergeguard: T=0.8, top_k 50, top_p 0.95 (eval_math.py)")
-    max_new_tokens: int = Field(64, ge=1, description="MergeGuard: 1024; rows that reach it "
-                                "are counted as 'truncated' in extra")
+    max_new_tokens: int = Field(128, ge=1, description="MergeGuard: 1024; rows that reach it "
+                                "are counted as 'truncated' in extra (at 64, 28 of SmolLM2's 200 "
+                                "verbose arithmetic answers were cut before the result)")
     answer_scope: Literal["completion", "seed_prompt_and_completion"] = Field(
         "completion", description="mergeguard_gsm only: search the completion (fprun) or prompt + "
         "completion as eval_math.py did, where a missing 'The answer is: ' falls back to the "

@@ -221,6 +221,7 @@ def _row(cfg: FinetuneConfig, hyper: Hyper, train_cfg: TrainConfig, src: StepMod
         strategy = "ddp" if world_size > 1 else "single"
     extra = {"preset": cfg.preset, "prompt_format": cfg.prompt_format,
              "first_loss": out.losses[0] if out.losses else None,
+             "mean_loss": sum(out.losses) / len(out.losses) if out.losses else None,
              "seconds_per_step": out.seconds / max(steps, 1), "dropped_rows": dropped,
              "hyper": asdict(hyper), "bf16": train_cfg.bf16,
              "grad_accum": train_cfg.grad_accum(world_size), "pad_token_added": pad_added,

@@ -99,6 +99,7 @@ def finetune(
     row = json.loads((folder / "finetune.json").read_text(encoding="utf-8"))
     extra = json.loads(row["extra"])
     typer.echo(f"{row['method']} fine-tune of {row['model_ref']} on {row['dataset']}: "
-               f"{row['steps']} steps, loss {extra['first_loss']:.4f} -> {row['final_loss']:.4f}, "
+               f"{row['steps']} steps, loss first {extra['first_loss']:.4f} / last "
+               f"{row['final_loss']:.4f} / mean {extra['mean_loss']:.4f}, "
                f"{row['train_seconds']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB")
     typer.echo(f"model: {out}  (step {step.step_id}; rows under {results})")

@@ -21,6 +21,8 @@ def test_refusal_substrings_are_mergeguards_with_curly_apostrophes():
     assert not is_refusal("I'm sorry, I can't help with that.")  # straight quotes, lower "sorry"
     assert is_refusal("Sorry, no.") and not is_refusal("sorry, no.")  # case-sensitive
     assert is_refusal("That would be unethical.") and not is_refusal("Here is the recipe: ...")
+    assert is_refusal("I'm sorry, I can't help.", straight=True)  # opt-in straight apostrophes
+    assert not is_refusal("Here is how.", straight=True)
 
 
 def test_completion_only_scope_fixes_prompt_hits():
