@@ -42,7 +42,28 @@ def report(cfg, steps: list[Step], store) -> str:
     evals = store.read("eval", [s.step_id for s in steps if s.result_kind == "eval"]).to_pylist()
     if evals:
         lines.append(_utility(evals, {s.step_id: s.label.rsplit(":", 1)[-1] for s in steps}))
+    lines.append(_wall_times(steps, store))
     return "\n".join(lines)
+
+
+def _wall_times(steps: list[Step], store) -> str:
+    """Seconds per step group, from the rows' provenance (each step's start to its end)."""
+    groups = {"if_adapter": "fingerprint", "verify": "verification",
+              "verify_adapter": "verification", "finetune": "user fine-tune", "eval": "utility"}
+    spent: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for kind in ("train_run", "verification", "eval"):
+        wanted = [s.step_id for s in steps if s.result_kind == kind]
+        seen = {}
+        for r in store.read(kind, wanted).to_pylist():
+            seen[r["step_id"]] = (r["finished_at"] - r["started_at"]).total_seconds()
+        for s in steps:
+            if s.step_id in seen:
+                spent[groups[s.kind]] += seen[s.step_id]
+                counts[groups[s.kind]] += 1
+    parts = [f"{name} {spent[name]:.0f} s ({counts[name]} step{'s' * (counts[name] != 1)})"
+             for name in dict.fromkeys(groups.values()) if counts[name]]
+    return f"  wall time: {', '.join(parts)}; total {sum(spent.values()):.0f} s"
 
 
 def _train_line(r: dict) -> str:
