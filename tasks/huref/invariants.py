@@ -196,8 +196,11 @@ def _streamed_mlp_term(source: Any, a: archs.Arch, layer: int, x: Any, comp: Com
     inner = comp.put(archs.mlp_weight(source, a, layer, "up"))
     gate = comp.put(archs.mlp_weight(source, a, layer, "gate"))
     if gate is not None:
-        gate *= inner  # same values as mlp_term's gate * up, without a third buffer
-        inner = gate
+        if getattr(source, "fresh_buffers", False):
+            gate *= inner  # our own buffer: same values as gate * up, without a third one
+            inner = gate
+        else:  # e.g. a loaded model's weights: never write into them
+            inner = gate * inner
         del gate
     down = comp.put(archs.mlp_weight(source, a, layer, "down"))
     return sandwich(x, inner.T, down.T)
@@ -223,9 +226,10 @@ class StateDictSource:
     def info(self, key: str) -> Any:
         return _Shape(tuple(self.sd[key].shape))
 
+    fresh_buffers = False  # reads share the model's memory: extraction must not write into them
+
     def read(self, key: str) -> np.ndarray:
-        # a copy: extraction multiplies gate by up in place, which must not touch the model
-        return self.sd[key].detach().float().cpu().numpy().copy()
+        return self.sd[key].detach().float().cpu().numpy()
 
     def read_rows(self, key: str, rows: list[int]) -> np.ndarray:
         return self.sd[key][list(rows)].detach().float().cpu().numpy()

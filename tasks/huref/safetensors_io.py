@@ -99,6 +99,8 @@ class CheckpointReader:
             ``model.safetensors.index.json``, or shards alone; or one ``.safetensors`` file.
     """
 
+    fresh_buffers = True  # every read returns a new array the caller may modify in place
+
     def __init__(self, folder: str | os.PathLike):
         t0 = time.perf_counter()
         self.folder = Path(folder)

@@ -279,3 +279,12 @@ def test_sandwich_association_choices_agree(shape):
     rng = np.random.default_rng(0)
     x, left, right = (rng.standard_normal(s) for s in ((k, d), (d, r), (r, d)))
     assert np.allclose(sandwich(x, left, right), x @ left @ right @ x.T)
+
+
+def test_full_load_path_never_writes_into_the_model(family_paths):
+    path = family_paths["tiny-llama"]
+    model = _hf(path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    compute_invariants(StateDictSource(model.state_dict(), path),
+                       detect(path, CheckpointReader(path)), IDS)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
