@@ -146,12 +146,15 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
     ],
     "sweep_trial": [
         f("sweep", STR, "sweep name"),
-        f("trial_id", STR, "Ray Tune trial id"),
+        f("trial_id", STR, "stable trial id: hash of the sweep name and the trial's step IDs "
+                           "(the same on re-runs and restores; Ray's own id is tune_trial_id)"),
         f("params", STR, "JSON of the sampled hyperparameters"),
-        f("status", STR, "TERMINATED | ERROR"),
+        f("status", STR, "TERMINATED (every phase ran) | STOPPED (by the scheduler) | ERROR"),
         f("metric", STR, "optimised metric name"),
-        f("value", F64, "optimised metric value"),
+        f("value", F64, "optimised metric value (null unless the trial reported it)"),
         f("metrics", STR, "JSON of all reported metrics"),
+        f("sweep_id", STR, "hash of the sweep config; Tune's experiment is ARTIFACTS/tune/<id>"),
+        f("tune_trial_id", STR, "Ray Tune's trial id in that experiment"),
     ],
 }
 

@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "runner.cli.huref_encoder",
     "runner.cli.finetune", "runner.cli.evals",
     "runner.cli.verify",
+    "runner.cli.sweep",
 ]
 
 for _name in COMMAND_MODULES:

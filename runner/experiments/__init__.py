@@ -20,6 +20,7 @@ KINDS: dict[str, str] = {
     "if_adapter": "runner.experiments.if_adapter",
     "huref": "runner.experiments.huref",
     "huref_encoder": "runner.experiments.huref_encoder",
+    "sweep": "runner.experiments.sweep",
 }
 
 

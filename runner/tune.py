@@ -1,0 +1,222 @@
+"""Ray Tune sweeps (``fprun sweep``): a ``Tuner`` over an IF_adapter experiment's search space.
+
+Layering, as Ray documents Train V2 inside Tune: the driver (this module) runs a
+:class:`ray.tune.Tuner`; each Tune trial (``runner.tune_trial.sweep_trainable``) is the driver of
+its own Ray Train runs (fingerprinting and user fine-tuning through ``runner.train``, each a
+``TorchTrainer`` whose workers get their own placement group) and runs verification and utility
+evals in its own process. Trials reserve ``tune.trial`` resources through a
+``PlacementGroupFactory``; ``tune.max_concurrent_trials`` keeps trial processes from holding the
+CPUs/GPUs their Train workers need (Ray's advice for Train-in-Tune).
+
+Restore: Tune's experiment lives in ``ARTIFACTS/tune/<sweep_id>`` (``storage_path`` under the
+artifacts root, ``sweep_id`` from the config hash). Running the same sweep again resumes it with
+``Tuner.restore(resume_unfinished=True)``: finished trials are not run again, a trial that was in
+flight restarts from its last phase checkpoint, and every finished step is reused from its
+artifact folder in any case.
+
+Results: only the driver writes, through :class:`runner.results.ResultStore`: a trial's
+``sweep_trial`` row as soon as Tune reports it complete (a Tune callback), every trial's row again
+at the end (idempotent: the file is named by the stable trial ID), and the step tables.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from runner.experiments import sweep as sweep_kind
+from runner.ray_exec import _init_ray, alive_nodes, check_shared_paths, job_working_dir, unwrap
+from runner.results import ResultStore
+from runner.tune_rows import RowWriter, TrialOutcome, summary_text
+from tasks.errors import ConfigError, FprunError, StoreError
+
+TUNE_DIR = "tune"  # ARTIFACTS/tune/<sweep_id>/: Tune's storage_path and experiment name
+# The RowWriter of the sweep this process is running. Tune pickles the run config (callbacks
+# included) into the experiment and restores it on resume, so the callback holds no paths of its
+# own: it writes through whatever the *resuming* command configured.
+_ACTIVE: dict[str, RowWriter] = {}
+
+
+@dataclass
+class SweepResult:
+    """What ``fprun sweep`` prints and how it exits."""
+
+    sweep_id: str
+    experiment_path: Path
+    trial_ids: list[str] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    unfinished: int = 0
+    restored: bool = False
+    text: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.unfinished
+
+
+def run_sweep(
+    config_path: str | Path,
+    overrides: Iterable[str] = (),
+    *,
+    results: str,
+    artifacts: str,
+    address: str | None = None,
+    resume: bool = True,
+    restart_errored: bool = True,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
+    """Run (or resume) a sweep YAML under Ray Tune; write its rows; return the summary.
+
+    Raises:
+        ConfigError, StoreError: bad config or paths, before Ray starts; or the first bad-input
+            error a trial raised, after the rows of the other trials are written.
+    """
+    cfg = sweep_kind.load_sweep(config_path, list(overrides))
+    artifacts_root = _local_root(artifacts)
+    results_root = results if "://" in str(results) else str(Path(results).expanduser().resolve())
+    _require_train_v2()
+    # Each phase checkpoint (num_to_keep=1) forces a snapshot of Tune's experiment state; that is
+    # what keeps a restore exact, and at three tiny snapshots per trial it costs nothing.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    sid = sweep_kind.sweep_id(cfg)
+    storage = artifacts_root / TUNE_DIR
+    out = SweepResult(sid, storage / sid)
+    owns = not ray.is_initialized()
+    if owns:
+        _init_ray(address or os.environ.get("RAY_ADDRESS") or None)
+    try:
+        check_shared_paths(results_root, str(artifacts_root), n_nodes=alive_nodes(),
+                           job_dir=job_working_dir())
+        writer = RowWriter(cfg, sid, ResultStore(results_root), artifacts_root)
+        _ACTIVE["writer"] = writer
+        tuner, out.restored = _tuner(cfg, sid, storage, artifacts_root, resume=resume,
+                                     restart_errored=restart_errored, log=log)
+        grid = tuner.fit()
+        _collect(grid, writer, out)
+    finally:
+        _ACTIVE.pop("writer", None)
+        if owns:
+            ray.shutdown()
+    rows = writer.store.read("sweep_trial", out.trial_ids).to_pylist()
+    out.text = summary_text(cfg, rows)
+    if out.unfinished:
+        out.text += (f"\n  {out.unfinished} trial(s) unfinished: run the same command again to "
+                     "resume")
+    bad = [e for e in out.errors if isinstance(e, FprunError)]
+    if bad:
+        log(out.text)
+        raise bad[0]
+    return out
+
+
+def _local_root(artifacts: str) -> Path:
+    if "://" in str(artifacts):
+        raise StoreError(f"--artifacts {artifacts} is a URI",
+                         "artifacts (and Tune's experiment) need a (shared) filesystem path")
+    return Path(artifacts).expanduser().resolve()
+
+
+def _require_train_v2() -> None:
+    """Trials launch Train V2 ``TorchTrainer`` runs; V1 inside Tune is a different API."""
+    flag = os.environ.get("RAY_TRAIN_V2_ENABLED", "1").strip().lower()
+    if flag in ("0", "false", "no", "off"):
+        raise ConfigError("RAY_TRAIN_V2_ENABLED is off, but fprun sweep runs Ray Train V2 "
+                          "inside Tune trials", "unset RAY_TRAIN_V2_ENABLED (or set it to 1)")
+    os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
+
+
+def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, resume: bool,
+           restart_errored: bool, log: Callable[[str], None]) -> tuple[Any, bool]:
+    """``Tuner.restore`` when the experiment folder can be restored (and ``resume``), else a
+    fresh ``Tuner`` (an unrestorable or unwanted old folder is removed: it only holds Tune's
+    bookkeeping; trial outputs live in the step artifact folders and are reused)."""
+    from ray import tune
+
+    path = storage / sid
+    trainable = _trainable(cfg, artifacts)
+    if resume and tune.Tuner.can_restore(str(path)):
+        log(f"resuming sweep {cfg.name} from {path}")
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                  restart_errored=restart_errored), True
+    if path.exists():
+        log(f"starting sweep {cfg.name} afresh (removing Tune state in {path})")
+        shutil.rmtree(path)
+    return tune.Tuner(
+        trainable, param_space=param_space(cfg), tune_config=_tune_config(cfg),
+        run_config=tune.RunConfig(
+            name=sid, storage_path=str(storage), callbacks=[_RowCallback()],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0), verbose=1),
+    ), False
+
+
+def _trainable(cfg: sweep_kind.Config, artifacts: Path) -> Any:
+    from runner.tune_trial import sweep_trainable
+
+    t = cfg.tune.trial
+    bundle = {"CPU": t.cpus, **({"GPU": t.gpus} if t.gpus else {})}
+    fn = tune.with_parameters(sweep_trainable, sweep=cfg.model_dump(mode="json"),
+                              artifacts=str(artifacts), cwd=os.getcwd())
+    return tune.with_resources(fn, tune.PlacementGroupFactory([bundle]))
+
+
+def param_space(cfg: sweep_kind.Config) -> dict[str, Any]:
+    """The search space as Tune samplers, keyed by the dotted experiment keys."""
+    make = {"grid": tune.grid_search, "choice": tune.choice,
+            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
+    return {d.key: make[d.sampler](list(getattr(d, d.sampler))) for d in cfg.search}
+
+
+def _tune_config(cfg: sweep_kind.Config) -> Any:
+    """No ``metric`` here on purpose: FSR_post exists only in a trial's last report, and Tune
+    rejects reports lacking the TuneConfig metric; the best trial is picked from the rows."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    s = cfg.tune.scheduler
+    scheduler = None
+    if s.type == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode,
+                                  max_t=3, grace_period=s.grace_period,
+                                  reduction_factor=s.reduction_factor)
+    # The concurrency limit goes to the search algorithm itself: Tune ignores TuneConfig's
+    # max_concurrent_trials when a BasicVariantGenerator is passed in (seeded here).
+    search = BasicVariantGenerator(max_concurrent=cfg.tune.max_concurrent_trials,
+                                   random_state=cfg.tune.seed)
+    return tune.TuneConfig(num_samples=cfg.tune.num_samples, search_alg=search,
+                           scheduler=scheduler)
+
+
+class _RowCallback(tune.Callback):
+    """Writes a trial's rows the moment Tune reports it complete (driver side)."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        writer = _ACTIVE.get("writer")
+        if writer is not None:
+            writer.write(TrialOutcome(dict(trial.config), dict(trial.last_result or {}),
+                                      trial.trial_id, ended=True))
+
+
+def _collect(grid: Any, writer: RowWriter, out: SweepResult) -> None:
+    """Write every ended trial's rows from the final ResultGrid; count errors and unfinished."""
+    for result in grid:
+        error = unwrap(result.error) if result.error is not None else None
+        metrics = dict(result.metrics or {})
+        outcome = TrialOutcome(dict(result.config or {}), metrics, metrics.get("trial_id"),
+                               error=error, ended=bool(metrics.get("done")))
+        tid = writer.write(outcome)
+        if tid is None:
+            out.unfinished += 1
+            continue
+        if tid not in out.trial_ids:
+            out.trial_ids.append(tid)
+        if error is not None:
+            out.errors.append(error)

@@ -1,0 +1,99 @@
+"""What a sweep trial reports to Tune, computed from the rows of the steps it has finished.
+
+Pure functions of step records (``{"kind", "result_kind", "rows", ...}``), so the trial, the tests
+and a later re-computation agree. Metric names (all fractions in [0, 1] unless said otherwise):
+
+``fsr_pre``             FSR on the fingerprint keys of ``publish_w_adapter`` (published + adapter)
+``fsr_post``            FSR of ``tuned_w_adapter`` (user model + adapter), mean over user datasets
+``false_trigger_pre``   ``publish_w_adapter`` firing on unseen random keys (the key-specificity
+                        control: a fingerprint any key triggers proves nothing)
+``false_trigger_post``  the same for ``tuned_w_adapter``
+``utility_delta``       harm from fingerprinting, > 0 is worse: the published model's relative
+                        perplexity increase over the vanilla model (ppl_pub / ppl_van - 1), or,
+                        when no perplexity was measured, the arithmetic accuracy drop
+``acc_delta``           published minus vanilla arithmetic accuracy (first math task)
+``fsr``                 {condition: {probe_set: FSR}} for every greedy verification row
+``utility``             {"<task>/<metric>": {"vanilla", "publish", "delta"}}
+``fp_*``, ``ft_*``      fingerprint / fine-tune training figures (loss, steps, seconds)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from statistics import fmean
+from typing import Any
+
+
+def trial_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """All metrics the finished steps allow (later phases add FSR_post)."""
+    out: dict[str, Any] = {}
+    fsr = _fsr_table(_rows(records, "verification"))
+    out["fsr"] = {c: {p: fmean(v) for p, v in sets.items()} for c, sets in fsr.items()}
+    for name, cond, probe in (("fsr_pre", "publish_w_adapter", "fingerprint"),
+                              ("false_trigger_pre", "publish_w_adapter", "unseen_keys"),
+                              ("fsr_post", "tuned_w_adapter", "fingerprint"),
+                              ("false_trigger_post", "tuned_w_adapter", "unseen_keys")):
+        if fsr.get(cond, {}).get(probe):
+            out[name] = fmean(fsr[cond][probe])
+    out.update(_training(records))
+    out.update(_utility(records))
+    # a JSON string, not a list: Tune's TensorBoard logger warns on list-valued metrics
+    out["datasets_json"] = json.dumps(sorted({d for rec in records for r in rec["rows"]
+                                              for d in (r.get("datasets") or [r.get("dataset")])
+                                              if d}))
+    return out
+
+
+def _rows(records: list[dict[str, Any]], result_kind: str) -> list[dict[str, Any]]:
+    return [r for rec in records if rec["result_kind"] == result_kind for r in rec["rows"]]
+
+
+def _fsr_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Greedy FSRs by condition and probe set (several per condition after several fine-tunes)."""
+    table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r.get("sample_idx") is None and r.get("fsr") is not None \
+                and ":" not in r["probe_set"]:
+            table[r["condition"]][r["probe_set"]].append(float(r["fsr"]))
+    return table
+
+
+def _training(records: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for prefix, purpose in (("fp", "fingerprint"), ("ft", "finetune")):
+        rows = [r for r in _rows(records, "train_run") if r.get("purpose") == purpose]
+        if not rows:
+            continue
+        out[f"{prefix}_final_loss"] = fmean(r["final_loss"] for r in rows
+                                           if r.get("final_loss") is not None) \
+            if any(r.get("final_loss") is not None for r in rows) else None
+        out[f"{prefix}_steps"] = sum(int(r.get("steps") or 0) for r in rows)
+        out[f"{prefix}_train_seconds"] = sum(float(r.get("train_seconds") or 0) for r in rows)
+        if purpose == "fingerprint":
+            extra = json.loads(rows[0].get("extra") or "{}")
+            out["fp_first_loss"] = extra.get("first_loss")
+            out["fingerprint_id"] = rows[0].get("fingerprint_id")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _utility(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Published vs vanilla on each eval metric (vanilla rows have no ``model_step_id``)."""
+    by: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in _rows(records, "eval"):
+        if r.get("value") is None:
+            continue
+        which = "publish" if r.get("model_step_id") else "vanilla"
+        by[f"{r['task']}/{r['metric']}"][which] = float(r["value"])
+    utility = {k: {**v, "delta": v["publish"] - v["vanilla"]} for k, v in by.items()
+               if len(v) == 2}
+    out: dict[str, Any] = {"utility": utility} if utility else {}
+    ppl = next((v for k, v in sorted(utility.items()) if k.endswith("/perplexity")), None)
+    acc = next((v for k, v in sorted(utility.items()) if k.endswith("/accuracy")), None)
+    if acc is not None:
+        out["acc_delta"] = acc["delta"]
+    if ppl is not None and ppl["vanilla"] > 0:
+        out["utility_delta"] = ppl["publish"] / ppl["vanilla"] - 1.0
+    elif acc is not None:
+        out["utility_delta"] = -acc["delta"]
+    return out

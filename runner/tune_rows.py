@@ -1,0 +1,168 @@
+"""The sweep's result rows, written by the driver only: one ``sweep_trial`` row per trial, plus the
+``train_run`` / ``verification`` / ``eval`` rows of every step the trials computed.
+
+A row's ``step_id`` is the trial's stable ``trial_id`` (a hash of the sweep name and the trial's
+step IDs), so writing it again after a restore or a re-run replaces the same Parquet file: a sweep
+never duplicates a trial. Step rows come from the done records the trials leave in the step
+artifact folders (``runner.tune_trial.DONE_FILE``) and go under the step's own ID, exactly as
+``fprun run`` would write them, so a later ``fprun run`` of one trial's experiment skips them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner.experiments import sweep as sweep_kind
+from runner.results import ResultStore, finalize_rows, now
+from runner.tune_trial import DONE_FILE, PHASES, read_done_file
+
+TERMINATED, STOPPED, ERROR = "TERMINATED", "STOPPED", "ERROR"
+# Tune's own bookkeeping in a result dict: not part of the trial's metrics JSON.
+TUNE_NOISE = {"config", "date", "hostname", "node_ip", "pid", "timestamp", "done",
+              "checkpoint_dir_name", "should_checkpoint", "time_since_restore",
+              "iterations_since_restore", "timesteps_total", "episodes_total",
+              "timesteps_since_restore", "episodes_this_iter", "timesteps_this_iter",
+              "experiment_tag", "trial_id", "steps_json"}
+
+
+@dataclass
+class TrialOutcome:
+    """What the driver knows about one trial at the end (or the completion) of it."""
+
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    tune_trial_id: str | None
+    error: BaseException | None = None
+    ended: bool = False  # Tune ended it (completed, stopped by the scheduler, or errored)
+
+    @property
+    def status(self) -> str | None:
+        """TERMINATED (every phase), STOPPED (scheduler), ERROR, or None (unfinished)."""
+        if self.error is not None:
+            return ERROR
+        if self.metrics.get("phase") == PHASES[-1]:
+            return TERMINATED
+        return STOPPED if self.ended else None
+
+
+class RowWriter:
+    """Writes trial rows (and their steps' rows) into the result store, atomically per file."""
+
+    def __init__(self, cfg: sweep_kind.Config, sweep_id: str, store: ResultStore,
+                 artifacts: str | Path) -> None:
+        self.cfg, self.sweep_id, self.store, self.artifacts = cfg, sweep_id, store, artifacts
+
+    def write(self, outcome: TrialOutcome) -> str | None:
+        """Write one trial's rows if it has ended; returns its trial_id (None if unfinished)."""
+        status = outcome.status
+        if status is None:
+            return None
+        tid = sweep_kind.trial_id(self.cfg, outcome.params)
+        self._write_steps(outcome.metrics)
+        row = sweep_row(self.cfg, self.sweep_id, tid, outcome)
+        m = outcome.metrics
+        table = finalize_rows(
+            "sweep_trial", [row], step_id=tid,
+            config_hash=sweep_kind.trial_config_hash(self.cfg, outcome.params),
+            started_at=_when(m.get("trial_started_at")), finished_at=_when(m.get("timestamp")),
+            device=m.get("device") or "tune-trial")
+        self.store.write("sweep_trial", tid, table)
+        return tid
+
+    def _write_steps(self, metrics: dict[str, Any]) -> None:
+        for ref in json.loads(metrics.get("steps_json") or "[]"):
+            kind, sid, result_kind = ref["kind"], ref["step_id"], ref["result_kind"]
+            if self.store.done(result_kind, sid):
+                continue
+            rec = read_done_file(Path(self.artifacts) / kind / sid / DONE_FILE)
+            if rec is None:
+                continue  # removed since; the trial row still says what was measured
+            table = finalize_rows(result_kind, rec["rows"], step_id=sid,
+                                  config_hash=rec["config_hash"],
+                                  started_at=_when(rec["started_at"]),
+                                  finished_at=_when(rec["finished_at"]), device=rec["device"])
+            self.store.write(result_kind, sid, table)
+
+
+def sweep_row(cfg: sweep_kind.Config, sweep_id: str, tid: str,
+              outcome: TrialOutcome) -> dict[str, Any]:
+    """The ``sweep_trial`` row of one trial (no provenance: the store adds it)."""
+    metrics = {k: v for k, v in outcome.metrics.items() if k not in TUNE_NOISE}
+    metrics["steps"] = json.loads(outcome.metrics.get("steps_json") or "[]")
+    datasets = json.loads(metrics.pop("datasets_json", None) or "[]")
+    if outcome.error is not None:
+        metrics["error"] = f"{type(outcome.error).__name__}: {outcome.error}"[:2000]
+    value = outcome.metrics.get(cfg.metric) if outcome.status != ERROR else None
+    return {"sweep": cfg.name, "sweep_id": sweep_id, "trial_id": tid,
+            "tune_trial_id": outcome.tune_trial_id,
+            "params": json.dumps(outcome.params, sort_keys=True), "status": outcome.status,
+            "metric": cfg.metric, "value": None if value is None else float(value),
+            "metrics": json.dumps(metrics, sort_keys=True, default=str), "datasets": datasets}
+
+
+def _when(value: Any) -> datetime:
+    """A provenance timestamp from an ISO string or Tune's epoch seconds (now if absent)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return now()
+
+
+def best_row(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best completed trial by ``cfg.metric``; ties go to fewer false triggers after the
+    attack, then to less utility harm (FSR_post is often 100% for several dims)."""
+    done = [r for r in rows if r["status"] == TERMINATED and r["value"] is not None]
+    if not done:
+        return None
+    sign = 1.0 if cfg.mode == "max" else -1.0
+
+    def key(r: dict[str, Any]) -> tuple[float, float, float]:
+        m = json.loads(r["metrics"])
+        return (sign * r["value"], -m.get("false_trigger_post", 0.0),
+                -m.get("utility_delta", 0.0))
+
+    return max(done, key=key)
+
+
+def summary_text(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> str:
+    """One line per trial (search values, FSRs, false triggers, utility, wall time) and the best."""
+    keys = [d.key for d in cfg.search]
+    header = ["trial", *keys, "status", "FSR_pre", "FSR_post", "false_post", "utility_delta",
+              "acc_delta", "wall_s"]
+    lines = []
+    for r in sorted(rows, key=lambda r: [json.loads(r["params"]).get(k) for k in keys]):
+        p, m = json.loads(r["params"]), json.loads(r["metrics"])
+        lines.append([r["trial_id"][:8], *(_fmt(p.get(k)) for k in keys), r["status"],
+                      _pct(m.get("fsr_pre")), _pct(m.get("fsr_post")),
+                      _pct(m.get("false_trigger_post")), _pct(m.get("utility_delta")),
+                      _pct(m.get("acc_delta")),
+                      _fmt(sum((m.get("phase_seconds") or {}).values()) or None)])
+    widths = [max(len(h), *(len(x[i]) for x in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [f"sweep {cfg.name}: {len(rows)} trial(s), metric {cfg.metric} ({cfg.mode})"]
+    out += ["  " + fmt.format(*x).rstrip() for x in [header, *lines]]
+    best = best_row(cfg, rows)
+    if best is None:
+        out.append("  best: none (no trial finished every phase)")
+    else:
+        p = json.loads(best["params"])
+        where = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(p.items()))
+        out.append(f"  best: {where} -> {cfg.metric} {_pct(best['value'])} "
+                   f"(trial {best['trial_id']})")
+    return "\n".join(out)
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * float(v):.1f}%"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
