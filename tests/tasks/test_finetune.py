@@ -221,3 +221,20 @@ def test_smollm2_lora_finetune_on_gsm_symbolic(smollm2_path, tmp_path):
     assert math.isfinite(row["final_loss"])
     assert "stand-in for tatsu-lab/alpaca" in row["dataset"]
     AutoModelForCausalLM.from_pretrained(out)  # a plain model folder
+
+
+def test_a_fingerprint_folder_means_its_published_model(tiny_llama, tmp_path):
+    from tasks.finetune_config import step_model
+    from tasks.fingerprint.artifacts import FingerprintMeta, write_private
+
+    fp = tmp_path / "fp"
+    fp.mkdir()
+    (fp / "published").symlink_to(tiny_llama, target_is_directory=True)
+    write_private(fp, FingerprintMeta(fingerprint_id="abc123", method="if_sft",
+                                      template="dialogue", prompt_format="chat_template"), [], [])
+    wired = step_model({"model": fp}, None)
+    assert wired.path == fp / "published" and wired.fingerprint_id == "abc123"
+    by_ref = step_model({}, str(fp))
+    assert by_ref.fingerprint_id == "abc123" and by_ref.ref == str(fp)
+    plain = step_model({}, str(tiny_llama))
+    assert plain.path == tiny_llama and plain.fingerprint_id is None
