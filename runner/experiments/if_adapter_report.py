@@ -25,7 +25,7 @@ def report(cfg, steps: list[Step], store) -> str:
     a = cfg.adapter
     t_rule = "seed (instructions only)" if a.seed_token_set_bug else "fprun"
     lines = [f"IF_adapter {cfg.name} on {cfg.model}: dim {a.dim}, init {a.init}, residual "
-             f"{a.resolved_residual()}, token set {t_rule}"]
+             f"{a.residual}, token set {t_rule}"]
     train_ids = [s.step_id for s in steps if s.result_kind == "train_run"]
     labels: dict[str, str] = {}
     for r in sorted(store.read("train_run", train_ids).to_pylist(),

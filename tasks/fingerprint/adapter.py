@@ -7,16 +7,17 @@
 
 ``orig_emb`` is the model's own embedding (frozen), ``trainable_emb`` a trainable copy of its rows
 for T, ``A: d -> r`` and ``B: r -> d`` are ``nn.Linear`` layers with bias. ``R`` is the residual
-row: ``orig_emb[t]`` in the seed's code, or ``trainable_emb[slot(t)]`` (fprun's default with the
-LoRA-style init; see :class:`tasks.fingerprint.adapter_config.AdapterSettings`). Every
-non-embedding weight is frozen.
+row: ``orig_emb[t]`` (the seed's forward, fprun's default) or ``trainable_emb[slot(t)]``
+(``residual="trainable"``). Every non-embedding weight is frozen.
 
 Why the residual option: after training, :func:`unwrap_adapter` merges ``trainable_emb`` into
 ``orig_emb[T]`` (the seed's ``merge``) and the published model ships that embedding; every
-adapter condition of the verification matrix then wraps an embedding ``E`` whose T rows *are*
-the trained rows and computes ``E[t] + B(A(E[t]))``. With the seed's all-zero init nothing but
-B's bias moves, so the seed never noticed that its training forward (``orig[t] + ...``) is not
-that function; with a real init it is, unless the residual is the trainable row.
+adapter condition of the verification matrix then wraps an embedding ``E`` whose T rows are the
+trained rows and computes ``E[t] + B(A(E[t]))``. Under the seed's forward that is the trained
+function only while the rows have not moved, which the seed's all-zero init guaranteed (nothing
+but B's bias trains). ``residual="trainable"`` trains exactly the verified function, but on
+SmolLM2 it lets the trained rows carry the fingerprint on their own (the published model fires
+without the adapter), so the seed's forward stays the default; docs/seed_fixes.md has the figures.
 
 Why hand-written and not peft: peft's embedding LoRA (``lora.Embedding``) adds ``B @ A`` as a
 low-rank *update of the weight matrix*, one-hot per token, for every token; the F-Adapter is a
@@ -65,7 +66,7 @@ class InstructionFingerprint(nn.Module):
     """
 
     def __init__(self, emb: nn.Embedding, token_ids: Sequence[int], dim: int, *,
-                 init: str = "lora", residual: str = "trainable", init_seed: int = 0):
+                 init: str = "lora", residual: str = "orig", init_seed: int = 0):
         super().__init__()
         vocab, hidden = emb.weight.shape
         ids = sorted({int(t) for t in token_ids})

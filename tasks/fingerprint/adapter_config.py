@@ -33,22 +33,16 @@ class AdapterSettings(_Frozen):
         "lora", description="lora: A random (kaiming-uniform, as nn.Linear and peft's LoRA), B "
                             "zero, as the paper intends; seed: A and B all zero (only B's bias "
                             "can move: docs/seed_fixes.md)")
-    residual: Literal["auto", "orig", "trainable"] = Field(
-        "auto", description="the term the adapter's output is added to for tokens in T: orig "
-                            "(the seed's frozen row), trainable (the trainable row, which is what "
-                            "the published embedding holds after the merge, so training and "
-                            "verification compute the same function); auto: orig for init seed, "
-                            "trainable for init lora")
+    residual: Literal["orig", "trainable"] = Field(
+        "orig", description="the row the adapter's output is added to for tokens in T: orig "
+                            "(the seed's forward: the frozen original row) or trainable (the "
+                            "trained row, which the published embedding holds after the merge). "
+                            "Measured on SmolLM2: trainable lets the published model fire "
+                            "without the adapter (docs/seed_fixes.md)")
     seed_token_set_bug: bool = Field(
         False, description="reproduce the seed's T: only the instructions' tokens (its union "
                            "with the input tokens is discarded)")
     init_seed: int = Field(0, description="torch seed of A's random init (init lora)")
-
-    def resolved_residual(self) -> str:
-        """``orig`` or ``trainable`` (``auto`` resolved by the init mode)."""
-        if self.residual != "auto":
-            return self.residual
-        return "orig" if self.init == "seed" else "trainable"
 
 
 class AdapterTrainConfig(TrainConfig):

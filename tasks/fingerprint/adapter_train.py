@@ -91,7 +91,7 @@ def fingerprint_if_adapter(
     token_ids = token_set(tokenizer, built, seed_bug=cfg.adapter.seed_token_set_bug)
     a = cfg.adapter
     adapter = inject_adapter(model, InstructionFingerprint(
-        input_embedding(model), token_ids, a.dim, init=a.init, residual=a.resolved_residual(),
+        input_embedding(model), token_ids, a.dim, init=a.init, residual=a.residual,
         init_seed=a.init_seed))
     outcome = run_trainer(model, tokenizer, rows, cfg.train, distributed=distributed,
                           callbacks=callbacks, trainer_hook=trainer_hook)
@@ -112,7 +112,7 @@ def fingerprint_if_adapter(
     state = outcome.trainer.state
     extra = {**stats, "first_loss": outcome.losses[0] if outcome.losses else None,
              "grad_accum": cfg.train.grad_accum(world_size), "adapter": a.model_dump(),
-             "residual": a.resolved_residual(), "n_tokens_T": len(token_ids),
+             "residual": a.residual, "n_tokens_T": len(token_ids),
              "token_set": "seed_instruction_only" if a.seed_token_set_bug else "fprun",
              "fingerprint_prompt_coverage": coverage(tokenizer, built, token_ids),
              "published_rows_changed": info.rows_changed, "lm_head_untied": info.untied,
@@ -219,5 +219,5 @@ def _meta(cfg: IFAdapterConfig, built: BuiltData, fp_id: str, n_tokens: int) -> 
         target=built.target, n_keys=len(built.keys), key_seed=built.key_seed,
         base_model=cfg.model, datasets=built.datasets,
         extra={"data": cfg.data.model_dump(), "counts": built.counts,
-               "adapter": cfg.adapter.model_dump(), "residual": cfg.adapter.resolved_residual(),
+               "adapter": cfg.adapter.model_dump(), "residual": cfg.adapter.residual,
                "n_tokens_T": n_tokens, "adapter_dir": f"private/{ADAPTER_SUBDIR}"})

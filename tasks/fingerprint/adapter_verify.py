@@ -18,8 +18,9 @@ the adapter proves lineage from the base model, not ownership of the release.
 
 Departures from the seed's ``inference.py`` (docs/seed_fixes.md): ``tuned_w_adapter`` copies the
 user's rows into *both* ``orig_emb`` and ``trainable_emb`` (the seed keeps the publisher's merged
-rows in ``orig_emb`` for tokens in T), so it evaluates exactly the function the adapter was
-trained as, ``E[t] + B(A(E[t]))`` on the user's embedding ``E``; ``tuned_direct`` wraps the user's
+rows in ``orig_emb`` for tokens in T), so it evaluates ``E[t] + B(A(E[t]))`` on the user's
+embedding ``E``, the same function ``publish_w_adapter`` evaluates on the published rows (with
+``residual: trainable`` exactly the trained one); ``tuned_direct`` wraps the user's
 own embedding (the seed's pickled adapter brought the publisher's whole embedding with it).
 """
 

@@ -94,7 +94,7 @@ def test_lora_init_trains_a_b_and_rows_and_publishes_the_merge(tiny_llama, lora_
     assert torch.equal(published["lm_head.weight"], vanilla[EMB])  # untied head unchanged
     config = json.loads((out / "published" / "config.json").read_text())
     assert config["tie_word_embeddings"] is False
-    assert meta["init"] == "lora" and meta["residual"] == "trainable" and meta["dim"] == 4
+    assert meta["init"] == "lora" and meta["residual"] == "orig" and meta["dim"] == 4
     assert meta["hidden_size"] == 64 and meta["vocab_size"] == 1024
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.bin"))
 

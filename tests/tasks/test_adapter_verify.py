@@ -31,13 +31,12 @@ def load(folder):
             AutoTokenizer.from_pretrained(folder))
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_llama, tmp_path_factory):
-    """A hand-made fingerprint folder (published/ + private/adapter/) from a "trained" adapter,
-    plus the logits the adapter-wrapped model gave before the merge."""
-    fp = tmp_path_factory.mktemp("fp")
-    model, tok = load(tiny_llama)
-    adapter = inject_adapter(model, InstructionFingerprint(model.get_input_embeddings(), T, 4))
+def make_fingerprint(base: Path, fp: Path, residual: str) -> torch.Tensor:
+    """A hand-made fingerprint folder (published/ + private/adapter/) from a "trained" adapter;
+    returns the logits the adapter-wrapped model gave before the merge."""
+    model, tok = load(base)
+    adapter = inject_adapter(model, InstructionFingerprint(model.get_input_embeddings(), T, 4,
+                                                           residual=residual))
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in adapter.adapter_parameters():
@@ -47,7 +46,14 @@ def trained(tiny_llama, tmp_path_factory):
     model.save_pretrained(fp / "published")
     tok.save_pretrained(fp / "published")
     save_adapter(adapter, fp / "private" / "adapter", tokenizer=tok, base_model="tiny-llama")
-    return fp, logits
+    return logits
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_llama, tmp_path_factory):
+    """Fingerprint folder trained with ``residual="trainable"`` and its pre-merge logits."""
+    fp = tmp_path_factory.mktemp("fp")
+    return fp, make_fingerprint(tiny_llama, fp, "trainable")
 
 
 def user_model(src: Path, dst: Path, *, seed: int = 1) -> Path:
@@ -74,6 +80,19 @@ def test_every_adapter_condition_on_the_published_model_is_the_trained_function(
                                   device="cpu")
     with torch.no_grad():
         assert torch.allclose(model(IDS).logits, logits, atol=1e-5)
+
+
+def test_under_the_seeds_forward_verification_sees_the_merged_rows(tiny_llama, tmp_path):
+    """residual orig: the conditions compute E[t] + B(A(E[t])) on the merged rows E, which
+    differs from the trained orig[t] + B(A(rows[t])) once the rows moved (docs/seed_fixes.md)."""
+    trained_logits = make_fingerprint(tiny_llama, tmp_path, "orig")
+    model, _ = load_adapter_model(tmp_path / "published", fingerprint_dir=tmp_path,
+                                  condition="publish_w_adapter", device="cpu")
+    adapter = model.get_input_embeddings()
+    assert adapter.residual == "orig"
+    assert torch.equal(adapter.orig_emb.weight[T], adapter.trainable_emb.weight)
+    with torch.no_grad():
+        assert not torch.allclose(model(IDS).logits, trained_logits, atol=1e-5)
 
 
 def test_tuned_w_adapter_takes_the_users_embedding_and_the_publishers_rest(trained, tmp_path):
