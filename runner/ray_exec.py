@@ -90,7 +90,8 @@ def threads_for(num_cpus: float) -> str:
 
 
 class RayBackend:
-    """Runs steps as Ray tasks (``executor="task"``) or Ray Train runs (``executor="train"``)."""
+    """Runs steps as Ray tasks (``executor="task"``), Ray Train runs (``executor="train"``) or on
+    a shared actor pool (``executor="actor"``, :mod:`runner.actors`)."""
 
     max_in_flight = None  # Ray's scheduler queues by resources; the driver need not throttle
 
@@ -123,6 +124,11 @@ class RayBackend:
                     "runtime_env": {"env_vars": {"OMP_NUM_THREADS": threads_for(res.num_cpus)}}}
             if res.memory_gb:
                 opts["memory"] = int(res.memory_gb * 2**30)
+        elif spec.executor == "actor":
+            # Long-lived actors that keep a cache between steps (DESIGN.md 8.11).
+            from runner.actors import submit_step
+
+            return submit_step(spec)
         else:
             raise ValueError(f"unknown executor {spec.executor!r} for step {spec.step_id}")
         remote = self._train if spec.executor == "train" else self._task
@@ -137,7 +143,12 @@ class RayBackend:
             return ready[0], unwrap(exc)
 
     def close(self) -> None:
-        """Disconnect (and stop the local instance) if this backend started it."""
+        """Kill the actor pools, then disconnect (and stop the local instance) if this backend
+        started it."""
+        if ray.is_initialized():
+            from runner.actors import close_pools
+
+            close_pools()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
 

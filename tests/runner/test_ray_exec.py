@@ -134,3 +134,25 @@ def test_if_sft_smoke_gives_the_local_tables_on_ray(ray_session, tmp_path):
     assert device[0].startswith("ray-train:1x")
     again = run_experiment(SMOKE_IF_SFT, results=str(tmp_path / "rr"), artifacts=art, log=quiet)
     assert again.summary.done == [] and len(again.summary.skipped) == 3
+
+
+def test_actor_steps_run_on_the_shared_pool_and_close_frees_it(ray_session, tmp_path):
+    from runner import actors
+    from runner.execute import StepSpec
+    from runner.ray_exec import RayBackend
+
+    def run(backend: RayBackend, executor: str, **config):
+        spec = StepSpec(step_id=f"{executor}{len(config)}", kind="toy_make",
+                        fn="tests.toy_kind:make", config=config, inputs={}, executor=executor,
+                        out_dir=str(tmp_path / "a" / executor / str(len(config))))
+        return backend.wait([backend.submit(spec)])[1]
+
+    backend = RayBackend(results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"))
+    try:
+        on_actor, on_task = run(backend, "actor", value=7.0), run(backend, "task", value=7.0)
+        assert len(actors._POOLS) == 1 and on_actor.rows == on_task.rows
+        bad = run(backend, "actor", value=5.0, bad_input_on=5.0)
+        assert type(bad) is DataError
+    finally:
+        backend.close()
+    assert actors._POOLS == {} and ray_session.is_initialized()
