@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class SweepResult:
     errors: list[BaseException] = field(default_factory=list)
     unfinished: int = 0
     restored: bool = False
+    seconds: float = 0.0  # wall time of Tuner.fit (Ray start-up excluded)
     text: str = ""
 
     @property
@@ -98,14 +100,17 @@ def run_sweep(
         _ACTIVE["writer"] = writer
         tuner, out.restored = _tuner(cfg, sid, storage, artifacts_root, resume=resume,
                                      restart_errored=restart_errored, log=log)
+        t0 = time.perf_counter()
         grid = tuner.fit()
+        out.seconds = time.perf_counter() - t0
         _collect(grid, writer, out)
     finally:
         _ACTIVE.pop("writer", None)
         if owns:
             ray.shutdown()
     rows = writer.store.read("sweep_trial", out.trial_ids).to_pylist()
-    out.text = summary_text(cfg, rows)
+    out.text = summary_text(cfg, rows) + f"\n  sweep wall time {out.seconds:.0f} s" + (
+        " (resumed)" if out.restored else "")
     if out.unfinished:
         out.text += (f"\n  {out.unfinished} trial(s) unfinished: run the same command again to "
                      "resume")

@@ -138,19 +138,7 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys, monkeypatch, tiny_llama):
     assert len(ResultStore(str(tmp_path / "r")).read("similarity")) == 0
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import os
-
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-def test_actor_pool_extracts_many_models_with_one_token_selection(local_ray, tmp_path,
+def test_actor_pool_extracts_many_models_with_one_token_selection(ray_session, tmp_path,
                                                                   fprun_cache, tiny_llama,
                                                                   tiny_llama_unrelated, tiny_neox):
     """Three models sharing a tokenizer on two actors: rows equal to in-process extraction."""
@@ -181,7 +169,7 @@ def test_actor_pool_extracts_many_models_with_one_token_selection(local_ray, tmp
         (tmp_path / "local" / "invariants.safetensors").read_bytes()
 
 
-def test_actor_pool_carries_bad_input_back(local_ray, tmp_path, fprun_cache, tiny_llama):
+def test_actor_pool_carries_bad_input_back(ray_session, tmp_path, fprun_cache, tiny_llama):
     from runner.actors import ExtractPool
     from runner.execute import StepSpec
     from tasks.errors import ConfigError
@@ -197,7 +185,7 @@ def test_actor_pool_carries_bad_input_back(local_ray, tmp_path, fprun_cache, tin
         pool.close()
 
 
-def test_smoke_on_ray_with_actor_pool_equals_local(local_ray, tmp_path, monkeypatch, fprun_cache):
+def test_smoke_on_ray_with_actor_pool_equals_local(ray_session, tmp_path, monkeypatch, fprun_cache):
     """RayBackend + the actor hook (executor "actor" -> submit_step) gives the local tables."""
     from runner import actors, ray_exec
 

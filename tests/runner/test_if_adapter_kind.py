@@ -192,3 +192,33 @@ def test_adapter_condition_without_the_adapter_exits_2(smoke_run, tmp_path):
 def test_bundled_if_adapter_configs_validate():
     out = invoke(["validate", ROOT / "configs" / "if_adapter.yaml", SMOKE])
     assert out.exit_code == 0, out.output
+
+
+def test_smoke_on_ray_gives_the_local_tables_and_ddp_trains_the_adapter(ray_session, smoke_run,
+                                                                        tmp_path):
+    """DESIGN.md 8.8 equality on the smoke config, then the fingerprint step on 2 DDP workers."""
+    from runner.run import run_experiment
+
+    volatile = {"started_at", "finished_at", "device", "train_seconds", "peak_rss_mb"}
+    local_res, _, _ = smoke_run
+    out = run_experiment(SMOKE, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"),
+                         log=lambda _: None)
+    assert out.summary.ok
+
+    def rows(res, kind):
+        return sorted(({k: v for k, v in r.items() if k not in volatile}
+                       for r in ResultStore(str(res)).read(kind).to_pylist()),
+                      key=lambda r: r["run_key"])
+
+    for kind in ("train_run", "verification", "eval"):
+        assert rows(tmp_path / "r", kind) == rows(local_res, kind), kind
+    two = run_experiment(SMOKE, ["train.num_workers=2", "train.total_batch_size=4",
+                                 "train.per_device_batch_size=2", "verify.conditions=[]",
+                                 "finetune=[]", "eval.models=[]"],
+                         results=str(tmp_path / "r2"), artifacts=str(tmp_path / "a2"),
+                         log=lambda _: None)
+    (row,) = ResultStore(str(tmp_path / "r2")).read("train_run").to_pylist()
+    assert two.summary.ok and row["num_workers"] == 2 and row["strategy"] == "ddp"
+    fp = artifact_dir(tmp_path / "a2", two.plan.steps[0])
+    assert (fp / "private" / "adapter" / "adapter.safetensors").is_file()
+    assert (fp / "published" / "model.safetensors").is_file()
