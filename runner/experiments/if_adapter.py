@@ -22,10 +22,17 @@ from typing import Literal
 from pydantic import Field, create_model, model_validator
 
 from runner.config import Strict
-from runner.experiments.if_sft import check_model_ref
+from runner.experiments.protocol import (
+    RESOURCE_FIELDS,
+    EvalSection,
+    FinetuneEntry,
+    TrainResources,
+    check_model_ref,
+    eval_steps,
+    finetune_step,
+    train_resources,
+)
 from runner.plan import Resources, Step
-from tasks.evals_config import EASY_ARITHMETIC, EvalConfig, MathOptions, MathTask, PerplexityOptions
-from tasks.finetune_config import FinetuneConfig
 from tasks.fingerprint.adapter_config import (
     AdapterSettings,
     AdapterTrainConfig,
@@ -38,21 +45,15 @@ RESULT_KINDS = ("train_run", "verification", "eval")
 FINGERPRINT_FN = "tasks.fingerprint.adapter_train:fingerprint_if_adapter"
 VERIFY_FN = "tasks.verify:verify_step"
 ADAPTER_VERIFY_FN = "tasks.fingerprint.adapter_verify:verify_adapter_step"
-FINETUNE_FN = "tasks.finetune:finetune_step"
-EVAL_FN = "tasks.evals:eval_step"
-RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker"}
 PRE = ("vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter")
 POST = ("tuned_publish", "tuned_w_adapter", "tuned_direct")
 Condition = Literal["vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter",
                     "tuned_publish", "tuned_w_adapter", "tuned_direct"]
 
 
-class _Resources(Strict):
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel)")
-    use_gpu: bool = Field(False, description="one GPU per worker")
+class _Resources(TrainResources):
     strategy: str = Field("ddp", description="ddp | deepspeed_zero2 | deepspeed:<file.json> "
                                              "(IF_adapter refuses ZeRO-3)")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs (and torch threads) per worker")
 
 
 class TrainSection(AdapterTrainConfig, _Resources):
@@ -74,31 +75,6 @@ class VerifySection(_VerifyFields):
         description="FSR_pre: vanilla, publish, publish_w_adapter, vanilla_w_adapter; FSR_post "
                     "(per user model): tuned_publish, tuned_w_adapter, tuned_direct")
     num_cpus: float = Field(1.0, gt=0, description="CPUs (and torch threads) per verification")
-
-
-_PER_MODEL = {"model", "model_identity", "model_step_id"}
-_FinetuneFields = create_model(
-    "_FinetuneFields", __base__=Strict,
-    **{n: (f.annotation, f) for n, f in FinetuneConfig.model_fields.items()
-       if n not in _PER_MODEL})
-
-
-class FinetuneEntry(_FinetuneFields, _Resources):
-    """One user fine-tune of the published model (fields of tasks.finetune_config)."""
-
-
-class EvalSection(Strict):
-    """Utility before/after fingerprinting (DESIGN.md 8.12)."""
-
-    models: list[Literal["vanilla", "publish"]] = Field(
-        default_factory=lambda: ["vanilla", "publish"], description="models evaluated")
-    suites: list[Literal["perplexity", "math"]] = Field(
-        default_factory=lambda: ["perplexity", "math"])
-    perplexity: PerplexityOptions = PerplexityOptions()
-    math: MathOptions = MathOptions(tasks=[MathTask(task="basic_arithmetic", n=200,
-                                                    task_config=EASY_ARITHMETIC)])
-    batch_size: int = Field(16, ge=1)
-    num_cpus: float = Field(1.0, gt=0)
 
 
 class Config(Strict):
@@ -135,12 +111,7 @@ def fingerprint_step(cfg: Config) -> Step:
               "train": cfg.train.model_dump(exclude=RESOURCE_FIELDS),
               "adapter": cfg.adapter.model_dump(), "trust_remote_code": cfg.trust_remote_code}
     return Step("if_adapter", FINGERPRINT_FN, config, "train_run", executor="train",
-                resources=_train_resources(cfg.train), label=cfg.name)
-
-
-def _train_resources(r: _Resources) -> Resources:
-    return Resources(num_cpus=r.cpus_per_worker, num_workers=r.num_workers, use_gpu=r.use_gpu,
-                     num_gpus=1.0 if r.use_gpu else 0.0, strategy=r.strategy)
+                resources=train_resources(cfg.train), label=cfg.name)
 
 
 def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = None,
@@ -167,30 +138,6 @@ def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = No
                 inputs=inputs, resources=res, label=name)
 
 
-def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:
-    """A user fine-tune of the published model (the fingerprint folder's ``published/``)."""
-    ft = FinetuneConfig(model_step_id=fp.step_id, **entry.model_dump(exclude=RESOURCE_FIELDS))
-    return Step("finetune", FINETUNE_FN, ft.model_dump(mode="json", exclude_defaults=True),
-                "train_run", inputs={"model": fp}, executor="train",
-                resources=_train_resources(entry), label=f"{name}:finetune:{entry.data}")
-
-
-def eval_steps(cfg: Config, fp: Step) -> list[Step]:
-    """Utility suites on the vanilla and the published model."""
-    e = cfg.eval
-    steps = []
-    for which in e.models:
-        for suite in e.suites:
-            ec = EvalConfig(suite=suite, model=cfg.model if which == "vanilla" else None,
-                            model_step_id=fp.step_id if which == "publish" else None,
-                            perplexity=e.perplexity, math=e.math, batch_size=e.batch_size)
-            steps.append(Step("eval", EVAL_FN, ec.model_dump(mode="json", exclude_defaults=True),
-                              "eval", inputs={"model": fp} if which == "publish" else {},
-                              resources=Resources(num_cpus=e.num_cpus),
-                              label=f"{cfg.name}:{suite}:{which}"))
-    return steps
-
-
 def plan(cfg: Config, ctx) -> list[Step]:
     """Fingerprint, FSR_pre, user fine-tunes, FSR_post, utility (see the module docstring)."""
     check_model_ref(cfg.model)
@@ -201,7 +148,7 @@ def plan(cfg: Config, ctx) -> list[Step]:
         steps.append(ft)
         steps += [verify_step(cfg, c, fp, ft, entry.data) for c in POST
                   if c in cfg.verify.conditions]
-    return steps + eval_steps(cfg, fp)
+    return steps + eval_steps(cfg.name, cfg.model, cfg.eval, fp)
 
 
 def summarize(cfg: Config, store, ctx) -> str:

@@ -48,7 +48,7 @@ def report(cfg, steps: list[Step], store) -> str:
 
 def _wall_times(steps: list[Step], store) -> str:
     """Seconds per step group, from the rows' provenance (each step's start to its end)."""
-    groups = {"if_adapter": "fingerprint", "verify": "verification",
+    groups = {"if_adapter": "fingerprint", "if_sft": "fingerprint", "verify": "verification",
               "verify_adapter": "verification", "finetune": "user fine-tune", "eval": "utility"}
     spent: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)

@@ -1,46 +1,57 @@
-"""``kind: if_sft``: fingerprint a model with IF_SFT, then verify the published and vanilla models.
+"""``kind: if_sft``: the IF_SFT protocol (METHODS.md 2.4, 2.6-2.7) from fingerprint to p-values.
 
-Steps: one training step (``tasks.fingerprint.sft:fingerprint_if_sft``, run under Ray Train with
-``train.num_workers`` workers), then one verification step per condition:
+Steps, in dependency order:
 
-- ``publish``: the fingerprinted model queried with the fingerprint's probes (FSR_pre);
-- ``vanilla``: the base model queried with the same probes (must not fire).
+1. fingerprint (``tasks.fingerprint.sft:fingerprint_if_sft``, Ray Train, ``train.num_workers``);
+2. FSR_pre: ``publish`` (the fingerprinted model), ``vanilla`` (the base model on the same
+   probes: must not fire), ``sample_from_bos`` (unconditional samples of the published model:
+   the target must never appear spontaneously);
+3. one user fine-tune of the published model per ``finetune`` entry (none by default);
+4. FSR_post per user model: ``tuned_publish``, greedy, plus ``verify.sampling.runs`` seeded
+   sampled runs (paper Table 5: 10 at T=0.7) with t-test and binomial p-values;
+5. utility (``tasks.evals:eval_step``) of the vanilla and the published model, when ``eval``
+   lists models.
 
 Torch-free: ``fprun validate`` and ``--dry-run`` import only this and pydantic.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, create_model, model_validator
 
 from runner.config import Strict
+from runner.experiments.protocol import (
+    RESOURCE_FIELDS,
+    EvalSection,
+    FinetuneEntry,
+    TrainResources,
+    check_model_ref,
+    eval_steps,
+    finetune_step,
+    train_resources,
+)
 from runner.plan import Resources, Step
-from tasks.errors import ModelRefError
 from tasks.fingerprint.config import DialogueData, TrainConfig
-from tasks.verify_config import VerifyConfig
+from tasks.verify_config import SamplingConfig, VerifyConfig
 
-RESULT_KINDS = ("train_run", "verification")
+RESULT_KINDS = ("train_run", "verification", "eval")
 FINGERPRINT_FN = "tasks.fingerprint.sft:fingerprint_if_sft"
 VERIFY_FN = "tasks.verify:verify_step"
-RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker"}
+PRE = ("publish", "vanilla", "sample_from_bos")
+POST = ("tuned_publish",)
+Condition = Literal["publish", "vanilla", "sample_from_bos", "tuned_publish"]
 
 
-class TrainSection(TrainConfig):
+class TrainSection(TrainConfig, TrainResources):
     """Training hyperparameters plus how to run them (resources never enter the step ID)."""
-
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel)")
-    use_gpu: bool = Field(False, description="one GPU per worker")
-    strategy: str = Field("ddp", description="ddp | deepspeed | deepspeed_zero2 | "
-                                             "deepspeed_zero3[_offload] | deepspeed:<file.json>")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs (and torch threads) per worker")
 
 
 # The per-condition verification options: VerifyConfig's own fields (one definition, so the two
 # never drift), minus what the plan fills in per condition.
-_PER_CONDITION = {"condition", "model", "model_step_id", "use_adapter"}
+_PER_CONDITION = {"condition", "model", "model_step_id", "use_adapter", "bos_samples"}
+_BOS_ONLY = {"bos_max_new_tokens"}
 _VerifyFields = create_model(
     "_VerifyFields", __base__=Strict,
     **{name: (f.annotation, f) for name, f in VerifyConfig.model_fields.items()
@@ -51,9 +62,17 @@ _VerifyFields = create_model(
 class VerifySection(_VerifyFields):
     """Which conditions to verify, and how (fields of tasks.verify_config.VerifyConfig)."""
 
-    conditions: list[Literal["publish", "vanilla"]] = Field(
-        default_factory=lambda: ["publish", "vanilla"],
-        description="publish: the fingerprinted model (FSR_pre); vanilla: the base model")
+    conditions: list[Condition] = Field(
+        default_factory=lambda: ["publish", "vanilla", "tuned_publish"],
+        description="publish: the fingerprinted model (FSR_pre); vanilla: the base model; "
+                    "sample_from_bos: unconditional samples of the published model; "
+                    "tuned_publish: each user model (FSR_post, needs `finetune` entries)")
+    sampled_conditions: list[Condition] = Field(
+        default_factory=lambda: ["tuned_publish"],
+        description="conditions that also get the `sampling.runs` seeded sampled runs "
+                    "(the paper samples the user models only)")
+    bos_samples: int = Field(2000, ge=1, description="unconditional samples of sample_from_bos "
+                                                     "(the seed: 2000)")
     num_cpus: float = Field(1.0, gt=0, description="CPUs (and torch threads) per verification")
 
 
@@ -67,21 +86,16 @@ class Config(Strict):
     data: DialogueData = DialogueData()
     train: TrainSection = TrainSection()
     verify: VerifySection = VerifySection()
+    finetune: list[FinetuneEntry] = Field(
+        default_factory=list,
+        description="user fine-tunes of the published model (the paper: Alpaca-GPT4, ShareGPT, "
+                    "Dolly); each gets the tuned_publish verification")
+    eval: EvalSection = EvalSection(models=[])
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> Config:
+    def _checks(self) -> Config:
         self.train.grad_accum(self.train.num_workers)  # ConfigError if it does not divide
         return self
-
-
-def check_model_ref(ref: str) -> None:
-    """Cheap plan-time check: a path-like reference must exist (zoo and hub refs are checked
-    when the step resolves them), so a typo fails before any step starts."""
-    if Path(ref).expanduser().exists():
-        return
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.endswith("/"):
-        raise ModelRefError(f"model path {ref} does not exist",
-                            "pass a local folder, a zoo name (fprun ls models) or a hub id")
 
 
 def fingerprint_step(cfg: Config) -> Step:
@@ -92,92 +106,61 @@ def fingerprint_step(cfg: Config) -> Step:
     train = cfg.train.model_dump(exclude=RESOURCE_FIELDS)
     config = {"model": cfg.model, "data": cfg.data.model_dump(), "train": train,
               "prompt_format": cfg.prompt_format, "trust_remote_code": cfg.trust_remote_code}
-    res = Resources(num_cpus=cfg.train.cpus_per_worker, num_workers=cfg.train.num_workers,
-                    use_gpu=cfg.train.use_gpu, num_gpus=1.0 if cfg.train.use_gpu else 0.0,
-                    strategy=cfg.train.strategy)
     return Step("if_sft", FINGERPRINT_FN, config, "train_run", executor="train",
-                resources=res, label=cfg.name)
+                resources=train_resources(cfg.train), label=cfg.name)
+
+
+def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = None,
+                label: str = "") -> Step:
+    """One verification step of ``condition``, wired to the fingerprint (and user model)."""
+    v = cfg.verify
+    common = v.model_dump(exclude={"conditions", "sampled_conditions", "bos_samples",
+                                   "num_cpus", "sampling", *_BOS_ONLY})
+    # Greedy-only conditions get the default (unused) sampling block, so their step IDs do not
+    # change with the sampled runs' settings (configs/if_sft.yaml and the protocol share them).
+    sampling = v.sampling if condition in v.sampled_conditions else SamplingConfig()
+    extra = {}
+    if condition == "sample_from_bos":  # unconditional samples only: no probes, no runs
+        common["probe_sets"] = []
+        sampling = SamplingConfig(**{**v.sampling.model_dump(), "runs": 0})
+        extra = {"bos_samples": v.bos_samples, "bos_max_new_tokens": v.bos_max_new_tokens}
+    if condition == "vanilla":
+        vc = VerifyConfig(condition=condition, model=cfg.model, sampling=sampling, **common)
+        inputs = {"fingerprint": fp}
+    else:
+        model = suspect if suspect is not None else fp
+        vc = VerifyConfig(condition=condition, model_step_id=model.step_id, sampling=sampling,
+                          **common, **extra)
+        inputs = {"fingerprint": fp, "model": model}
+    name = f"{cfg.name}:{condition}" + (f":{label}" if label else "")
+    return Step("verify", VERIFY_FN, vc.model_dump(), "verification", inputs=inputs,
+                resources=Resources(num_cpus=v.num_cpus), label=name)
 
 
 def verify_steps(cfg: Config, fp: Step) -> list[Step]:
-    """One verification step per condition, wired to the fingerprint step."""
-    common = cfg.verify.model_dump(exclude={"conditions", "num_cpus"})
-    steps = []
-    for condition in cfg.verify.conditions:
-        if condition == "publish":
-            vc = VerifyConfig(condition="publish", model_step_id=fp.step_id, **common)
-            inputs = {"fingerprint": fp, "model": fp}
-        else:
-            vc = VerifyConfig(condition="vanilla", model=cfg.model, **common)
-            inputs = {"fingerprint": fp}
-        steps.append(Step("verify", VERIFY_FN, vc.model_dump(), "verification", inputs=inputs,
-                          resources=Resources(num_cpus=cfg.verify.num_cpus),
-                          label=f"{cfg.name}:{condition}"))
-    return steps
+    """The FSR_pre verification steps (publish, vanilla, sample_from_bos as configured)."""
+    return [verify_step(cfg, c, fp) for c in PRE if c in cfg.verify.conditions]
 
 
 def plan(cfg: Config, ctx) -> list[Step]:
-    """Fingerprint step, then the verification steps."""
+    """Fingerprint, FSR_pre, user fine-tunes, FSR_post, utility (see the module docstring)."""
     check_model_ref(cfg.model)
     fp = fingerprint_step(cfg)
-    return [fp, *verify_steps(cfg, fp)]
+    steps = [fp, *verify_steps(cfg, fp)]
+    for entry in cfg.finetune:
+        ft = finetune_step(entry, fp, cfg.name)
+        steps.append(ft)
+        steps += [verify_step(cfg, c, fp, ft, entry.data) for c in POST
+                  if c in cfg.verify.conditions]
+    return steps + eval_steps(cfg.name, cfg.model, cfg.eval, fp)
 
 
 def summarize(cfg: Config, store, ctx) -> str:
-    """Condition x probe set -> hits/total, FSR and its 95% CI, plus p-values where present."""
-    steps = plan(cfg, ctx)
-    lines = [f"IF_SFT {cfg.name} on {cfg.model}"]
-    train = store.read("train_run", [steps[0].step_id]).to_pylist()
-    for r in train:
-        lines.append(f"  fingerprint {r['fingerprint_id']}: {r['steps']} steps, final loss "
-                     f"{_num(r['final_loss'])}, {_num(r['train_seconds'])} s, peak RSS "
-                     f"{_num(r['peak_rss_mb'])} MB ({r['dataset']})")
-    rows = store.read("verification", [s.step_id for s in steps[1:]]).to_pylist()
-    if not rows:
-        return "\n".join(lines + ["  no verification rows yet"])
-    lines.append(_table(rows))
-    return "\n".join(lines)
+    """Every greedy row, the sampled aggregates with p-values, and a Table-5 line per user
+    model (runner.experiments.if_sft_report)."""
+    from runner.experiments.if_sft_report import report
 
-
-def _table(rows: list[dict]) -> str:
-    header = ["condition", "probe_set", "hits/total", "FSR %", "95% CI", "p"]
-    out = []
-    order = {c: i for i, c in enumerate(("publish", "vanilla"))}
-    sets = ("fingerprint", "unseen_keys", "similar", "normal", "regularization", "bos_samples")
-    for r in sorted(rows, key=lambda r: (order.get(r["condition"], 9),
-                                         sets.index(r["probe_set"]) if r["probe_set"] in sets
-                                         else 99, r["sample_idx"] is not None)):
-        if r["sample_idx"] is not None:
-            continue  # individual sampled runs: the aggregate row below summarises them
-        if r.get("n_samples"):
-            hits = f"{r['n_samples']} runs"
-            fsr = _pct(r.get("mean_fsr"))
-        else:
-            hits = f"{r['n_hit']}/{r['n_total']}"
-            fsr = _pct(r["fsr"])
-        ci = (f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
-              if r.get("ci_low") is not None else "")
-        out.append([r["condition"], r["probe_set"], hits, fsr, ci, _pvalues(r)])
-    widths = [max(len(h), *(len(row[i]) for row in out)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join("  " + fmt.format(*row).rstrip() for row in [header, *out])
-
-
-def _pvalues(r: dict) -> str:
-    parts = []
-    for key, name in (("p_ttest_one_sided", "t1"), ("p_ttest_two_sided", "t2"),
-                      ("p_binomial", "binom")):
-        if r.get(key) is not None:
-            parts.append(f"{name}={r[key]:.2g}")
-    return " ".join(parts)
-
-
-def _pct(v) -> str:
-    return "" if v is None else f"{100 * v:.1f}"
-
-
-def _num(v) -> str:
-    return "?" if v is None else f"{v:.4g}"
+    return report(cfg, plan(cfg, ctx), store)
 
 
 __all__ = ["Config", "RESULT_KINDS", "plan", "summarize"]

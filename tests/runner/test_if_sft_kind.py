@@ -137,3 +137,59 @@ def test_bundled_if_sft_configs_validate():
     out = invoke(["validate", ROOT / "configs" / "if_sft.yaml", SMOKE,
                   ROOT / "configs" / "demo.yaml"])
     assert out.exit_code == 0, out.output
+
+
+PROTOCOL = ROOT / "configs" / "smoke" / "if_sft_protocol.yaml"
+
+
+def test_protocol_plan_wires_user_models_and_shares_greedy_step_ids():
+    cfg = load_experiment(PROTOCOL)
+    plan = if_sft.plan(cfg, PlanContext(PROTOCOL, "r", "a"))
+    by = {s.label.split(":", 1)[1]: s for s in plan[1:]}
+    fp = plan[0]
+    bos, ft, tuned = by["sample_from_bos"], by["finetune:gsm_symbolic"], \
+        by["tuned_publish:gsm_symbolic"]
+    assert bos.config["probe_sets"] == [] and bos.config["bos_samples"] == 8
+    assert bos.config["sampling"]["runs"] == 0 and bos.inputs["model"] is fp
+    assert ft.fn == "tasks.finetune:finetune_step" and ft.inputs == {"model": fp}
+    assert tuned.inputs == {"fingerprint": fp, "model": ft}
+    assert tuned.config["model_step_id"] == ft.step_id and tuned.config["sampling"]["runs"] == 3
+    assert by["publish"].config["sampling"]["runs"] == 0 and by["publish"].config[
+        "bos_samples"] == 0
+    assert {s.label.rsplit(":", 1)[-1] for s in plan if s.kind == "eval"} == {"vanilla",
+                                                                               "publish"}
+    # greedy conditions do not depend on the sampled runs' or the bos settings
+    other = if_sft.plan(load_experiment(PROTOCOL, ["verify.sampling.runs=5",
+                                                   "verify.bos_samples=4"]),
+                        PlanContext(PROTOCOL, "r", "a"))
+    same = {s.label: s.step_id for s in other}
+    assert same[by["publish"].label] == by["publish"].step_id
+    assert same[tuned.label] != tuned.step_id and same[bos.label] != bos.step_id
+
+
+def test_protocol_smoke_gives_table5_rows_and_p_values(tiny_llama, tmp_path):
+    res = tmp_path / "r"
+    out = invoke(["run", PROTOCOL, "--local", "--results", res, "--artifacts", tmp_path / "a"])
+    assert out.exit_code == 0, out.output
+    assert "Table 5 shape" in out.output and "sample_from_bos" in out.output
+    store = ResultStore(res)
+    ver = store.read("verification").to_pylist()
+    assert {r["condition"] for r in ver} == {"publish", "vanilla", "sample_from_bos",
+                                             "tuned_publish"}
+    (bos,) = [r for r in ver if r["condition"] == "sample_from_bos"]
+    assert bos["probe_set"] == "bos_samples" and bos["n_total"] == 8
+    tuned = [r for r in ver if r["condition"] == "tuned_publish"]
+    runs = [r for r in tuned if r["sample_idx"] is not None and r["probe_set"] == "fingerprint"]
+    assert sorted(r["sample_idx"] for r in runs) == [0, 1, 2]
+    (agg,) = [r for r in tuned if r["probe_set"] == "fingerprint:sampled"]
+    assert agg["n_samples"] == 3 and agg["p_ttest_two_sided"] is not None or agg[
+        "mean_fsr"] in (0.0, 1.0)
+    assert agg["p_binomial"] is not None
+    (train_ft,) = [r for r in store.read("train_run").to_pylist() if r["purpose"] == "finetune"]
+    assert {r["model_step_id"] for r in tuned} == {train_ft["step_id"]}
+    assert {r["suite"] for r in store.read("eval").to_pylist()} == {"perplexity"}
+
+
+def test_bundled_protocol_configs_validate():
+    out = invoke(["validate", ROOT / "configs" / "if_sft_protocol.yaml", PROTOCOL])
+    assert out.exit_code == 0, out.output

@@ -1,0 +1,98 @@
+"""Plan pieces shared by the IF protocols (``if_sft`` and ``if_adapter``): the user fine-tune
+entries, the utility evals before/after fingerprinting, resources of Ray Train steps, and the
+plan-time model check.
+
+One definition, so the two protocols cannot drift apart in how a user fine-tune or a utility
+eval is configured or identified (a fine-tune of the same published model with the same config
+is the same step in both). Torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, create_model
+
+from runner.config import Strict
+from runner.plan import Resources, Step
+from tasks.errors import ModelRefError
+from tasks.evals_config import EASY_ARITHMETIC, EvalConfig, MathOptions, MathTask, PerplexityOptions
+from tasks.finetune_config import FinetuneConfig
+
+FINETUNE_FN = "tasks.finetune:finetune_step"
+EVAL_FN = "tasks.evals:eval_step"
+RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker"}
+
+
+def check_model_ref(ref: str) -> None:
+    """Cheap plan-time check: a path-like reference must exist (zoo and hub refs are checked
+    when the step resolves them), so a typo fails before any step starts."""
+    if Path(ref).expanduser().exists():
+        return
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.endswith("/"):
+        raise ModelRefError(f"model path {ref} does not exist",
+                            "pass a local folder, a zoo name (fprun ls models) or a hub id")
+
+
+class TrainResources(Strict):
+    """How a Ray Train step runs (never part of its step ID)."""
+
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel)")
+    use_gpu: bool = Field(False, description="one GPU per worker")
+    strategy: str = Field("ddp", description="ddp | deepspeed | deepspeed_zero2 | "
+                                             "deepspeed_zero3[_offload] | deepspeed:<file.json>")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs (and torch threads) per worker")
+
+
+def train_resources(r: TrainResources) -> Resources:
+    return Resources(num_cpus=r.cpus_per_worker, num_workers=r.num_workers, use_gpu=r.use_gpu,
+                     num_gpus=1.0 if r.use_gpu else 0.0, strategy=r.strategy)
+
+
+_PER_MODEL = {"model", "model_identity", "model_step_id"}
+_FinetuneFields = create_model(
+    "_FinetuneFields", __base__=Strict,
+    **{n: (f.annotation, f) for n, f in FinetuneConfig.model_fields.items()
+       if n not in _PER_MODEL})
+
+
+class FinetuneEntry(_FinetuneFields, TrainResources):
+    """One user fine-tune of the published model (fields of tasks.finetune_config)."""
+
+
+def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:
+    """A user fine-tune of the published model (the fingerprint folder's ``published/``)."""
+    ft = FinetuneConfig(model_step_id=fp.step_id, **entry.model_dump(exclude=RESOURCE_FIELDS))
+    return Step("finetune", FINETUNE_FN, ft.model_dump(mode="json", exclude_defaults=True),
+                "train_run", inputs={"model": fp}, executor="train",
+                resources=train_resources(entry), label=f"{name}:finetune:{entry.data}")
+
+
+class EvalSection(Strict):
+    """Utility before/after fingerprinting (DESIGN.md 8.12)."""
+
+    models: list[Literal["vanilla", "publish"]] = Field(
+        default_factory=lambda: ["vanilla", "publish"], description="models evaluated")
+    suites: list[Literal["perplexity", "math"]] = Field(
+        default_factory=lambda: ["perplexity", "math"])
+    perplexity: PerplexityOptions = PerplexityOptions()
+    math: MathOptions = MathOptions(tasks=[MathTask(task="basic_arithmetic", n=200,
+                                                    task_config=EASY_ARITHMETIC)])
+    batch_size: int = Field(16, ge=1)
+    num_cpus: float = Field(1.0, gt=0)
+
+
+def eval_steps(name: str, model: str, e: EvalSection, fp: Step) -> list[Step]:
+    """Utility suites on the vanilla and the published model."""
+    steps = []
+    for which in e.models:
+        for suite in e.suites:
+            ec = EvalConfig(suite=suite, model=model if which == "vanilla" else None,
+                            model_step_id=fp.step_id if which == "publish" else None,
+                            perplexity=e.perplexity, math=e.math, batch_size=e.batch_size)
+            steps.append(Step("eval", EVAL_FN, ec.model_dump(mode="json", exclude_defaults=True),
+                              "eval", inputs={"model": fp} if which == "publish" else {},
+                              resources=Resources(num_cpus=e.num_cpus),
+                              label=f"{name}:{suite}:{which}"))
+    return steps
