@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from runner.experiments.if_adapter_report import _render, _short, _utility, _wall_times
+from runner.experiments.if_adapter_report import _num, _render, _short, _utility, _wall_times
 from runner.plan import Step
 
 ORDER = ("publish", "vanilla", "sample_from_bos", "tuned_publish")
@@ -110,6 +110,3 @@ def _pvalues(r: dict) -> str:
 def _pct(v) -> str:
     return "" if v is None else f"{100 * v:.1f}"
 
-
-def _num(v) -> str:
-    return "?" if v is None else f"{v:.4g}"
