@@ -28,8 +28,7 @@ from runner.experiments.protocol import (
     FinetuneEntry,
     TrainResources,
     check_model_ref,
-    eval_steps,
-    finetune_step,
+    protocol_steps,
     train_resources,
 )
 from runner.plan import Resources, Step
@@ -141,14 +140,7 @@ def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = No
 def plan(cfg: Config, ctx) -> list[Step]:
     """Fingerprint, FSR_pre, user fine-tunes, FSR_post, utility (see the module docstring)."""
     check_model_ref(cfg.model)
-    fp = fingerprint_step(cfg)
-    steps = [fp, *(verify_step(cfg, c, fp) for c in PRE if c in cfg.verify.conditions)]
-    for entry in cfg.finetune:
-        ft = finetune_step(entry, fp, cfg.name)
-        steps.append(ft)
-        steps += [verify_step(cfg, c, fp, ft, entry.data) for c in POST
-                  if c in cfg.verify.conditions]
-    return steps + eval_steps(cfg.name, cfg.model, cfg.eval, fp)
+    return protocol_steps(cfg, fingerprint_step(cfg), verify_step, PRE, POST)
 
 
 def summarize(cfg: Config, store, ctx) -> str:

@@ -28,8 +28,7 @@ from runner.experiments.protocol import (
     FinetuneEntry,
     TrainResources,
     check_model_ref,
-    eval_steps,
-    finetune_step,
+    protocol_steps,
     train_resources,
 )
 from runner.plan import Resources, Step
@@ -51,7 +50,6 @@ class TrainSection(TrainConfig, TrainResources):
 # The per-condition verification options: VerifyConfig's own fields (one definition, so the two
 # never drift), minus what the plan fills in per condition.
 _PER_CONDITION = {"condition", "model", "model_step_id", "use_adapter", "bos_samples"}
-_BOS_ONLY = {"bos_max_new_tokens"}
 _VerifyFields = create_model(
     "_VerifyFields", __base__=Strict,
     **{name: (f.annotation, f) for name, f in VerifyConfig.model_fields.items()
@@ -115,11 +113,11 @@ def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = No
     """One verification step of ``condition``, wired to the fingerprint (and user model)."""
     v = cfg.verify
     common = v.model_dump(exclude={"conditions", "sampled_conditions", "bos_samples",
-                                   "num_cpus", "sampling", *_BOS_ONLY})
+                                   "bos_max_new_tokens", "num_cpus", "sampling"})
     # Greedy-only conditions get the default (unused) sampling block, so their step IDs do not
     # change with the sampled runs' settings (configs/if_sft.yaml and the protocol share them).
     sampling = v.sampling if condition in v.sampled_conditions else SamplingConfig()
-    extra = {}
+    extra = {}  # bos settings only where they are used: other step IDs ignore them
     if condition == "sample_from_bos":  # unconditional samples only: no probes, no runs
         common["probe_sets"] = []
         sampling = SamplingConfig(**{**v.sampling.model_dump(), "runs": 0})
@@ -137,22 +135,10 @@ def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = No
                 resources=Resources(num_cpus=v.num_cpus), label=name)
 
 
-def verify_steps(cfg: Config, fp: Step) -> list[Step]:
-    """The FSR_pre verification steps (publish, vanilla, sample_from_bos as configured)."""
-    return [verify_step(cfg, c, fp) for c in PRE if c in cfg.verify.conditions]
-
-
 def plan(cfg: Config, ctx) -> list[Step]:
     """Fingerprint, FSR_pre, user fine-tunes, FSR_post, utility (see the module docstring)."""
     check_model_ref(cfg.model)
-    fp = fingerprint_step(cfg)
-    steps = [fp, *verify_steps(cfg, fp)]
-    for entry in cfg.finetune:
-        ft = finetune_step(entry, fp, cfg.name)
-        steps.append(ft)
-        steps += [verify_step(cfg, c, fp, ft, entry.data) for c in POST
-                  if c in cfg.verify.conditions]
-    return steps + eval_steps(cfg.name, cfg.model, cfg.eval, fp)
+    return protocol_steps(cfg, fingerprint_step(cfg), verify_step, PRE, POST)
 
 
 def summarize(cfg: Config, store, ctx) -> str:

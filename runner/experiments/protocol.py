@@ -96,3 +96,16 @@ def eval_steps(name: str, model: str, e: EvalSection, fp: Step) -> list[Step]:
                               resources=Resources(num_cpus=e.num_cpus),
                               label=f"{name}:{suite}:{which}"))
     return steps
+
+
+def protocol_steps(cfg, fp: Step, verify_step, pre: tuple[str, ...],
+                   post: tuple[str, ...]) -> list[Step]:
+    """The IF protocol's step order, shared by ``if_sft`` and ``if_adapter``: the fingerprint,
+    its FSR_pre conditions, each user fine-tune followed by its FSR_post conditions, then the
+    utility evals. ``verify_step(cfg, condition, fp, suspect=None, label="")`` is the kind's."""
+    wanted = cfg.verify.conditions
+    steps = [fp, *(verify_step(cfg, c, fp) for c in pre if c in wanted)]
+    for entry in cfg.finetune:
+        ft = finetune_step(entry, fp, cfg.name)
+        steps += [ft, *(verify_step(cfg, c, fp, ft, entry.data) for c in post if c in wanted)]
+    return steps + eval_steps(cfg.name, cfg.model, cfg.eval, fp)
