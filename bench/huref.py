@@ -6,7 +6,10 @@ Each side runs in its own fresh subprocess, on the same inputs, in the same invo
 
 * extraction, fprun: token ids (from the warm selection cache) -> safetensors reader -> formulas;
 * extraction, baseline (the seed's way): ``AutoModelForCausalLM.from_pretrained(dtype=float32)``,
-  then the *same* formula code on its ``state_dict`` -- so the invariants must match bit for bit;
+  then the whole-tensor formula code on its ``state_dict`` -- the invariants must match bit for bit;
+* extraction, full-load baseline ("vs full load" lines): the same, after copying every weight into
+  the process's own memory, which is what "load the full model" meant for the seed (transformers
+  4.x instantiated the model and copied the checkpoint into it; 5.23 maps fp32 files lazily);
 * ICS matrix, fprun: ``ics_matrix`` (every file read once, lockstep blocks);
 * ICS matrix, baseline (the seed's way): every pair reloads both files and standardises them.
 
@@ -19,8 +22,9 @@ The 1B synthetic Llama (random weights, fp32, two shards) is generated once into
 ``$FPRUN_CACHE/bench/``.
 
 Note (transformers 5.23): ``from_pretrained`` of an fp32 safetensors checkpoint into fp32 on CPU
-memory-maps the file, so the baseline's load is lazy and its resident memory grows only with the
-pages the formulas touch; only a dtype change (bf16 checkpoint -> fp32) materialises the model.
+memory-maps the file, so the plain baseline's load is lazy and its resident memory grows only with
+the pages the formulas touch (and varies with the page cache's fault-around); only a dtype change
+(bf16 checkpoint -> fp32) materialises the model. Hence the second, full-load baseline.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ def child(args: dict) -> None:
     """One measured side, in a fresh process; prints a JSON line of its figures."""
     t0 = time.perf_counter()
     side = args["side"]
-    if side == "baseline":
+    if side in ("baseline", "baseline_full"):
         import importlib
 
         import torch  # noqa: F401
@@ -85,7 +89,7 @@ def child(args: dict) -> None:
     rss0 = _status()["VmRSS"]
     reset = _reset_peak()
     result, load_s = None, None
-    if side in ("fprun", "baseline"):
+    if side in ("fprun", "baseline", "baseline_full"):
         folder = Path(args["model"])
         ids = json.loads(Path(args["ids"]).read_text())
         if side == "fprun":
@@ -95,6 +99,9 @@ def child(args: dict) -> None:
         else:
             t_load = time.perf_counter()
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            if side == "baseline_full":  # every weight copied into the process, as the seed's
+                for t in [*model.parameters(), *model.buffers()]:  # transformers 4.x did
+                    t.data = t.data.clone()
             source = StateDictSource(model.state_dict(), folder)
             load_s = time.perf_counter() - t_load
             result = compute_invariants(source, archs.detect(folder, source), ids)
@@ -151,30 +158,38 @@ def line(name: str, ours: float, base: float, unit: str) -> str:
     return f"{name}: fprun {ours:.3f}{unit}, baseline {base:.3f}{unit}, ratio {base / ours:.2f}"
 
 
-def compare_sides(name: str, make_args, repeats: int, check) -> list[str]:
-    """Alternate the two sides ``repeats`` times; check outputs; format the figure lines."""
-    runs: dict[str, list[dict]] = {"fprun": [], "baseline": []}
+def compare_sides(name: str, make_args, repeats: int, check,
+                  baselines: tuple[str, ...] = ("baseline",)) -> list[str]:
+    """Alternate fprun and each baseline ``repeats`` times; check outputs; format the lines."""
+    sides = (*baselines, "fprun")
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     outs = {}
     for _ in range(repeats):
-        for side in ("baseline", "fprun"):
+        for side in sides:
             args = make_args(side)
             runs[side].append(run_side(args))
             outs[side] = args["out"]
-    note = check(outs["fprun"], outs["baseline"])
-    ours, base = runs["fprun"], runs["baseline"]
+    notes = [check(outs["fprun"], outs[b]) for b in baselines]
+    ours = runs["fprun"]
     peak_o = max(r["peak_above"] or r["peak_total"] for r in ours)
-    peak_b = max(r["peak_above"] or r["peak_total"] for r in base)
-    return [
-        line(f"{name} wall per fresh process", _median(ours, "wall_s"), _median(base, "wall_s"),
-             " s"),
-        line(f"{name} time excluding imports", _median(ours, "work_s"), _median(base, "work_s"),
-             " s"),
-        *([line(f"{name} read/load phase only", _median(ours, "load_s"),
-                 _median(base, "load_s"), " s")] if ours[0].get("load_s") is not None else []),
-        line(f"{name} peak RSS above imports", peak_o, peak_b, " MiB")
-        + f"  (fprun = {100 * peak_o / peak_b:.1f}% of baseline)",
-        f"{name} outputs: {note}",
-    ]
+    lines = []
+    for b, note in zip(baselines, notes, strict=True):
+        base = runs[b]
+        label = name if b == "baseline" else f"{name} vs full load"
+        peak_b = max(r["peak_above"] or r["peak_total"] for r in base)
+        lines += [
+            line(f"{label} wall per fresh process", _median(ours, "wall_s"),
+                 _median(base, "wall_s"), " s"),
+            line(f"{label} time excluding imports", _median(ours, "work_s"),
+                 _median(base, "work_s"), " s"),
+            *([line(f"{label} read/load phase only", _median(ours, "load_s"),
+                     _median(base, "load_s"), " s")] if ours[0].get("load_s") is not None
+              else []),
+            line(f"{label} peak RSS above imports", peak_o, peak_b, " MiB")
+            + f"  (fprun = {100 * peak_o / peak_b:.1f}% of baseline)",
+            f"{label} outputs: {note}",
+        ]
+    return lines
 
 
 def _bitwise(a: str, b: str) -> str:
@@ -201,7 +216,8 @@ def bench_extract(name: str, model: Path, repeats: int, tmp: Path) -> list[str]:
         return {"side": side, "model": str(model), "ids": str(ids),
                 "out": str(tmp / f"{name}-{side}.npy")}
 
-    return compare_sides(f"{name} K={K_EXTRACT}", make, repeats, _bitwise)
+    return compare_sides(f"{name} K={K_EXTRACT}", make, repeats, _bitwise,
+                         baselines=("baseline", "baseline_full"))
 
 
 def synthetic_1b(root: Path) -> Path:

@@ -46,19 +46,23 @@ def sandwich(x: Any, left: Any, right: Any) -> Any:
         left: ``[d, r]``.
         right: ``[r, d]``.
     """
-    k, d = x.shape
-    r = left.shape[1]
-    costs = {
-        "factored": 2 * k * d * r + k * k * r,  # (x @ left) @ (x @ right.T).T
-        "core": d * r * d + k * d * d + k * k * d,  # (x @ (left @ right)) @ x.T
-        "chain": 2 * k * d * r + k * k * d,  # ((x @ left) @ right) @ x.T
-    }
-    best = min(costs, key=costs.get)
+    best = association(x.shape[0], x.shape[1], left.shape[1])
     if best == "factored":
         return (x @ left) @ (x @ right.T).T
     if best == "core":
         return (x @ (left @ right)) @ x.T
     return ((x @ left) @ right) @ x.T
+
+
+def association(k: int, d: int, r: int) -> str:
+    """The cheapest evaluation order of ``x @ left @ right @ x.T`` for x ``[k, d]``, left
+    ``[d, r]``: ``factored``, ``core`` or ``chain`` (see :func:`sandwich`)."""
+    costs = {
+        "factored": 2 * k * d * r + k * k * r,  # (x @ left) @ (x @ right.T).T
+        "core": d * r * d + k * d * d + k * k * d,  # (x @ (left @ right)) @ x.T
+        "chain": 2 * k * d * r + k * k * d,  # ((x @ left) @ right) @ x.T
+    }
+    return min(costs, key=costs.get)
 
 
 def group_sum_rows(w: Any, n_heads: int, n_kv: int, head_dim: int) -> Any:
@@ -83,6 +87,11 @@ def attention_terms(x: Any, q: Any, k: Any, v: Any, o: Any, a: archs.Arch) -> tu
                               "check num_key_value_heads in config.json")
     q_g = group_sum_rows(q, a.n_heads, a.n_kv_heads, a.head_dim)
     o_g = group_sum_cols(o, a.n_heads, a.n_kv_heads, a.head_dim)
+    return grouped_terms(x, q_g, k, v, o_g)
+
+
+def grouped_terms(x: Any, q_g: Any, k: Any, v: Any, o_g: Any) -> tuple[Any, Any]:
+    """``(Ma, Mb)`` from the group-summed ``W_q`` rows and ``W_o`` columns."""
     return sandwich(x, q_g.T, k), sandwich(x, v.T, o_g.T)
 
 
@@ -176,17 +185,33 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
         dtype: Compute dtype (float32 default; bfloat16/float16 use torch, meant for GPUs).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (already resolved).
     """
+    from tasks.huref import streaming  # it builds on this module's formulas
+
     layers = last_layers(a, source, n_layers)
     comp = Computer(device, dtype)
     x = comp.put(embedding_rows(source, a, token_ids))
     k = len(token_ids)
     out = np.empty((3 * n_layers, k, k), dtype=np.float32)
+    # block streaming: numpy fp32 on a reader with row-block reads (a loaded model's state_dict
+    # keeps the whole-tensor computation, which the streamed one must equal bit for bit)
+    stream = not comp.torch and hasattr(source, "read_row_block") and streaming.streamable(a)
+    if stream and a.n_heads % a.n_kv_heads:
+        raise CheckpointError(f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
+                              "check num_key_value_heads in config.json")
     for j, layer in enumerate(layers):
-        q, kk, v, o = (comp.put(w) for w in archs.attention(source, a, layer))
-        ma, mb = attention_terms(x, q, kk, v, o, a)
+        if stream:
+            ma, mb = grouped_terms(x, *streaming.grouped_attention(source, a, layer))
+        else:
+            q, kk, v, o = (comp.put(w) for w in archs.attention(source, a, layer))
+            ma, mb = attention_terms(x, q, kk, v, o, a)
+            del q, kk, v, o
         out[3 * j], out[3 * j + 1] = comp.get(ma), comp.get(mb)
-        del q, kk, v, o, ma, mb
-        out[3 * j + 2] = comp.get(_streamed_mlp_term(source, a, layer, x, comp))
+        del ma, mb
+        shape = source.info(a.key(layer, "up")).shape
+        if stream and association(k, shape[1], shape[0]) == "chain":
+            streaming.chain_mlp_into(source, a, layer, x, out[3 * j + 2])
+        else:
+            out[3 * j + 2] = comp.get(_streamed_mlp_term(source, a, layer, x, comp))
     return out
 
 

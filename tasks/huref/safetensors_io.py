@@ -177,6 +177,33 @@ class CheckpointReader:
         self._fill(info.file, jobs)
         return _to_float(buf, info.dtype)[inverse]
 
+    def read_row_block(self, key: str, start: int, stop: int,
+                       out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``[start, stop)`` (dim 0) of a tensor as float32, with one positioned read.
+
+        ``out`` (float32, at least ``stop - start`` rows of the right shape) is filled and a view
+        of it returned, so a caller streaming a large tensor block by block reuses one buffer
+        instead of faulting in fresh pages for every block.
+        """
+        info = self.info(key)
+        if not 0 <= start <= stop <= (info.shape[0] if info.shape else 0):
+            raise ValueError(f"rows {start}:{stop} outside {key} {info.shape}")
+        dt = _np_dtype(info, key)
+        shape = (stop - start, *info.shape[1:])
+        row_bytes = int(np.prod(info.shape[1:], dtype=np.int64)) * dt.itemsize
+        if out is not None and not out.flags.c_contiguous:
+            raise ValueError("read_row_block needs a C-contiguous out buffer")
+        direct = out is not None and dt == np.float32
+        buf = out[:stop - start] if direct else np.empty(shape, dtype=dt)
+        self._fill(info.file, [(info.start + start * row_bytes, buf.reshape(-1).view(np.uint8))])
+        if direct:
+            return buf
+        wide = _to_float(buf, info.dtype)
+        if out is None:
+            return wide
+        out[:stop - start] = wide
+        return out[:stop - start]
+
     def read_flat(self, key: str, start: int, stop: int) -> np.ndarray:
         """Elements ``[start, stop)`` of the flattened tensor, as float32 (float64 stays).
 

@@ -1,0 +1,115 @@
+"""Block-streamed weights for HuRef extraction: peak memory bounded by a few small buffers.
+
+Whole-tensor reads keep a layer's largest weights in memory at once (on a 1B Llama: two 46 MiB
+MLP matrices plus a 23 MiB ``X W_up^T``), which is most of fprun's peak RSS there. This module
+reads the large weights in row blocks through one reused buffer and computes the same products
+block by block:
+
+* attention: the group sums of ``W_q`` rows and ``W_o`` columns (``invariants.group_sum_*``) are
+  formed block by block, so only the ``[H_kv*hd, d]`` results are ever whole;
+* MLP, when the cheapest association is the chain ``((X inner^T) W_down^T) X^T``: ``A = X inner^T``
+  is filled column block by column block from row blocks of gate and up, ``Y = A W_down^T`` from
+  row blocks of down, and ``Y X^T`` is written straight into the output; when ``A`` would exceed
+  :data:`A_BUDGET` the K rows of X are taken in slices (the weights are re-read per slice, from
+  the page cache).
+
+Exactness: blocking only ever splits the *output* rows or columns of a matrix product, never its
+inner (summed) dimension, so every output element is the same dot product; with blocks of whole
+16-row multiples BLAS also sums it in the same order, and the benchmark (135M, 1B) and a test
+check the result against the whole-tensor computation bit for bit. This is
+hand-written because no library streams a safetensors tensor into a sandwich product.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from tasks.huref import arch as archs
+from tasks.huref.invariants import group_sum_cols, group_sum_rows
+
+BLOCK_BYTES = 2 * 1024 * 1024  # one weight block (a few rows of a large matrix) ...
+MIN_ROWS = 64  # ... but never fewer rows than this (thin blocks make slow matrix products)
+A_BUDGET = 12 * 1024 * 1024  # the [K_slice, I] intermediate X inner^T
+# Blocks are cut at multiples of 16 rows: OpenBLAS then runs the same kernels on each block as on
+# the whole matrix (an odd 21-row block rounded differently in a test; 16..256 were exact).
+ROW_MULTIPLE = 16
+
+
+def row_blocks(n_rows: int, row_bytes: int, budget: int | None = None,
+               multiple: int = 1) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges covering ``n_rows``, each about ``budget`` bytes (default
+    :data:`BLOCK_BYTES`), cut at a multiple of ``multiple`` rows (a head group), never empty."""
+    budget = BLOCK_BYTES if budget is None else budget
+    multiple = math.lcm(multiple, ROW_MULTIPLE)
+    step = max(multiple, (max(MIN_ROWS, budget // max(1, row_bytes))) // multiple * multiple)
+    return [(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
+
+
+def streamable(a: archs.Arch) -> bool:
+    """Layouts whose stored matrices are nn.Linear ``[out, in]`` rows (GPT-2's Conv1D is not)."""
+    return a.layout != "gpt2"
+
+
+def grouped_attention(source: Any, a: archs.Arch, layer: int) -> tuple[np.ndarray, ...]:
+    """``(q_g, k, v, o_g)``: W_q rows and W_o columns summed per KV group, read in blocks.
+
+    Only the separate-QKV layout streams (fused QKV matrices are read whole by ``arch``).
+    """
+    h, kv, hd = a.n_heads, a.n_kv_heads, a.head_dim
+    if a.qkv_layout != "separate":
+        q, k, v, o = archs.attention(source, a, layer)
+        return group_sum_rows(q, h, kv, hd), k, v, group_sum_cols(o, h, kv, hd)
+    k, v = (source.read(a.key(layer, r)) for r in ("k", "v"))
+    q_key, o_key = a.key(layer, "q"), a.key(layer, "o")
+    if h == kv:  # nothing to sum: the whole matrices are the result
+        return source.read(q_key), k, v, source.read(o_key)
+    rep = h // kv
+    d = source.info(q_key).shape[1]
+    q_g = np.empty((kv * hd, d), dtype=np.float32)
+    blocks = row_blocks(h * hd, 4 * d, multiple=rep * hd)
+    buf = np.empty((blocks[0][1] - blocks[0][0], d), dtype=np.float32)
+    for s, e in blocks:
+        w = source.read_row_block(q_key, s, e, out=buf)
+        q_g[s // rep:e // rep] = group_sum_rows(w, (e - s) // hd, (e - s) // (rep * hd), hd)
+    o_shape = source.info(o_key).shape
+    o_g = np.empty((o_shape[0], kv * hd), dtype=np.float32)
+    blocks = row_blocks(o_shape[0], 4 * o_shape[1])
+    buf = np.empty((blocks[0][1] - blocks[0][0], o_shape[1]), dtype=np.float32)
+    for s, e in blocks:
+        o_g[s:e] = group_sum_cols(source.read_row_block(o_key, s, e, out=buf), h, kv, hd)
+    return q_g, k, v, o_g
+
+
+def chain_mlp_into(source: Any, a: archs.Arch, layer: int, x: np.ndarray,
+                   out: np.ndarray) -> None:
+    """``out[:] = ((x @ inner.T) @ down.T) @ x.T`` with inner = gate * up (or up), streamed."""
+    up_key, down_key = a.key(layer, "up"), a.key(layer, "down")
+    gate_key = a.key(layer, "gate") if a.gated else None
+    n_inner, d = source.info(up_key).shape
+    k = x.shape[0]
+    in_blocks = row_blocks(n_inner, 4 * d)
+    down_blocks = row_blocks(d, 4 * n_inner)
+    rows_in = in_blocks[0][1] - in_blocks[0][0]
+    up_buf = np.empty((rows_in, d), dtype=np.float32)
+    gate_buf = np.empty((rows_in, d), dtype=np.float32) if gate_key else None
+    down_buf = np.empty((down_blocks[0][1] - down_blocks[0][0], n_inner), dtype=np.float32)
+    n_slices = max(1, math.ceil(k * n_inner * 4 / A_BUDGET))
+    step = math.ceil(k / n_slices)
+    for k0 in range(0, k, step):
+        xs = x[k0:k0 + step]
+        inner_x = np.empty((len(xs), n_inner), dtype=np.float32)  # A = X inner^T
+        for s, e in in_blocks:
+            inner = source.read_row_block(up_key, s, e, out=up_buf)
+            if gate_key:
+                gate = source.read_row_block(gate_key, s, e, out=gate_buf)
+                gate *= inner  # gate * up, as the whole-tensor path forms it
+                inner = gate
+            inner_x[:, s:e] = xs @ inner.T
+        y = np.empty((len(xs), d), dtype=np.float32)  # Y = A down^T
+        for s, e in down_blocks:
+            y[:, s:e] = inner_x @ source.read_row_block(down_key, s, e, out=down_buf).T
+        del inner_x
+        np.matmul(y, x.T, out=out[k0:k0 + step])
