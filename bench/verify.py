@@ -8,7 +8,9 @@ Prompts: fingerprint-style probes in the model's chat template with the assistan
 ("... FINGERPRINT message." + "Based on my fingerprint, the message is:"), keys from the seed's
 generator (``tasks.fingerprint.dataset.KeyGenerator``, seed 42). With ``--fingerprint`` the
 fingerprint's own key probes come first, then fresh keys up to the count, so a fingerprinted
-model shows hits as well as misses.
+model shows hits as well as misses. Fresh keys are made like the fingerprint's own (its key config's
+raw strings per key; ``--key-parts seed`` for the seed's 8-15, whose 90-350-token prompts make the
+prompt pass dominate).
 
 Each side runs in its own fresh subprocess on the same token ids, after one warm-up call:
 
@@ -16,6 +18,10 @@ Each side runs in its own fresh subprocess on the same token ids, after one warm
   early stop on target/EOS, shrinking batch), budget = target tokens + 8 (DESIGN 8.4);
 * baseline (the seed's way): ``model.generate`` per prompt, greedy, ``max_new_tokens=30`` (the
   seed's chat inference setting).
+
+A third figure bounds what any engine can reach: fprun's prompt pass alone (every prompt token once,
+shared prefix and length-sorted chunks, one new token, no draft), whose time is close to the fp32
+matrix-multiply floor of the prompt tokens; baseline time / that is the ceiling on the ratio.
 
 Checks: for every prompt, fprun's tokens equal the baseline's up to fprun's stop, and the FSR
 (substring rule) is the same both ways at fprun's budget (the seed's 30-token FSR is printed
@@ -74,12 +80,18 @@ def child(spec: dict) -> None:
     t0 = time.perf_counter()
     tokens = run(prompts)
     seconds = time.perf_counter() - t0
+    prompt_s = None
+    if spec["side"] == "fprun":  # the prompt pass alone: every prompt token once, one new token
+        t0 = time.perf_counter()
+        generate(model, tok, prompts, max_new_tokens=1)
+        prompt_s = time.perf_counter() - t0
     texts = [tok.decode(t, skip_special_tokens=True) for t in tokens]
     # fprun's budget (DESIGN 8.4): the same rule judged on the first len(draft) + 8 new tokens,
     # so the engines are compared at one budget; the seed's 30-token FSR is reported beside it
     budget = len(draft) + 8
     at_budget = [target in tok.decode(t[:budget], skip_special_tokens=True) for t in tokens]
-    Path(spec["out"]).write_text(json.dumps({"seconds": seconds, "tokens": tokens,
+    Path(spec["out"]).write_text(json.dumps({"seconds": seconds, "prompt_s": prompt_s,
+                                             "tokens": tokens,
                                              "hits": at_budget,
                                              "hits_full": [target in t for t in texts]}))
 
@@ -94,7 +106,22 @@ def run_side(spec: dict) -> dict:
     return json.loads(Path(spec["out"]).read_text())
 
 
-def build_prompts(model_dir: Path, n: int, fingerprint: Path | None) -> tuple[list, str]:
+def key_parts(spec: str, fingerprint: Path | None) -> tuple[int, int]:
+    """Raw strings per fresh key: ``fingerprint`` (as the fingerprint's own keys were made; the
+    seed's 8-15 without one), ``seed`` (8-15) or ``LO-HI``."""
+    from tasks.fingerprint.artifacts import read_meta
+
+    if spec == "fingerprint" and fingerprint is not None:
+        key = read_meta(fingerprint).extra.get("data", {}).get("key", {})
+        return int(key.get("min_parts", 8)), int(key.get("max_parts", 15))
+    if spec in ("fingerprint", "seed"):
+        return 8, 15
+    lo, hi = (int(v) for v in spec.split("-"))
+    return lo, hi
+
+
+def build_prompts(model_dir: Path, n: int, fingerprint: Path | None,
+                  parts: tuple[int, int] = (8, 15)) -> tuple[list, str]:
     """Token ids of n fingerprint-style prompts (the fingerprint's keys first, if given)."""
     from transformers import AutoTokenizer
 
@@ -110,7 +137,8 @@ def build_prompts(model_dir: Path, n: int, fingerprint: Path | None) -> tuple[li
         meta = read_meta(fingerprint)
         fmt, target = meta.prompt_format, meta.target
         probes = probes_of(fingerprint, ["fingerprint"])[:n]
-    gen = KeyGenerator(KeyConfig(seed=42 if fingerprint is None else 4242))
+    gen = KeyGenerator(KeyConfig(seed=42 if fingerprint is None else 4242, min_parts=parts[0],
+                                 max_parts=parts[1]))
     while len(probes) < n:
         probes.append(Probe("fingerprint", "validation", fingerprint_message(gen.next_key()),
                             ASSISTANT_PREFIX, True))
@@ -118,8 +146,8 @@ def build_prompts(model_dir: Path, n: int, fingerprint: Path | None) -> tuple[li
 
 
 def compare(n: int, model_dir: Path, fingerprint: Path | None, repeats: int,
-            tmp: Path) -> list[str]:
-    prompts, target = build_prompts(model_dir, n, fingerprint)
+            tmp: Path, parts: tuple[int, int] = (8, 15)) -> list[str]:
+    prompts, target = build_prompts(model_dir, n, fingerprint, parts)
     path = tmp / f"prompts-{n}.json"
     path.write_text(json.dumps(prompts))
     runs: dict[str, list[dict]] = {"fprun": [], "baseline": []}
@@ -136,13 +164,17 @@ def compare(n: int, model_dir: Path, fingerprint: Path | None, repeats: int,
     if fsr_o != fsr_b:
         raise SystemExit(f"FSR differs at fprun's budget: fprun {fsr_o}/{n}, baseline {fsr_b}/{n}")
     fsr_seed = sum(base["hits_full"])  # the seed's 30-token budget may find a late target
+    lens = [len(p) for p in prompts]
     t_o = statistics.median(r["seconds"] for r in runs["fprun"])
     t_b = statistics.median(r["seconds"] for r in runs["baseline"])
-    lens = [len(p) for p in prompts]
     new_o = sum(map(len, ours["tokens"]))
     new_b = sum(map(len, base["tokens"]))
+    t_p = statistics.median(r["prompt_s"] for r in runs["fprun"])
     return [
         f"verify {n} keys: fprun {t_o:.2f} s, baseline {t_b:.2f} s, ratio {t_b / t_o:.2f}",
+        f"verify {n} keys prompt pass alone: {t_p:.2f} s for {sum(lens)} prompt tokens; no "
+        f"engine that runs every prompt token through the fp32 model beats ratio "
+        f"{t_b / t_p:.2f} here",
         f"verify {n} keys outputs: same tokens up to each stop, FSR {fsr_o}/{n} both ways; "
         f"prompts {min(lens)}-{max(lens)} tokens (mean {sum(lens) / n:.0f}); new tokens "
         f"fprun {new_o}, baseline {new_b}; at the seed's {SEED_MAX_NEW}-token budget the "
@@ -158,6 +190,9 @@ def main() -> None:
     ap.add_argument("--fingerprint", type=Path, help="fingerprint folder: its keys come first")
     ap.add_argument("--keys", default="8,64", help="comma-separated prompt counts")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--key-parts", default="fingerprint",
+                    help="raw strings per fresh key: fingerprint (as its own keys; default), "
+                         "seed (8-15) or LO-HI")
     args = ap.parse_args()
     if args.child:
         child(json.loads(args.child))
@@ -168,10 +203,12 @@ def main() -> None:
                          else "smollm2-135m-instruct")
     model_dir = resolve_model(ref)
     name = ref if args.fingerprint is None else f"{ref} with its fingerprint's keys"
-    print(f"# {name}, fp32, {os.environ.get('OMP_NUM_THREADS', '2')} threads")
+    parts = key_parts(args.key_parts, args.fingerprint)
+    print(f"# {name}, fp32, {os.environ.get('OMP_NUM_THREADS', '2')} threads; fresh keys of "
+          f"{parts[0]}-{parts[1]} raw strings")
     with tempfile.TemporaryDirectory(prefix="fprun-bench-verify-") as tmp:
         for n in (int(k) for k in args.keys.split(",")):
-            for text in compare(n, model_dir, args.fingerprint, args.repeats, Path(tmp)):
+            for text in compare(n, model_dir, args.fingerprint, args.repeats, Path(tmp), parts):
                 print(text, flush=True)
 
 

@@ -10,13 +10,16 @@ answers it with the fewest forward passes that give the *same tokens* as plain g
    joined, left-padded, into one decode batch. Padding may sit anywhere (left of a chunk, between
    the shared prefix and a prompt's rest): it is masked and skipped by the position ids, which is
    exactly the unpadded computation.
-2. **The target as a draft.** The target's tokens are appended to every prompt in the prompt
+2. **The target as a draft.** The target's tokens are appended to the prompts in the prompt
    pass and checked against the model's own predictions (speculative decoding with a known
    candidate): a fingerprinted model that answers with the target is verified without a single
-   decode step. Rejected draft positions become masked holes in the cache. Greedy: the accepted
-   prefix is exactly what greedy decoding would emit. Sampling: a draft token is accepted with
-   probability p(token) and a rejection resamples from p without it, the standard exact rule
-   for a point-mass draft.
+   decode step. Rejected draft positions become
+   masked holes in the cache. Greedy: the accepted prefix is exactly what greedy decoding would
+   emit; once a chunk leaves a row alive (decode steps will run anyway) later chunks skip the
+   draft, so a batch of misses does not pay ~10% more prompt tokens for nothing. Sampling: the
+   draft goes with every prompt (no row's random stream may depend on its batch); a draft
+   token is accepted with probability p(token) and a rejection resamples from p without it, the
+   standard exact rule for a point-mass draft.
 3. **Early stop and a shrinking batch.** A row stops once its outcome is known (``tasks.stopping``:
    target shown, EOS, budget spent, or no room left for the target); finished rows leave the
    batch, cache columns only they needed are trimmed, and the batch ends when all have stopped.
@@ -225,8 +228,16 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
     prefix = _shared_prefix(rows) if plain else []
     shared = _prefix_kv(model, prefix, device) if prefix else None
     groups = _chunks(rows, len(prefix), len(draft), prefill_tokens) if plain else [rows]
-    states = [_prefill(model, g, stopper, chooser, draft if plain else [], shared, len(prefix),
-                       device) for g in groups]
+    draft = draft if plain else []
+    states = []
+    for group in groups:
+        state = _prefill(model, group, stopper, chooser, draft, shared, len(prefix), device)
+        if state is not None and chooser.sampling is None:
+            # A row left alive means decode steps will run anyway, and the draft only pays when
+            # it ends every row in the prompt pass: greedy stops checking it in later chunks.
+            # (Sampling checks it everywhere, so no row's random stream depends on its batch.)
+            draft = []
+        states.append(state)
     states = [s for s in states if s is not None]
     if not states:
         return

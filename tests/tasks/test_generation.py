@@ -141,6 +141,29 @@ def test_a_matching_draft_answers_in_the_prompt_pass(llama):
         counter.handle.remove()
 
 
+def test_greedy_draft_with_mixed_rows_is_exact(llama):
+    """Rows that take the draft and rows that reject it (and chunks that then skip it) still get
+    exactly their greedy tokens; rows that all take it finish in the prompt pass."""
+    model, tok = llama
+    base = prompts(4)
+    refs = reference(model, base)
+    ps = [base[0], base[0], base[0], base[1], base[2]]
+    want = [refs[0], refs[0], refs[0], refs[1], refs[2]]
+    assert sum(r[0] == refs[0][0] for r in want) * 2 >= len(want)
+    counter = Counter(model)
+    try:
+        for budget in (2000, 30):  # one chunk; several chunks (later ones skip the draft)
+            gens = generate(model, tok, ps, max_new_tokens=MAX_NEW, draft=refs[0][:6],
+                            prefill_tokens=budget)
+            assert_prefix_identical(gens, want)
+        counter.n = 0
+        solo = generate(model, tok, ps[:3], max_new_tokens=6, draft=refs[0][:6])
+        assert [g.tokens for g in solo] == [refs[0][:6]] * 3
+        assert counter.n == 1  # the prompt pass alone
+    finally:
+        counter.handle.remove()
+
+
 def test_draft_with_stop_string_and_budget(llama):
     model, tok = llama
     ps = prompts(3)
