@@ -194,11 +194,12 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
     out = np.empty((3 * n_layers, k, k), dtype=np.float32)
     # block streaming: numpy fp32 on a reader with row-block reads (a loaded model's state_dict
     # keeps the whole-tensor computation, which the streamed one must equal bit for bit)
-    stream = not comp.torch and hasattr(source, "read_row_block") and streaming.streamable(a)
-    if stream and a.n_heads % a.n_kv_heads:
+    can_stream = not comp.torch and hasattr(source, "read_row_block")
+    if can_stream and a.n_heads % a.n_kv_heads:
         raise CheckpointError(f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
                               "check num_key_value_heads in config.json")
     for j, layer in enumerate(layers):
+        stream = can_stream and streaming.streamable(a, source, layer)
         if stream:
             ma, mb = grouped_terms(x, *streaming.grouped_attention(source, a, layer))
         else:

@@ -307,6 +307,7 @@ def test_block_streaming_matches_whole_tensors_on_every_layout(family_paths, mon
     whole = compute_invariants(StateDictSource(_hf(path).state_dict(), path), a, ids)
     monkeypatch.setattr(streaming, "BLOCK_BYTES", 3 * 4 * d)  # 16-row blocks (the multiple)
     monkeypatch.setattr(streaming, "MIN_ROWS", 1)
+    monkeypatch.setenv("FPRUN_HUREF_STREAM_MIB", "0")  # stream whatever the size
     monkeypatch.setattr(streaming, "A_BUDGET", 4 * 6 * n_inner)
     reads = []
     real = CheckpointReader.read_row_block
@@ -350,6 +351,7 @@ def test_block_streaming_is_bitwise_at_realistic_sizes(tmp_path, monkeypatch):
     whole = compute_invariants(StateDictSource(sd, tmp_path), a, ids)
     monkeypatch.setattr(streaming, "BLOCK_BYTES", 128 * 4 * d)
     monkeypatch.setattr(streaming, "MIN_ROWS", 1)
+    monkeypatch.setenv("FPRUN_HUREF_STREAM_MIB", "0")  # stream whatever the size
     monkeypatch.setattr(streaming, "A_BUDGET", 128 * 4 * n_inner)
     reads = []
     real = CheckpointReader.read_row_block
@@ -357,6 +359,9 @@ def test_block_streaming_is_bitwise_at_realistic_sizes(tmp_path, monkeypatch):
                         lambda self, *args, **kw: reads.append(args) or real(self, *args, **kw))
     assert np.array_equal(compute_invariants(reader, a, ids), whole)
     assert len(reads) > 40  # blocks of q, o, gate, up and down, twice over X's two slices
+    monkeypatch.delenv("FPRUN_HUREF_STREAM_MIB")  # default: a layer this small is read whole
+    reads.clear()
+    assert np.array_equal(compute_invariants(reader, a, ids), whole) and not reads
 
 
 def test_read_row_block_reads_exact_rows_into_a_reused_buffer(family_paths):
