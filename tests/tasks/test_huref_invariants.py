@@ -290,6 +290,15 @@ def test_full_load_path_never_writes_into_the_model(family_paths):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def _count_block_reads(monkeypatch) -> list:
+    """Record every ``read_row_block`` call (the list fills as extraction streams)."""
+    reads = []
+    real = CheckpointReader.read_row_block
+    monkeypatch.setattr(CheckpointReader, "read_row_block",
+                        lambda self, *args, **kw: reads.append(args) or real(self, *args, **kw))
+    return reads
+
+
 @pytest.mark.parametrize("family", ["tiny-llama", "tiny-neox", "tiny-mistral"])
 def test_block_streaming_matches_whole_tensors_on_every_layout(family_paths, monkeypatch, family):
     """16-row blocks and X in 6-row slices, on the chain association where the MLP streams and
@@ -309,10 +318,7 @@ def test_block_streaming_matches_whole_tensors_on_every_layout(family_paths, mon
     monkeypatch.setattr(streaming, "MIN_ROWS", 1)
     monkeypatch.setenv("FPRUN_HUREF_STREAM_MIB", "0")  # stream whatever the size
     monkeypatch.setattr(streaming, "A_BUDGET", 4 * 6 * n_inner)
-    reads = []
-    real = CheckpointReader.read_row_block
-    monkeypatch.setattr(CheckpointReader, "read_row_block",
-                        lambda self, *args, **kw: reads.append(args) or real(self, *args, **kw))
+    reads = _count_block_reads(monkeypatch)
     assert _rel(compute_invariants(reader, a, ids), torch.as_tensor(whole)) < 1e-6
     assert len(reads) > 20  # it really went block by block
 
@@ -353,10 +359,7 @@ def test_block_streaming_is_bitwise_at_realistic_sizes(tmp_path, monkeypatch):
     monkeypatch.setattr(streaming, "MIN_ROWS", 1)
     monkeypatch.setenv("FPRUN_HUREF_STREAM_MIB", "0")  # stream whatever the size
     monkeypatch.setattr(streaming, "A_BUDGET", 128 * 4 * n_inner)
-    reads = []
-    real = CheckpointReader.read_row_block
-    monkeypatch.setattr(CheckpointReader, "read_row_block",
-                        lambda self, *args, **kw: reads.append(args) or real(self, *args, **kw))
+    reads = _count_block_reads(monkeypatch)
     assert np.array_equal(compute_invariants(reader, a, ids), whole)
     assert len(reads) > 40  # blocks of q, o, gate, up and down, twice over X's two slices
     monkeypatch.delenv("FPRUN_HUREF_STREAM_MIB")  # default: a layer this small is read whole
