@@ -82,12 +82,17 @@ def group_sum_cols(w: Any, n_heads: int, n_kv: int, head_dim: int) -> Any:
 
 def attention_terms(x: Any, q: Any, k: Any, v: Any, o: Any, a: archs.Arch) -> tuple[Any, Any]:
     """``(Ma, Mb)`` of one layer; K/V are *not* repeated (see the module docstring)."""
-    if a.n_heads % a.n_kv_heads:
-        raise CheckpointError(f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
-                              "check num_key_value_heads in config.json")
+    check_groups(a)
     q_g = group_sum_rows(q, a.n_heads, a.n_kv_heads, a.head_dim)
     o_g = group_sum_cols(o, a.n_heads, a.n_kv_heads, a.head_dim)
     return grouped_terms(x, q_g, k, v, o_g)
+
+
+def check_groups(a: archs.Arch) -> None:
+    """Query heads must split evenly into KV groups (GQA)."""
+    if a.n_heads % a.n_kv_heads:
+        raise CheckpointError(f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
+                              "check num_key_value_heads in config.json")
 
 
 def grouped_terms(x: Any, q_g: Any, k: Any, v: Any, o_g: Any) -> tuple[Any, Any]:
@@ -195,9 +200,7 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
     # block streaming: numpy fp32 on a reader with row-block reads (a loaded model's state_dict
     # keeps the whole-tensor computation, which the streamed one must equal bit for bit)
     can_stream = not comp.torch and hasattr(source, "read_row_block")
-    if can_stream and a.n_heads % a.n_kv_heads:
-        raise CheckpointError(f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
-                              "check num_key_value_heads in config.json")
+    check_groups(a)
     for j, layer in enumerate(layers):
         stream = can_stream and streaming.streamable(a, source, layer)
         if stream:
