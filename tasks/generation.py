@@ -13,13 +13,12 @@ answers it with the fewest forward passes that give the *same tokens* as plain g
 2. **The target as a draft.** The target's tokens are appended to the prompts in the prompt
    pass and checked against the model's own predictions (speculative decoding with a known
    candidate): a fingerprinted model that answers with the target is verified without a single
-   decode step. Rejected draft positions become
-   masked holes in the cache. Greedy: the accepted prefix is exactly what greedy decoding would
-   emit; once a chunk leaves a row alive (decode steps will run anyway) later chunks skip the
-   draft, so a batch of misses does not pay ~10% more prompt tokens for nothing. Sampling: the
-   draft goes with every prompt (no row's random stream may depend on its batch); a draft
-   token is accepted with probability p(token) and a rejection resamples from p without it, the
-   standard exact rule for a point-mass draft.
+   decode step. Rejected draft positions become masked holes in the cache. Greedy: the accepted
+   prefix is exactly what greedy decoding would emit; once a chunk leaves a row alive (decode
+   steps will run anyway) later chunks skip the draft, so a batch of misses does not pay ~10%
+   more prompt tokens for nothing. Sampling: the draft goes with every prompt (no row's random
+   stream may depend on its batch); a draft token is accepted with probability p(token) and a
+   rejection resamples from p without it, the standard exact rule for a point-mass draft.
 3. **Early stop and a shrinking batch.** A row stops once its outcome is known (``tasks.stopping``:
    target shown, EOS, budget spent, or no room left for the target); finished rows leave the
    batch, cache columns only they needed are trimmed, and the batch ends when all have stopped.

@@ -203,7 +203,7 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
     check_groups(a)
     for j, layer in enumerate(layers):
         stream = can_stream and streaming.streamable(a, source, layer)
-        if stream:
+        if stream and a.qkv_layout == "separate":
             ma, mb = grouped_terms(x, *streaming.grouped_attention(source, a, layer))
         else:
             q, kk, v, o = (comp.put(w) for w in archs.attention(source, a, layer))
