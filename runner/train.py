@@ -93,6 +93,8 @@ def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
     out = Path(cfg["out_dir"])
+    if cfg["distributed"]["strategy"] == "deepspeed":
+        clear_stale_extension_locks()
     with carried_errors():
         rows = resolve_fn(cfg["fn"])(
             cfg["config"], inputs={k: Path(v) for k, v in cfg["inputs"].items()}, out_dir=out,
@@ -100,6 +102,38 @@ def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
             distributed=cfg["distributed"])
     if ray.train.get_context().get_world_rank() == 0:
         _write_rows(out, list(rows or []), device_name())
+
+
+def clear_stale_extension_locks(max_age_s: float | None = None) -> list[Path]:
+    """Remove torch-extension build locks older than ``max_age_s`` (default 900 s).
+
+    DeepSpeed JIT-builds ops (on CPU, ``deepspeed_shm_comm``) under torch's extension folder,
+    guarded by a bare ``lock`` file (``torch.utils.file_baton``): no PID, no timeout. A build
+    killed mid-way leaves the file behind and every later DeepSpeed run on that machine waits on
+    it forever. A build takes ~60 s on 2 CPU cores and a few minutes for CUDA ops, so a lock
+    older than ``$FPRUN_EXT_LOCK_STALE_S`` (900 s) is taken as stale. torch has no API for this;
+    the folder layout is the one ``torch.utils.cpp_extension`` documents.
+    """
+    import time
+
+    from torch.utils.cpp_extension import get_default_build_root
+
+    if max_age_s is None:
+        max_age_s = float(os.environ.get("FPRUN_EXT_LOCK_STALE_S", "900"))
+    # <root>/<ext>/lock with $TORCH_EXTENSIONS_DIR, else <default root>/py311_cpu/<ext>/lock
+    own = os.environ.get("TORCH_EXTENSIONS_DIR")
+    root = Path(own or get_default_build_root())
+    removed = []
+    for lock in root.glob("*/lock" if own else "*/*/lock") if root.is_dir() else ():
+        try:
+            if time.time() - lock.stat().st_mtime > max_age_s:
+                lock.unlink()
+                removed.append(lock)
+        except FileNotFoundError:  # another worker removed it, or its build finished
+            continue
+    for lock in removed:
+        print(f"fprun: removed a stale torch-extension build lock {lock} (a killed build left it)")
+    return removed
 
 
 def _fit(trainer: Any) -> None:

@@ -22,6 +22,8 @@ import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tasks.zoo_cache import save_model_on_any_rank
+
 # Bump when the tokenizer recipe below changes: cached tiny entries are rebuilt on mismatch.
 TOKENIZER_VERSION = 1
 VOCAB_SIZE = 1024
@@ -225,7 +227,7 @@ def build_tiny_model(config_factory: Any, seed: int, tokenizer_dir: Path, out: P
     model.generation_config = GenerationConfig(
         bos_token_id=vocab.bos_id, eos_token_id=vocab.eos_id, pad_token_id=vocab.pad_id
     )
-    model.save_pretrained(out)
+    save_model_on_any_rank(model, out)
     for item in tokenizer_dir.iterdir():
         if item.is_file() and not item.name.startswith("fprun-"):
             shutil.copy2(item, out / item.name)

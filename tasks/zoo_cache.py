@@ -187,6 +187,24 @@ def materialize(folder: Path, recipe: str, build: Callable[[Path], dict]) -> Pat
     return folder
 
 
+def save_model_on_any_rank(model: object, out: Path) -> None:
+    """``model.save_pretrained(out)`` that writes on every torch.distributed rank.
+
+    transformers 5 writes weights only on rank 0 once a process group exists
+    (``should_save_on_this_rank``) and has no opt-out. A zoo entry is a per-machine cache built
+    by whichever process takes its lock first, which under Ray Train is often rank 1: it would
+    get a folder with a tokenizer and no model, which every rank then fails to load. The
+    override lives on the instance for the one call only.
+    """
+    model.should_save_on_this_rank = lambda is_main_process: True  # type: ignore[attr-defined]
+    try:
+        model.save_pretrained(out)  # type: ignore[attr-defined]
+    finally:
+        del model.should_save_on_this_rank  # type: ignore[attr-defined]
+    if not any(out.glob("*.safetensors")):
+        raise RuntimeError(f"save_pretrained wrote no weights into {out}")
+
+
 def _swap_in(tmp: Path, folder: Path) -> None:
     """Rename ``tmp`` to ``folder``, moving a previous (broken) entry aside first."""
     old = None

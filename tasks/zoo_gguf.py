@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tasks.errors import CheckpointError, ModelRefError
-from tasks.zoo_cache import MANIFEST, sha256_file
+from tasks.zoo_cache import MANIFEST, save_model_on_any_rank, sha256_file
 
 
 class GgufSource(NamedTuple):
@@ -171,7 +171,7 @@ def convert(name: str, out: Path) -> dict:
         )
     del quantized
     tokenizer.model_max_length = config.max_position_embeddings
-    model.save_pretrained(out)
+    save_model_on_any_rank(model, out)
     tokenizer.save_pretrained(out)
     shutil.rmtree(scratch, ignore_errors=True)
     src = SOURCES[name]
@@ -193,7 +193,7 @@ def cast(src: Path, dtype: str, out: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype))
-    model.save_pretrained(out)
+    save_model_on_any_rank(model, out)
     for item in src.iterdir():  # tokenizer files and chat template, untouched
         skip = _is_weights(item.name) or item.name == MANIFEST or (out / item.name).exists()
         if item.is_file() and not skip:

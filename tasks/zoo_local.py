@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from tasks.errors import CheckpointError, ModelRefError
-from tasks.zoo_cache import MANIFEST, materialize
+from tasks.zoo_cache import MANIFEST, materialize, save_model_on_any_rank
 
 PICKLE_GLOBS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 INDEX = "model.safetensors.index.json"
@@ -83,7 +83,7 @@ def pickle_to_safetensors(src: Path, out: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(src, dtype="auto", use_safetensors=False)
-    model.save_pretrained(out)
+    save_model_on_any_rank(model, out)
     for item in src.iterdir():  # tokenizer and other small files; never the pickles themselves
         skip = any(item.match(p) for p in PICKLE_GLOBS) or item.name == MANIFEST
         if item.is_file() and not skip and not (out / item.name).exists():

@@ -98,3 +98,23 @@ def test_named_strategies_and_deepspeed_files(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         resolve_strategy(f"deepspeed:{tmp_path / 'bad.json'}")
+
+
+def test_stale_extension_build_locks_are_cleared_fresh_ones_kept(tmp_path, monkeypatch):
+    """A killed DeepSpeed op build leaves torch's bare ``lock`` file; later runs wait forever."""
+    import os
+    import time
+
+    from runner.train import clear_stale_extension_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    stale, fresh = tmp_path / "deepspeed_shm_comm" / "lock", tmp_path / "cpu_adam" / "lock"
+    for lock in (stale, fresh):
+        lock.parent.mkdir()
+        lock.touch()
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert clear_stale_extension_locks() == [stale]
+    assert not stale.exists() and fresh.exists()
+    monkeypatch.setenv("FPRUN_EXT_LOCK_STALE_S", "-1")
+    assert clear_stale_extension_locks() == [fresh]

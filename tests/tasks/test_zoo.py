@@ -359,3 +359,17 @@ def test_smollm2_bf16_is_a_cast_of_the_fp32_entry(
 def test_gemma3_conversion_matches_gguf_logits(tmp_path: Path, user_fprun_cache: Path) -> None:
     converted = resolve_model("gemma3-270m", cache_dir=user_fprun_cache)
     _same_logits_as_gguf("gemma3-270m", converted, tmp_path)
+
+
+def test_zoo_entries_are_written_whole_on_a_nonzero_rank(tmp_path: Path, monkeypatch) -> None:
+    """Under Ray Train the zoo entry is built by whichever rank takes its lock first; on rank 1
+    transformers' save_pretrained alone would skip the weights and leave a tokenizer-only entry."""
+    import transformers.distributed.mixin as mixin
+
+    monkeypatch.setattr(mixin, "_is_torch_distributed_initialized", lambda: True)
+    monkeypatch.setattr(mixin, "_get_torch_distributed_rank", lambda: 1)
+    monkeypatch.setenv("FPRUN_CACHE", str(tmp_path))
+    path = resolve_model("tiny-llama:seed=3")
+    assert (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+    model = AutoModelForCausalLM.from_pretrained(path)
+    assert "should_save_on_this_rank" not in vars(model)  # the override was for one call
