@@ -146,12 +146,23 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, 
 
     path = storage / sid
     trainable = _trainable(cfg, artifacts)
+    resumed = False
     if resume and tune.Tuner.can_restore(str(path)):
-        log(f"resuming sweep {cfg.name} from {path}")
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                  restart_errored=restart_errored), True
+        errored = _errored_trials(path, trainable) if restart_errored else 0
+        if not errored:
+            log(f"resuming sweep {cfg.name} from {path}")
+            return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
+                                      restart_errored=restart_errored), True
+        # Tune's restart_errored re-queues errored trials outside BasicVariantGenerator's
+        # concurrency count, so they ran beside new trials (seen on 2 cores: two SmolLM2 trials
+        # at once). A fresh Tuner over the same grid keeps the limit exact; trials that finished
+        # come back from their steps' DONE files in seconds, and the rows are keyed by trial ID.
+        log(f"sweep {cfg.name}: rerunning {errored} errored trial(s) under a fresh Tuner; "
+            "finished steps are reused from their artifact folders")
+        resumed = True
     if path.exists():
-        log(f"starting sweep {cfg.name} afresh (removing Tune state in {path})")
+        if not resumed:
+            log(f"starting sweep {cfg.name} afresh (removing Tune state in {path})")
         shutil.rmtree(path)
     return tune.Tuner(
         trainable, param_space=param_space(cfg), tune_config=_tune_config(cfg),
@@ -159,7 +170,14 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, 
             name=sid, storage_path=str(storage), callbacks=[_RowCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=0), verbose=1),
-    ), False
+    ), resumed
+
+
+def _errored_trials(path: Path, trainable: Any) -> int:
+    """How many trials of the saved experiment at ``path`` ended in error (reads its state)."""
+    from ray import tune
+
+    return tune.Tuner.restore(str(path), trainable=trainable).get_results().num_errors
 
 
 def _trainable(cfg: sweep_kind.Config, artifacts: Path) -> Any:

@@ -321,3 +321,26 @@ def test_every_step_is_computed_once_and_a_rerun_resumes_without_work(swept):
     # 2 x (fingerprint, publish_w_adapter, publish ppl, finetune, tuned_w_adapter) + 1 shared
     # vanilla perplexity eval, computed by the first trial only
     assert len(computed) == 11
+
+
+def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(ray_session,
+                                                                               tmp_path):
+    """Tune's own restart_errored re-queues errored trials outside the concurrency limit, so a
+    resume with errored trials starts a fresh Tuner; finished steps come from their DONE files."""
+    from runner.tune import run_sweep
+
+    logs: list[str] = []
+    kw = {"results": str(tmp_path / "r"), "artifacts": str(tmp_path / "a"), "log": logs.append}
+    grid = ["search.0={key: adapter.dim, grid: [4]}",
+            "search.1={key: train.max_seq_len, grid: [8, 256]}"]  # 8 cuts the key rows: an error
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="raise train.max_seq_len"):
+            run_sweep(SMOKE, grid, **kw)
+    assert any("rerunning 1 errored trial(s) under a fresh Tuner" in m for m in logs)
+    rows = ResultStore(tmp_path / "r").read("sweep_trial").to_pylist()
+    assert sorted(r["status"] for r in rows) == [ERROR, TERMINATED]
+    (good,) = [r["trial_id"] for r in rows if r["status"] == TERMINATED]
+    events = _log(tmp_path, good)
+    computed = [e for e in events if e["event"] == "step" and e["computed"]]
+    reused = [e for e in events if e["event"] == "step" and not e["computed"]]
+    assert computed and len(reused) == len(computed)  # the second pass computed nothing again
