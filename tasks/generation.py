@@ -29,7 +29,8 @@ cannot check a known candidate in the prompt pass (its assisted generation is ba
 one global RNG, so a row's sample depends on which other rows share its batch. Here each row
 samples from its own ``torch.Generator`` seeded from (seed, prompt index): the same seed gives
 the same tokens whatever the batch size. What is reused: the model's forward with its
-``DynamicCache`` and transformers' temperature/top-k/top-p warpers.
+``DynamicCache`` and transformers' temperature/top-k/top-p warpers. Decode steps write the cache
+in place (``tasks.kv_slab``) instead of concatenating it each step.
 
 Caches with sliding-window or other non-plain layers (Mistral, Gemma 3) cannot be joined or
 holed safely, so for them the engine runs each decode batch's prompts in one forward, without the
@@ -55,6 +56,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from tasks.kv_slab import SlabLayer, to_slabs
 from tasks.stopping import Stopper
 
 # One more prompt-pass forward costs about as much as this many padded tokens (on CPU, each
@@ -241,6 +243,8 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
     if not states:
         return
     state = states[0] if len(states) == 1 else _join(states)
+    if plain:  # decode writes its columns in place from here on (tasks.kv_slab)
+        to_slabs(state.cache, room=max(stopper.max_new - len(r.tokens) for r in state.rows))
     while state is not None:
         state.mask = torch.cat([state.mask, state.mask.new_ones(len(state.rows), 1)], dim=1)
         out = model(input_ids=state.next_tok[:, None], attention_mask=state.mask,
@@ -380,7 +384,10 @@ def _trim(state: _State) -> None:
         return
     state.mask = state.mask[:, first:]
     for layer in state.cache.layers:
-        layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        if isinstance(layer, SlabLayer):
+            layer.drop_leading(first)
+        else:
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
 
 def _join(states: list[_State]) -> _State:
