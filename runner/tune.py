@@ -148,17 +148,20 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, 
     trainable = _trainable(cfg, artifacts)
     resumed = False
     if resume and tune.Tuner.can_restore(str(path)):
-        errored = _errored_trials(path, trainable) if restart_errored else 0
-        if not errored:
+        errored, unfinished = _saved_trials(path, trainable)
+        limit = cfg.tune.max_concurrent_trials
+        if not (errored and restart_errored) and not (limit and unfinished > limit):
             log(f"resuming sweep {cfg.name} from {path}")
             return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
                                       restart_errored=restart_errored), True
-        # Tune's restart_errored re-queues errored trials outside BasicVariantGenerator's
-        # concurrency count, so they ran beside new trials (seen on 2 cores: two SmolLM2 trials
-        # at once). A fresh Tuner over the same grid keeps the limit exact; trials that finished
-        # come back from their steps' DONE files in seconds, and the rows are keyed by trial ID.
-        log(f"sweep {cfg.name}: rerunning {errored} errored trial(s) under a fresh Tuner; "
-            "finished steps are reused from their artifact folders")
+        # Tune's restore starts every restored unfinished trial and re-queues errored ones
+        # outside BasicVariantGenerator's concurrency count, so they ran side by side (seen on 2
+        # cores: two SmolLM2 trials at once, each starving the other's Train worker). A fresh
+        # Tuner over the same grid keeps the limit exact; trials that finished come back from
+        # their steps' DONE files in seconds, and the rows are keyed by trial ID.
+        log(f"sweep {cfg.name}: {errored} errored and {unfinished} unfinished trial(s) would "
+            "not respect max_concurrent_trials under Tune's restore; running the grid under a "
+            "fresh Tuner (finished steps are reused from their artifact folders)")
         resumed = True
     if path.exists():
         if not resumed:
@@ -173,11 +176,13 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, 
     ), resumed
 
 
-def _errored_trials(path: Path, trainable: Any) -> int:
-    """How many trials of the saved experiment at ``path`` ended in error (reads its state)."""
+def _saved_trials(path: Path, trainable: Any) -> tuple[int, int]:
+    """(errored, unfinished) trial counts of the saved experiment at ``path`` (reads its state;
+    runs nothing)."""
     from ray import tune
 
-    return tune.Tuner.restore(str(path), trainable=trainable).get_results().num_errors
+    grid = tune.Tuner.restore(str(path), trainable=trainable).get_results()
+    return grid.num_errors, len(grid) - grid.num_errors - grid.num_terminated
 
 
 def _trainable(cfg: sweep_kind.Config, artifacts: Path) -> Any:

@@ -336,7 +336,7 @@ def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(r
     for _ in range(2):
         with pytest.raises(ConfigError, match="raise train.max_seq_len"):
             run_sweep(SMOKE, grid, **kw)
-    assert any("rerunning 1 errored trial(s) under a fresh Tuner" in m for m in logs)
+    assert any("1 errored and 0 unfinished trial(s)" in m for m in logs)
     rows = ResultStore(tmp_path / "r").read("sweep_trial").to_pylist()
     assert sorted(r["status"] for r in rows) == [ERROR, TERMINATED]
     (good,) = [r["trial_id"] for r in rows if r["status"] == TERMINATED]
