@@ -242,9 +242,11 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
     states = [s for s in states if s is not None]
     if not states:
         return
-    state = states[0] if len(states) == 1 else _join(states)
-    if plain:  # decode writes its columns in place from here on (tasks.kv_slab)
-        to_slabs(state.cache, room=max(stopper.max_new - len(r.tokens) for r in state.rows))
+    # Decode writes its columns in place from here on (tasks.kv_slab), with room for every step.
+    room = max(stopper.max_new - len(r.tokens) for s in states for r in s.rows)
+    state = states[0] if len(states) == 1 else _join(states, room)
+    if plain and len(states) == 1:
+        to_slabs(state.cache, room)
     while state is not None:
         state.mask = torch.cat([state.mask, state.mask.new_ones(len(state.rows), 1)], dim=1)
         out = model(input_ids=state.next_tok[:, None], attention_mask=state.mask,
@@ -390,8 +392,9 @@ def _trim(state: _State) -> None:
             layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
 
-def _join(states: list[_State]) -> _State:
-    """Left-pad the chunks' caches and masks to one width and stack them into one batch."""
+def _join(states: list[_State], room: int) -> _State:
+    """Left-pad the chunks' caches and masks to one width and stack them into one batch whose
+    cache layers are slabs with ``room`` free columns."""
     width = max(s.mask.shape[1] for s in states)
 
     def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -403,9 +406,9 @@ def _join(states: list[_State]) -> _State:
         return torch.cat([t.new_zeros(shape), t], dim=dim)
 
     base = states[0].cache
-    for li, layer in enumerate(base.layers):
-        layer.keys = torch.cat([pad(s.cache.layers[li].keys, 2) for s in states])
-        layer.values = torch.cat([pad(s.cache.layers[li].values, 2) for s in states])
+    base.layers = [SlabLayer.stacked([s.cache.layers[li].keys for s in states],
+                                     [s.cache.layers[li].values for s in states], room)
+                   for li in range(len(base.layers))]
     return _State(rows=[r for s in states for r in s.rows], cache=base,
                   mask=torch.cat([pad(s.mask, 1) for s in states]),
                   next_tok=torch.cat([s.next_tok for s in states]),

@@ -41,6 +41,29 @@ class SlabLayer(DynamicLayer):
         slab._alloc(keys, values, keys.shape[-2] + room)
         return slab
 
+    @classmethod
+    def stacked(cls, keys: list[torch.Tensor], values: list[torch.Tensor], room: int) -> SlabLayer:
+        """One slab holding several batches' caches stacked on the batch axis, each left-padded
+        with zeros to the widest (the prompt-pass chunks joined into one decode batch; one copy
+        instead of a ``torch.cat`` followed by :meth:`from_layer`). Zeros, not uninitialised
+        memory: padded columns are masked, but a NaN there would still poison attention."""
+        width = max(k.shape[-2] for k in keys)
+        slab = cls()
+        slab.dtype, slab.device, slab.is_initialized = keys[0].dtype, keys[0].device, True
+        for name, parts in (("_kb", keys), ("_vb", values)):
+            first = parts[0]
+            buf = first.new_empty(sum(p.shape[0] for p in parts), first.shape[1], width + room,
+                                  first.shape[3])
+            row = 0
+            for p in parts:
+                pad = width - p.shape[-2]
+                buf[row:row + p.shape[0], :, :pad] = 0
+                buf[row:row + p.shape[0], :, pad:width] = p
+                row += p.shape[0]
+            setattr(slab, name, buf)
+        slab._n = width
+        return slab
+
     def _alloc(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
         n = keys.shape[-2]
         kb = keys.new_empty(*keys.shape[:2], capacity, keys.shape[3])

@@ -76,3 +76,12 @@ def test_slab_adopts_assigned_tensors_and_grows_when_full() -> None:
     plain = copy.deepcopy(layer)
     plain.keys = plain.keys[:, :, :-2]  # what transformers' own crop() does
     assert plain.get_seq_length() == 6 and torch.equal(plain.keys, k[:, :, :6])
+
+
+def test_stacked_chunks_are_left_padded_with_zeros_and_keep_room() -> None:
+    a, b = torch.randn(2, 1, 3, 4), torch.randn(1, 1, 5, 4)
+    slab = SlabLayer.stacked([a, b], [a + 1, b + 1], room=4)
+    assert slab.keys.shape == (3, 1, 5, 4) and slab._kb.shape[-2] == 9
+    assert torch.equal(slab.keys[:2, :, 2:], a) and torch.equal(slab.keys[2:], b)
+    assert torch.equal(slab.values[:2, :, :2], torch.zeros(2, 1, 2, 4))
+    assert torch.equal(slab.values[:2, :, 2:], a + 1)
