@@ -163,10 +163,9 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, 
             "not respect max_concurrent_trials under Tune's restore; running the grid under a "
             "fresh Tuner (finished steps are reused from their artifact folders)")
         resumed = True
-    if path.exists():
-        if not resumed:
-            log(f"starting sweep {cfg.name} afresh (removing Tune state in {path})")
-        shutil.rmtree(path)
+    elif path.exists():
+        log(f"starting sweep {cfg.name} afresh (removing Tune state in {path})")
+    shutil.rmtree(path, ignore_errors=True)
     return tune.Tuner(
         trainable, param_space=param_space(cfg), tune_config=_tune_config(cfg),
         run_config=tune.RunConfig(

@@ -56,7 +56,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from tasks.kv_slab import SlabLayer, to_slabs
+from tasks.kv_slab import SlabLayer
 from tasks.stopping import Stopper
 
 # One more prompt-pass forward costs about as much as this many padded tokens (on CPU, each
@@ -244,9 +244,7 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
         return
     # Decode writes its columns in place from here on (tasks.kv_slab), with room for every step.
     room = max(stopper.max_new - len(r.tokens) for s in states for r in s.rows)
-    state = states[0] if len(states) == 1 else _join(states, room)
-    if plain and len(states) == 1:
-        to_slabs(state.cache, room)
+    state = _join(states, room) if plain else states[0]
     while state is not None:
         state.mask = torch.cat([state.mask, state.mask.new_ones(len(state.rows), 1)], dim=1)
         out = model(input_ids=state.next_tok[:, None], attention_mask=state.mask,

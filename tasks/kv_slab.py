@@ -33,20 +33,11 @@ class SlabLayer(DynamicLayer):
         super().__init__()
 
     @classmethod
-    def from_layer(cls, layer: DynamicLayer, room: int) -> SlabLayer:
-        """A slab holding ``layer``'s keys and values with ``room`` free columns after them."""
-        slab = cls()
-        keys, values = layer.keys, layer.values
-        slab.dtype, slab.device, slab.is_initialized = keys.dtype, keys.device, True
-        slab._alloc(keys, values, keys.shape[-2] + room)
-        return slab
-
-    @classmethod
     def stacked(cls, keys: list[torch.Tensor], values: list[torch.Tensor], room: int) -> SlabLayer:
-        """One slab holding several batches' caches stacked on the batch axis, each left-padded
-        with zeros to the widest (the prompt-pass chunks joined into one decode batch; one copy
-        instead of a ``torch.cat`` followed by :meth:`from_layer`). Zeros, not uninitialised
-        memory: padded columns are masked, but a NaN there would still poison attention."""
+        """One slab holding one or more batches' caches stacked on the batch axis, each
+        left-padded with zeros to the widest, with ``room`` free columns after (the prompt-pass
+        chunks joined into one decode batch in a single copy). Zeros, not uninitialised memory:
+        padded columns are masked, but a NaN there would still poison attention."""
         width = max(k.shape[-2] for k in keys)
         slab = cls()
         slab.dtype, slab.device, slab.is_initialized = keys[0].dtype, keys[0].device, True
@@ -105,10 +96,3 @@ class SlabLayer(DynamicLayer):
         """Forget the first ``first`` columns (a view: no copy, the room after stays)."""
         self._kb, self._vb = self._kb[:, :, first:], self._vb[:, :, first:]
         self._n -= first
-
-
-def to_slabs(cache: Any, room: int) -> None:
-    """Turn every plain ``DynamicLayer`` of ``cache`` into a :class:`SlabLayer` with ``room``
-    free columns (the decode steps still to come)."""
-    cache.layers = [SlabLayer.from_layer(layer, room) if type(layer) is DynamicLayer else layer
-                    for layer in cache.layers]

@@ -99,17 +99,10 @@ _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def token_bytes(tokenizer: Any) -> list[bytes] | None:
     """:func:`build_token_bytes`, remembered per tokenizer object (rebuilt if its size changes)."""
-    try:
-        size, table = _TABLES[tokenizer]
-        if size == len(tokenizer):
-            return table
-    except (KeyError, TypeError):
-        pass
-    table = build_token_bytes(tokenizer)
-    try:
+    size, table = _TABLES.get(tokenizer, (None, None))
+    if size != len(tokenizer):
+        table = build_token_bytes(tokenizer)
         _TABLES[tokenizer] = (len(tokenizer), table)
-    except TypeError:  # not weak-referenceable: no memo
-        pass
     return table
 
 

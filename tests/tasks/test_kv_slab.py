@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from tasks.kv_slab import SlabLayer, to_slabs
+from tasks.kv_slab import SlabLayer
 
 
 def _decode(model, cache, ids, mask, steps, slab: bool):
@@ -21,7 +21,7 @@ def _decode(model, cache, ids, mask, steps, slab: bool):
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                 use_cache=True)
     if slab:
-        to_slabs(cache, room=steps)
+        cache.layers = [SlabLayer.stacked([x.keys], [x.values], room=steps) for x in cache.layers]
     tok, last, logits = out.logits[:, -1].argmax(-1), pos[:, -1], []
     for step in range(steps):
         mask = torch.cat([mask, mask.new_ones(len(tok), 1)], 1)
