@@ -18,7 +18,13 @@ from runner.plan import Step
 from runner.results import ResultStore
 from runner.tune_metrics import trial_metrics
 from runner.tune_rows import ERROR, STOPPED, TERMINATED, RowWriter, TrialOutcome, best_row
-from runner.tune_trial import DONE_FILE, PhaseLog, run_step_cached, split_phases
+from runner.tune_trial import (
+    DONE_FILE,
+    PhaseLog,
+    _phase_seconds,
+    run_step_cached,
+    split_phases,
+)
 from tasks.errors import ConfigError, FprunError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,12 +183,22 @@ def test_step_cache_computes_once_and_logs_it(tmp_path):
     log = PhaseLog(tmp_path / "sweep" / "t1" / "phases.jsonl")
     first = run_step_cached(step, tmp_path / "a", log, "fingerprint")
     second = run_step_cached(step, tmp_path / "a", log, "fingerprint")
+    assert (first.pop("computed"), second.pop("computed")) == (True, False)
     assert first == second and first["rows"][0]["value"] == 3.0
     assert first["step_id"] == step.step_id and first["config_hash"] == step.config_hash
     lines = [json.loads(x) for x in log.path.read_text().splitlines()]
     assert [x["computed"] for x in lines] == [True, False]
     out = tmp_path / "a" / "toy_make" / step.step_id
     assert (out / DONE_FILE).is_file() and (out / "value.json").read_text() == "3.0"
+
+
+def test_a_phase_whose_steps_were_all_reused_reports_their_recorded_time():
+    def rec(computed, seconds):
+        return {"computed": computed, "started_at": "2026-01-01T00:00:00+00:00",
+                "finished_at": f"2026-01-01T00:0{seconds // 60}:{seconds % 60:02d}+00:00"}
+
+    assert _phase_seconds([rec(False, 300), rec(False, 30)], 0.004) == 330.0
+    assert _phase_seconds([rec(True, 300), rec(False, 30)], 12.5) == 12.5  # this run's work
 
 
 def test_step_cache_reruns_a_step_without_its_done_file(tmp_path):
