@@ -112,28 +112,29 @@ def load_model_for_verification(
     model_dir: Path, *, fingerprint_dir: Path, use_adapter: bool = False,
     dtype: str = "float32", device: str = "auto",
 ) -> tuple[Any, Any]:
-    """Load the model (and, later, the private F-Adapter) exactly as verification queries it.
+    """Load the model exactly as verification queries it.
 
-    The hook for IF_adapter: ``use_adapter`` must wrap the model with
-    ``private/adapter/`` of the fingerprint (METHODS.md section 2.5); that issue extends this
-    function. Until then asking for it is refused rather than silently ignored.
+    ``use_adapter`` wraps the model's own input embedding with the fingerprint's private
+    F-Adapter (METHODS.md section 2.5; the ``tuned_direct`` assembly of
+    ``tasks.fingerprint.adapter_verify``, which builds the other adapter conditions).
 
     Raises:
         FingerprintError: ``use_adapter`` on a fingerprint that has no ``private/adapter/``.
-        ConfigError: ``use_adapter`` before the adapter path exists in fprun.
+        ArchitectureError: An adapter whose token set or hidden size does not fit the model.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if use_adapter:
-        adapter = private_dir(fingerprint_dir) / "adapter"
-        if not adapter.is_dir():
+        from tasks.fingerprint.adapter_verify import load_adapter_model
+
+        if not (private_dir(fingerprint_dir) / "adapter").is_dir():
             raise FingerprintError(
                 f"use_adapter is set but {fingerprint_dir} has no private/adapter/ "
                 "(verifying an adapter model without its adapter)",
                 "pass the IF_adapter fingerprint folder, or set use_adapter: false")
-        raise ConfigError("verification with the F-Adapter is not supported yet",
-                          "set use_adapter: false until the IF_adapter issue lands")
+        return load_adapter_model(model_dir, fingerprint_dir=fingerprint_dir,
+                                  condition="tuned_direct", dtype=dtype, device=device)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype),
                                                  use_safetensors=True)

@@ -9,7 +9,7 @@ model retrained in place is verified again instead of being reported from the st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +18,7 @@ from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Re
 from tasks.errors import ConfigError, FingerprintError
 
 VERIFY_FN = "tasks.verify:verify_step"
+ADAPTER_CONDITIONS = ("publish_w_adapter", "tuned_w_adapter", "tuned_direct", "vanilla_w_adapter")
 
 
 @app.command()
@@ -28,7 +29,9 @@ def verify(
     publisher: Annotated[str | None, typer.Option(help="publisher's model (IF_adapter)")] = None,
     samples: Annotated[int, typer.Option(help="seeded sampled runs (t-test, binomial)")] = 0,
     temperature: Annotated[float, typer.Option(help="temperature of sampled runs")] = 0.7,
-    condition: Annotated[str, typer.Option(help="condition name on the rows")] = "suspect",
+    condition: Annotated[str, typer.Option(
+        help="condition name on the rows; with --adapter, the assembly (default "
+             "tuned_w_adapter)")] = "suspect",
     set_: SetOpt = None,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
@@ -39,11 +42,12 @@ def verify(
     from runner.results import ResultStore
 
     if adapter is not None or publisher is not None:
-        raise ConfigError("--adapter/--publisher (IF_adapter verification) are not supported yet",
-                          "verify without them until the IF_adapter issue lands")
-    cfg = build_config(model, fingerprint, samples=samples, temperature=temperature,
-                       condition=condition, overrides=set_ or [])
-    step = Step("verify", VERIFY_FN, cfg, "verification", label=f"verify:{condition}")
+        step = adapter_step(model, fingerprint, adapter, publisher, samples=samples,
+                            temperature=temperature, condition=condition, overrides=set_ or [])
+    else:
+        cfg = build_config(model, fingerprint, samples=samples, temperature=temperature,
+                           condition=condition, overrides=set_ or [])
+        step = Step("verify", VERIFY_FN, cfg, "verification", label=f"verify:{condition}")
     store = ResultStore(results)
     summary = execute_plan(Plan([step]), store, artifacts, LocalBackend(),
                            log=lambda line: typer.echo(line, err=True))
@@ -53,8 +57,48 @@ def verify(
     typer.echo(format_rows(store.read("verification", [step.step_id]).to_pylist()))
 
 
+def adapter_step(model: str, fingerprint: Path, adapter: Path | None, publisher: str | None,
+                 *, condition: str, **verify: Any) -> Any:
+    """The ``verify_adapter`` step of one IF_adapter condition (METHODS.md 2.7).
+
+    MODEL is the suspect, wrapped as ``condition`` says (``tuned_w_adapter`` by default: the
+    suspect's embedding, the publisher's other weights and the private adapter); for
+    ``publish_w_adapter`` it is the published model. The adapter defaults to the fingerprint's
+    ``private/adapter/``. Adapter and publisher enter the step ID through their content.
+    """
+    from runner.experiments.if_adapter import ADAPTER_VERIFY_FN
+    from runner.plan import Step
+    from tasks.fingerprint.adapter import load_adapter
+    from tasks.fingerprint.adapter_config import AdapterVerifyConfig
+    from tasks.fingerprint.adapter_verify import model_folder
+    from tasks.fingerprint.artifacts import private_dir
+    from tasks.zoo import model_identity
+
+    cond = "tuned_w_adapter" if condition == "suspect" else condition
+    if cond not in ADAPTER_CONDITIONS:
+        raise ConfigError(f"--condition {condition} is not an adapter condition",
+                          f"use one of {', '.join(ADAPTER_CONDITIONS)} with --adapter")
+    if publisher is not None and cond not in ("tuned_w_adapter", "vanilla_w_adapter"):
+        raise ConfigError(f"--publisher does not apply to {cond}",
+                          "pass it only with tuned_w_adapter or vanilla_w_adapter")
+    folder = (adapter or private_dir(fingerprint) / "adapter").expanduser().resolve()
+    folder = folder.parent if folder.name == "adapter.safetensors" else folder
+    load_adapter(folder)  # pickles, missing or corrupt files: one line before anything runs
+    pub = str(Path(publisher).expanduser().resolve()) if publisher and Path(
+        publisher).expanduser().exists() else publisher
+    extra = f"{_file_hash(folder / 'adapter.safetensors')}:" + (
+        model_identity(model_folder(publisher)) if publisher else "")
+    cfg = build_config(model, fingerprint, condition=cond, use_adapter=True, extra_digest=extra,
+                       **verify)
+    ac = AdapterVerifyConfig(condition=cond, verify=cfg, adapter=str(folder), publisher=pub,
+                             suspect=None if cond == "publish_w_adapter" else cfg["model"])
+    return Step("verify_adapter", ADAPTER_VERIFY_FN, ac.model_dump(), "verification",
+                label=f"verify:{cond}")
+
+
 def build_config(model: str, fingerprint: Path, *, samples: int, temperature: float,
-                 condition: str, overrides: list[str]) -> dict:
+                 condition: str, overrides: list[str], use_adapter: bool = False,
+                 extra_digest: str = "") -> dict:
     """Check the inputs (exit 2 before any step runs) and build the step's VerifyConfig dict."""
     from runner.config import apply_overrides, validate_as
     from tasks.fingerprint.artifacts import private_dir, read_meta
@@ -75,7 +119,10 @@ def build_config(model: str, fingerprint: Path, *, samples: int, temperature: fl
     ref = str(local.resolve()) if local.exists() else model
     digest = f"{model_identity(model_dir)}:{meta.fingerprint_id}:{_file_hash(probes)}"
     data = {"condition": condition, "model": ref, "fingerprint": str(fp),
-            "input_digest": digest, "sampling": {"runs": samples, "temperature": temperature}}
+            "input_digest": digest + (f":{extra_digest}" if extra_digest else ""),
+            "sampling": {"runs": samples, "temperature": temperature}}
+    if use_adapter:
+        data["use_adapter"] = True
     cfg = validate_as(VerifyConfig, apply_overrides(data, overrides), "fprun verify")
     return cfg.model_dump(mode="json")
 

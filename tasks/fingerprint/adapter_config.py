@@ -84,6 +84,12 @@ class AdapterVerifyConfig(_Frozen):
         None, description="suspect model ref when no step is wired in as inputs['suspect'] "
                           "(vanilla_w_adapter: the base model); also its label on the rows")
     verify: dict = Field(default_factory=dict, description="VerifyConfig fields")
+    adapter: str | None = Field(
+        None, description="adapter folder to use instead of the fingerprint's private/adapter/ "
+                          "(fprun verify --adapter)")
+    publisher: str | None = Field(
+        None, description="publisher's model for tuned_w_adapter / vanilla_w_adapter (default: "
+                          "the fingerprint's published/; fprun verify --publisher)")
 
 
 def parse(model: type[BaseModel], config: dict, source: str):

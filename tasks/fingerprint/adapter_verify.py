@@ -165,12 +165,15 @@ def verify_adapter_step(config: dict, *, inputs: dict[str, Path], out_dir: Path,
     cfg: AdapterVerifyConfig = parse(AdapterVerifyConfig, config, "adapter verification")
     vcfg = parse_config({**cfg.verify, "condition": cfg.condition, "use_adapter": True})
     fp_dir = _fingerprint(inputs, vcfg.fingerprint)
-    adapter_folder(fp_dir)  # the one-line error before any model loads
+    adapter_dir = Path(cfg.adapter).expanduser() if cfg.adapter else adapter_folder(fp_dir)
+    load_adapter(adapter_dir)  # the one-line error before any model loads
     meta = read_meta(fp_dir)
     probes = read_probes(fp_dir)
     model_dir, model_ref = _condition_model(cfg, fp_dir, inputs)
+    publisher = model_folder(cfg.publisher) if cfg.publisher else None
     model, tokenizer = load_adapter_model(model_dir, fingerprint_dir=fp_dir,
-                                          condition=cfg.condition, dtype=vcfg.dtype,
+                                          condition=cfg.condition, publisher_dir=publisher,
+                                          adapter_dir=adapter_dir, dtype=vcfg.dtype,
                                           device=vcfg.device)
     verifier = Verifier(vcfg, meta, model, tokenizer, model_ref)
     rows, records = verifier.greedy(probes)
@@ -195,16 +198,24 @@ def _fingerprint(inputs: dict[str, Path], ref: str | None) -> Path:
 def _condition_model(cfg: AdapterVerifyConfig, fp_dir: Path,
                      inputs: dict[str, Path]) -> tuple[Path, str]:
     """The folder named by the condition (published or suspect) and its label for the rows."""
-    from tasks.zoo import resolve_model
-
     if cfg.condition == "publish_w_adapter":
-        return published_dir(fp_dir), cfg.verify.get("model") or str(published_dir(fp_dir))
+        ref = cfg.verify.get("model")  # fprun verify --model; the plans leave it unset
+        return (model_folder(ref) if ref else published_dir(fp_dir)), ref or str(
+            published_dir(fp_dir))
     if "suspect" in inputs:
         folder = Path(inputs["suspect"])
-        if published_dir(folder).is_dir():
-            folder = published_dir(folder)
-        return resolve_model(folder), cfg.suspect or str(folder)
+        return model_folder(folder), cfg.suspect or str(folder)
     if cfg.suspect:
-        return resolve_model(cfg.suspect), cfg.suspect
+        return model_folder(cfg.suspect), cfg.suspect
     raise ConfigError(f"condition {cfg.condition} needs a suspect model",
                       "set suspect: REF or wire the user fine-tune step as input 'suspect'")
+
+
+def model_folder(ref: str | Path) -> Path:
+    """A model reference as a folder; a fingerprint folder stands for its ``published/``."""
+    from tasks.zoo import resolve_model
+
+    local = Path(ref).expanduser()
+    if published_dir(local).is_dir():
+        return published_dir(local)
+    return resolve_model(ref)

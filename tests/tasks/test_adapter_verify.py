@@ -184,3 +184,85 @@ def test_verifying_an_adapter_condition_without_the_adapter_is_refused(fingerpri
     with pytest.raises(ConfigError, match="needs a suspect"):
         verify_adapter_step({"condition": "tuned_w_adapter"},
                             inputs={"fingerprint": fingerprint}, out_dir=tmp_path)
+
+
+# --- fprun verify --adapter ------------------------------------------------------------------
+
+
+def cli(args):
+    """The CLI with runner.cli.main's handling: an FprunError is one line and exit 2."""
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+    from tasks.errors import FprunError
+
+    try:
+        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    except FprunError as exc:
+        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
+
+
+def fsr_by_set(rows):
+    return {(r["condition"], r["probe_set"]): (r["n_hit"], r["n_total"]) for r in rows}
+
+
+def test_cli_verify_with_the_adapter_matches_the_protocol_step(fingerprint, tmp_path):
+    from runner.results import ResultStore
+
+    suspect = user_model(fingerprint / "published", tmp_path / "user")
+    store = ["--results", tmp_path / "r", "--artifacts", tmp_path / "a"]
+    pub = cli(["verify", "--model", fingerprint / "published", "--fingerprint", fingerprint,
+               "--adapter", fingerprint / "private" / "adapter",
+               "--condition", "publish_w_adapter", *store])
+    assert pub.exit_code == 0, pub.output
+    tuned = cli(["verify", "--model", suspect, "--fingerprint", fingerprint,
+                 "--publisher", fingerprint / "published", *store])  # default: tuned_w_adapter
+    assert tuned.exit_code == 0, tuned.output
+    rows = ResultStore(tmp_path / "r").read("verification").to_pylist()
+    assert {r["method"] for r in rows} == {"if_adapter"}
+    expected = []
+    for condition, inputs in (("publish_w_adapter", {}), ("tuned_w_adapter", {"suspect": suspect})):
+        out = tmp_path / condition
+        out.mkdir()
+        expected += verify_adapter_step({"condition": condition},
+                                        inputs={"fingerprint": fingerprint, **inputs}, out_dir=out)
+    assert fsr_by_set(rows) == fsr_by_set(expected)
+    cli_gens = (tmp_path / "a" / "verify_adapter").glob("*/generations.jsonl")
+    tokens = {f.read_text() for f in cli_gens}
+    assert tokens == {(tmp_path / c / "generations.jsonl").read_text()
+                      for c in ("publish_w_adapter", "tuned_w_adapter")}  # the same generations
+    again = cli(["verify", "--model", suspect, "--fingerprint", fingerprint,
+                 "--publisher", fingerprint / "published", *store])
+    assert again.exit_code == 0
+    assert ResultStore(tmp_path / "r").read("verification").num_rows == len(rows)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--condition", "publish"], "not an adapter condition"),
+    (["--condition", "tuned_direct", "--publisher", "x"], "--publisher does not apply"),
+    (["--adapter", "{tmp}/adapter.pt"], "pickled adapter"),
+])
+def test_cli_verify_adapter_bad_input_exits_2(fingerprint, tmp_path, extra, message):
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    if "--adapter" not in extra:
+        extra += ["--adapter", str(fingerprint / "private" / "adapter")]
+    out = cli(["verify", "--model", fingerprint / "published", "--fingerprint", fingerprint,
+               *extra, "--results", tmp_path / "r", "--artifacts", tmp_path / "a"])
+    assert out.exit_code == 2 and message in out.output and "\n" not in out.output.strip()
+    assert not (tmp_path / "r").exists()
+
+
+def test_use_adapter_in_a_plain_verify_step_wraps_the_models_own_embedding(fingerprint, tmp_path):
+    from tasks.verify import verify_step
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = verify_step({"condition": "tuned_direct", "use_adapter": True},
+                        inputs={"model": fingerprint, "fingerprint": fingerprint},
+                        out_dir=tmp_path / "a")
+    assembled = verify_adapter_step({"condition": "tuned_direct"},
+                                    inputs={"fingerprint": fingerprint, "suspect": fingerprint},
+                                    out_dir=tmp_path / "b")
+    assert fsr_by_set(plain) == fsr_by_set(assembled)
+    assert (tmp_path / "a" / "generations.jsonl").read_text() == (
+        tmp_path / "b" / "generations.jsonl").read_text()

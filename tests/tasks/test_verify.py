@@ -286,6 +286,6 @@ def test_cli_bad_input_exits_2_with_one_line(case, fp_dir, tmp_path, monkeypatch
                   "--results", res, "--artifacts", tmp_path / "a"])
     assert out.exit_code == 2 and "\n" not in out.output.strip()
     expected = {"missing_model": "does not exist", "no_private": "no private/",
-                "hub_offline": "cannot be fetched", "adapter": "not supported yet"}[case]
+                "hub_offline": "cannot be fetched", "adapter": "holds no adapter.safetensors"}[case]
     assert expected in out.output
     assert not res.exists()
