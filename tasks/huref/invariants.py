@@ -38,20 +38,24 @@ from tasks.huref import arch as archs
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def sandwich(x: Any, left: Any, right: Any) -> Any:
+def sandwich(x: Any, left: Any, right: Any, out: np.ndarray | None = None) -> Any:
     """``x @ left @ right @ x.T`` in the cheaper association.
 
     Args:
         x: ``[K, d]`` embedding rows.
         left: ``[d, r]``.
         right: ``[r, d]``.
+        out: numpy only: a C-contiguous ``[K, K]`` float32 array the last product is written
+            into (the same BLAS call, so the same bits), instead of a fresh ``[K, K]`` temporary.
     """
     best = association(x.shape[0], x.shape[1], left.shape[1])
     if best == "factored":
-        return (x @ left) @ (x @ right.T).T
-    if best == "core":
-        return (x @ (left @ right)) @ x.T
-    return ((x @ left) @ right) @ x.T
+        a, b = x @ left, (x @ right.T).T
+    elif best == "core":
+        a, b = x @ (left @ right), x.T
+    else:
+        a, b = (x @ left) @ right, x.T
+    return a @ b if out is None else np.matmul(a, b, out=out)
 
 
 def association(k: int, d: int, r: int) -> str:
@@ -95,9 +99,12 @@ def check_groups(a: archs.Arch) -> None:
                               "check num_key_value_heads in config.json")
 
 
-def grouped_terms(x: Any, q_g: Any, k: Any, v: Any, o_g: Any) -> tuple[Any, Any]:
-    """``(Ma, Mb)`` from the group-summed ``W_q`` rows and ``W_o`` columns."""
-    return sandwich(x, q_g.T, k), sandwich(x, v.T, o_g.T)
+def grouped_terms(x: Any, q_g: Any, k: Any, v: Any, o_g: Any,
+                  out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Any, Any]:
+    """``(Ma, Mb)`` from the group-summed ``W_q`` rows and ``W_o`` columns (``out``: numpy
+    arrays to write them into, see :func:`sandwich`)."""
+    oa, ob = out or (None, None)
+    return sandwich(x, q_g.T, k, oa), sandwich(x, v.T, o_g.T, ob)
 
 
 def mlp_term(x: Any, up: Any, gate: Any | None, down: Any) -> Any:
@@ -203,14 +210,15 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
     check_groups(a)
     for j, layer in enumerate(layers):
         stream = can_stream and streaming.streamable(a, source, layer)
-        if stream and a.qkv_layout == "separate":
-            ma, mb = grouped_terms(x, *streaming.grouped_attention(source, a, layer))
+        if stream and a.qkv_layout == "separate":  # written straight into the output
+            grouped_terms(x, *streaming.grouped_attention(source, a, layer),
+                          out=(out[3 * j], out[3 * j + 1]))
         else:
             q, kk, v, o = (comp.put(w) for w in archs.attention(source, a, layer))
             ma, mb = attention_terms(x, q, kk, v, o, a)
             del q, kk, v, o
-        out[3 * j], out[3 * j + 1] = comp.get(ma), comp.get(mb)
-        del ma, mb
+            out[3 * j], out[3 * j + 1] = comp.get(ma), comp.get(mb)
+            del ma, mb
         shape = source.info(a.key(layer, "up")).shape
         if stream and association(k, shape[1], shape[0]) == "chain":
             streaming.chain_mlp_into(source, a, layer, x, out[3 * j + 2])
