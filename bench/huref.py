@@ -4,7 +4,8 @@ Run: ``python bench/huref.py`` (``--only smollm2,bf16,1b,matrix``; ``--repeats N
 
 Each side runs in its own fresh subprocess, on the same inputs, in the same invocation:
 
-* extraction, fprun: token ids (from the warm selection cache) -> safetensors reader -> formulas;
+* extraction, fprun: token ids (from the warm selection cache) -> safetensors reader -> formulas,
+  each finished matrix streamed into ``invariants.safetensors`` as ``extract()`` does;
 * extraction, baseline (the seed's way): ``AutoModelForCausalLM.from_pretrained(dtype=float32)``,
   then the whole-tensor formula code on its ``state_dict`` -- the invariants must match bit for bit;
 * extraction, full-load baseline ("vs full load" lines): the same, after copying every weight into
@@ -95,6 +96,7 @@ def child(args: dict) -> None:
     from tasks.huref.invariants import StateDictSource, compute_invariants
     from tasks.huref.safetensors_io import CheckpointReader
     from tasks.huref.similarity import ics_matrix
+    from tasks.huref.store import InvariantsWriter
 
     t_imp = time.perf_counter()
     rss0 = _status()["VmRSS"]
@@ -110,9 +112,14 @@ def child(args: dict) -> None:
     elif side in ("fprun", "baseline", "baseline_full"):
         folder = Path(args["model"])
         ids = json.loads(Path(args["ids"]).read_text())
-        if side == "fprun":
+        if side == "fprun":  # as extract() runs it: each matrix streamed to the tensor file
             reader = CheckpointReader(folder)
-            result = compute_invariants(reader, archs.detect(folder, reader), ids)
+            arch = archs.detect(folder, reader)
+            with InvariantsWriter(args["out"], len(ids), 2) as writer:
+                compute_invariants(reader, arch, ids, sink=writer.write)
+                writer.finish({"model_ref": str(folder), "arch": arch.describe(), "k": len(ids),
+                               "n_layers": 2, "token_strategy": "bench", "token_set_hash": "-",
+                               "dtype": "float32", "hidden_size": arch.hidden_size})
             load_s = reader.read_seconds
         else:
             t_load = time.perf_counter()
@@ -129,8 +136,8 @@ def child(args: dict) -> None:
         result = _pairwise_reload(args["paths"], load_file)
     t_end = time.perf_counter()
     st = _status()
-    np_mod = __import__("numpy")
-    np_mod.save(args["out"], result)
+    if result is not None:
+        __import__("numpy").save(args["out"], result)
     print(json.dumps({"imports_s": t_imp - t0, "work_s": t_end - t_imp, "load_s": load_s,
                       "lazy_import_s": locals().get("lazy_import_s", 0.0),
                       "rss_after_imports": rss0,
@@ -238,10 +245,21 @@ def compare_sides(name: str, make_args, repeats: int, check,
     return lines
 
 
+def _load(path: str):
+    """A side's invariants: an .npy array, or fprun's invariants folder."""
+    import numpy as np
+
+    if path.endswith(".npy"):
+        return np.load(path)
+    from safetensors.numpy import load_file
+
+    return load_file(str(Path(path) / "invariants.safetensors"))["invariants"]
+
+
 def _bitwise(a: str, b: str) -> str:
     import numpy as np
 
-    x, y = np.load(a), np.load(b)
+    x, y = _load(a), _load(b)
     if x.shape != y.shape or not np.array_equal(x, y):
         raise SystemExit(f"invariants differ: max |diff| {np.abs(x - y).max()}")
     return f"bitwise identical, shape {x.shape}"
@@ -260,7 +278,8 @@ def bench_extract(name: str, model: Path, repeats: int, tmp: Path) -> list[str]:
 
     def make(side: str) -> dict:
         return {"side": side, "model": str(model), "ids": str(ids),
-                "out": str(tmp / f"{name}-{side}.npy")}
+                "out": str(tmp / f"{name}-{side}" if side == "fprun" else
+                           tmp / f"{name}-{side}.npy")}
 
     return compare_sides(f"{name} K={K_EXTRACT}", make, repeats, _bitwise,
                          baselines=("baseline", "baseline_full"), reference="plain")
@@ -339,7 +358,7 @@ def bench_matrix(repeats: int, tmp: Path, n_models: int = 8, k: int = 4096) -> l
                 "out": str(tmp / f"matrix-{side}.npy")}
 
     def check(a: str, b: str) -> str:
-        x, y = np.load(a), np.load(b)
+        x, y = _load(a), _load(b)
         diff = float(np.abs(x - y).max())
         if diff > 1e-6:
             raise SystemExit(f"ICS matrices differ by {diff}")

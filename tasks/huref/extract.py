@@ -16,7 +16,7 @@ from tasks.huref import arch as archs
 from tasks.huref.config import ExtractConfig
 from tasks.huref.invariants import compute_invariants, resolve_device
 from tasks.huref.safetensors_io import CheckpointReader
-from tasks.huref.store import TENSOR_FILE, save_invariants
+from tasks.huref.store import TENSOR_FILE, InvariantsWriter
 from tasks.huref.tokens import select_tokens
 
 CODE_VERSION = "1"
@@ -43,9 +43,24 @@ def extract(model_dir: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCo
     arch = archs.detect(folder, reader)
     tokens = select_tokens(folder, cfg.tokens, cfg.k, cache_dir=cache_dir)
     device = resolve_device(cfg.device, cfg.dtype)
-    inv = compute_invariants(reader, arch, list(tokens.ids), n_layers=cfg.n_layers,
-                             dtype=cfg.dtype, device=device)
-    meta = {
+    with InvariantsWriter(out, len(tokens.ids), cfg.n_layers) as writer:
+        # each matrix goes to disk as it is finished: the whole result is never in memory
+        compute_invariants(reader, arch, list(tokens.ids), n_layers=cfg.n_layers,
+                           dtype=cfg.dtype, device=device, sink=writer.write)
+        writer.finish(_meta(cfg, folder, label, arch, tokens, device))
+    return {
+        "model_ref": label, "artifact": str(Path(out).resolve() / TENSOR_FILE),
+        "arch": arch.describe(), "k": cfg.k, "n_layers": cfg.n_layers,
+        "token_strategy": tokens.strategy, "token_set_hash": tokens.hash, "dtype": cfg.dtype,
+        "hidden_size": arch.hidden_size, "bytes_read": reader.bytes_read,
+        "seconds": time.perf_counter() - t0, "datasets": _datasets(cfg),
+    }
+
+
+def _meta(cfg: ExtractConfig, folder: Path, label: str, arch: archs.Arch, tokens: Any,
+          device: str) -> dict[str, Any]:
+    """What ``huref.json`` records about the extraction."""
+    return {
         "model_ref": label, "model_path": str(folder.resolve()), "arch": arch.describe(),
         "model_type": arch.model_type, "layout": arch.layout, "k": cfg.k,
         "n_layers": cfg.n_layers, "layers": list(range(arch.n_layers_total - cfg.n_layers,
@@ -53,14 +68,6 @@ def extract(model_dir: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCo
         "token_strategy": tokens.strategy, "token_source": tokens.source,
         "token_set_hash": tokens.hash, "tokens": list(tokens.tokens), "token_ids": list(tokens.ids),
         "dtype": cfg.dtype, "device": device, "hidden_size": arch.hidden_size,
-    }
-    save_invariants(out, inv, meta)
-    return {
-        "model_ref": label, "artifact": str(Path(out).resolve() / TENSOR_FILE),
-        "arch": arch.describe(), "k": cfg.k, "n_layers": cfg.n_layers,
-        "token_strategy": tokens.strategy, "token_set_hash": tokens.hash, "dtype": cfg.dtype,
-        "hidden_size": arch.hidden_size, "bytes_read": reader.bytes_read,
-        "seconds": time.perf_counter() - t0, "datasets": _datasets(cfg),
     }
 
 

@@ -27,6 +27,7 @@ import, fast start) and on torch tensors (CUDA, bf16/fp16).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,9 @@ def check_groups(a: archs.Arch) -> None:
                               "check num_key_value_heads in config.json")
 
 
-def grouped_terms(x: Any, q_g: Any, k: Any, v: Any, o_g: Any,
-                  out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Any, Any]:
-    """``(Ma, Mb)`` from the group-summed ``W_q`` rows and ``W_o`` columns (``out``: numpy
-    arrays to write them into, see :func:`sandwich`)."""
-    oa, ob = out or (None, None)
-    return sandwich(x, q_g.T, k, oa), sandwich(x, v.T, o_g.T, ob)
+def grouped_terms(x: Any, q_g: Any, k: Any, v: Any, o_g: Any) -> tuple[Any, Any]:
+    """``(Ma, Mb)`` from the group-summed ``W_q`` rows and ``W_o`` columns."""
+    return sandwich(x, q_g.T, k), sandwich(x, v.T, o_g.T)
 
 
 def mlp_term(x: Any, up: Any, gate: Any | None, down: Any) -> Any:
@@ -185,8 +183,10 @@ def embedding_rows(source: Any, a: archs.Arch, token_ids: list[int]) -> np.ndarr
 
 
 def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_layers: int = 2,
-                       dtype: str = "float32", device: str = "cpu") -> np.ndarray:
-    """The ``[3 * n_layers, K, K]`` float32 invariants, one layer's weights in memory at a time.
+                       dtype: str = "float32", device: str = "cpu",
+                       sink: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray | None:
+    """The ``[3 * n_layers, K, K]`` float32 invariants, one layer's weights in memory at a time
+    (or, with ``sink``, each ``[K, K]`` matrix handed on as soon as it is finished).
 
     Args:
         source: Anything with ``read(key)``, ``read_rows(key, ids)``, ``info(key).shape`` and
@@ -196,6 +196,10 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
         n_layers: How many of the last layers to use.
         dtype: Compute dtype (float32 default; bfloat16/float16 use torch, meant for GPUs).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (already resolved).
+        sink: Called as ``sink(i, matrix)`` with each finished ``[K, K]`` float32 matrix, in file
+            order (e.g. :meth:`tasks.huref.store.InvariantsWriter.write`). The array may be
+            reused once the call returns. With a sink nothing is accumulated and ``None`` is
+            returned, so memory holds one ``[K, K]`` matrix instead of the whole result.
     """
     from tasks.huref import streaming  # it builds on this module's formulas
 
@@ -203,7 +207,19 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
     comp = Computer(device, dtype)
     x = comp.put(embedding_rows(source, a, token_ids))
     k = len(token_ids)
-    out = np.empty((3 * n_layers, k, k), dtype=np.float32)
+    result = np.empty((3 * n_layers, k, k), dtype=np.float32) if sink is None else None
+    scratch = np.empty((k, k), dtype=np.float32) if sink is not None else None
+
+    def slot(i: int) -> np.ndarray:  # where matrix i is computed in place
+        return scratch if result is None else result[i]
+
+    def emit(i: int, matrix: np.ndarray | None = None) -> None:  # None: it is already in slot(i)
+        if result is not None:
+            if matrix is not None:
+                result[i] = matrix
+        else:
+            sink(i, scratch if matrix is None else matrix)
+
     # block streaming: numpy fp32 on a reader with row-block reads (a loaded model's state_dict
     # keeps the whole-tensor computation, which the streamed one must equal bit for bit)
     can_stream = not comp.torch and hasattr(source, "read_row_block")
@@ -211,20 +227,26 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
     for j, layer in enumerate(layers):
         stream = can_stream and streaming.streamable(a, source, layer)
         if stream and a.qkv_layout == "separate":  # written straight into the output
-            grouped_terms(x, *streaming.grouped_attention(source, a, layer),
-                          out=(out[3 * j], out[3 * j + 1]))
+            q_g, kk, v, o_g = streaming.grouped_attention(source, a, layer)
+            sandwich(x, q_g.T, kk, out=slot(3 * j))
+            emit(3 * j)
+            sandwich(x, v.T, o_g.T, out=slot(3 * j + 1))
+            emit(3 * j + 1)
+            del q_g, kk, v, o_g
         else:
             q, kk, v, o = (comp.put(w) for w in archs.attention(source, a, layer))
             ma, mb = attention_terms(x, q, kk, v, o, a)
             del q, kk, v, o
-            out[3 * j], out[3 * j + 1] = comp.get(ma), comp.get(mb)
+            emit(3 * j, comp.get(ma))
+            emit(3 * j + 1, comp.get(mb))
             del ma, mb
         shape = source.info(a.key(layer, "up")).shape
         if stream and association(k, shape[1], shape[0]) == "chain":
-            streaming.chain_mlp_into(source, a, layer, x, out[3 * j + 2])
+            streaming.chain_mlp_into(source, a, layer, x, slot(3 * j + 2))
+            emit(3 * j + 2)
         else:
-            out[3 * j + 2] = comp.get(_streamed_mlp_term(source, a, layer, x, comp))
-    return out
+            emit(3 * j + 2, comp.get(_streamed_mlp_term(source, a, layer, x, comp)))
+    return result
 
 
 def _streamed_mlp_term(source: Any, a: archs.Arch, layer: int, x: Any, comp: Computer) -> Any:

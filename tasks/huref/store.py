@@ -27,6 +27,7 @@ TENSOR_FILE = "invariants.safetensors"
 META_FILE = "huref.json"
 TENSOR_NAME = "invariants"
 FORMAT_VERSION = 1
+FILE_METADATA = {"format": "fprun-huref"}
 TERMS = ("Ma", "Mb", "Mf")  # per layer, in the seed's order
 REQUIRED_META = ("model_ref", "arch", "k", "n_layers", "token_strategy", "token_set_hash",
                  "dtype", "hidden_size")
@@ -72,13 +73,94 @@ def save_invariants(out: str | os.PathLike, tensor: Any, meta: dict[str, Any]) -
         tensor = tensor.detach().float().cpu().numpy()
     data = np.ascontiguousarray(tensor, dtype=np.float32)
     tmp = folder / f".{TENSOR_FILE}.{os.getpid()}.tmp"
-    save_file({TENSOR_NAME: data}, str(tmp), metadata={"format": "fprun-huref"})
+    save_file({TENSOR_NAME: data}, str(tmp), metadata=FILE_METADATA)
     os.replace(tmp, folder / TENSOR_FILE)
+    _write_meta(folder, meta, n_layers)
+    return folder
+
+
+def _write_meta(folder: Path, meta: dict[str, Any], n_layers: int) -> None:
     full = {**meta, "format": FORMAT_VERSION, "terms": term_names(n_layers)}
     tmpj = folder / f".{META_FILE}.{os.getpid()}.tmp"
     tmpj.write_text(json.dumps(full, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     os.replace(tmpj, folder / META_FILE)
-    return folder
+
+
+class InvariantsWriter:
+    """Writes ``invariants.safetensors`` one ``[K, K]`` matrix at a time, then ``huref.json``.
+
+    Extraction hands each finished matrix here (``compute_invariants(..., sink=writer.write)``),
+    so it never holds the whole ``[3 * n_layers, K, K]`` result: 384 MiB at the seed's K = 4096,
+    more than everything else extraction keeps. Hand-written because the safetensors library
+    only serialises whole in-memory tensors; the bytes are exactly what its ``save_file`` writes
+    (a test compares them). As in :func:`save_invariants`, the tensor goes to a temporary name
+    and the JSON is written last; leaving the ``with`` block early deletes the temporary file,
+    so no half-written result is ever visible.
+    """
+
+    def __init__(self, out: str | os.PathLike, k: int, n_layers: int):
+        self.folder, self.k, self.n = Path(out), int(k), 3 * int(n_layers)
+        self.n_layers, self.written = int(n_layers), 0
+        nbytes = 4 * self.n * self.k * self.k
+        header = json.dumps({"__metadata__": FILE_METADATA, TENSOR_NAME: {
+            "dtype": "F32", "shape": [self.n, self.k, self.k], "data_offsets": [0, nbytes]}},
+            separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes
+        self._header = len(header).to_bytes(8, "little") + header
+        self.tmp = self.folder / f".{TENSOR_FILE}.{os.getpid()}.tmp"
+        self._fh: Any = None  # opened by the first matrix: bad input fails before any file exists
+        self._made_folder = self._published = False
+
+    def _open(self) -> None:
+        self._made_folder = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.tmp, "wb")  # noqa: SIM115 -- closed in finish() or abort()
+        self._fh.write(self._header)
+
+    def write(self, index: int, matrix: Any) -> None:
+        """Append matrix ``index`` (numpy ``[K, K]``); matrices must come in file order."""
+        import numpy as np
+
+        if index != self.written or self.written >= self.n:
+            raise ValueError(f"invariant matrix {index} out of order (expected {self.written})")
+        arr = np.ascontiguousarray(matrix, dtype="<f4")
+        if arr.shape != (self.k, self.k):
+            raise ValueError(f"invariant matrix has shape {arr.shape}, expected "
+                             f"{(self.k, self.k)}")
+        if self._fh is None:
+            self._open()
+        self._fh.write(memoryview(arr).cast("B"))
+        self.written += 1
+
+    def finish(self, meta: dict[str, Any]) -> Path:
+        """Check that every matrix came, publish the tensor file, then write ``meta``."""
+        missing = [k for k in REQUIRED_META if k not in meta]
+        if missing or self.written != self.n or (int(meta["k"]), 3 * int(meta["n_layers"])) \
+                != (self.k, self.n):
+            self.abort()
+            raise ValueError(f"invariants incomplete or mislabelled: {self.written}/{self.n} "
+                             f"matrices of K={self.k}; metadata lacks {missing} or disagrees")
+        self._fh.close()
+        os.replace(self.tmp, self.folder / TENSOR_FILE)
+        _write_meta(self.folder, meta, self.n_layers)
+        self._published = True
+        return self.folder
+
+    def abort(self) -> None:
+        """Drop what was written; a folder this writer created goes too if left empty."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self.tmp.unlink(missing_ok=True)
+        if self._made_folder and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+    def __enter__(self) -> InvariantsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._published:
+            self.abort()
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:

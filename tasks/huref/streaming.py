@@ -31,12 +31,16 @@ import numpy as np
 from tasks.huref import arch as archs
 from tasks.huref.invariants import group_sum_cols, group_sum_rows
 
-BLOCK_BYTES = 2 * 1024 * 1024  # one weight block (a few rows of a large matrix) ...
+BLOCK_BYTES = 1024 * 1024  # one weight block (a few rows of a large matrix) ...
 MIN_ROWS = 64  # ... but never fewer rows than this (thin blocks make slow matrix products)
 # Blocks of W_down are 4x larger: each one is multiplied by the whole [K_slice, I] intermediate,
 # which BLAS re-packs on every call, so fewer, larger blocks mean fewer re-packs.
 DOWN_FACTOR = 4
-A_BUDGET = 12 * 1024 * 1024  # the [K_slice, I] intermediate X inner^T
+# The [K_slice, I] intermediate X inner^T. Every further slice of X's rows re-reads the layer's
+# MLP weights, so this is the one large buffer: on a 1B Llama at K = 1024 it holds all of A
+# (22 MiB, one slice), which measured faster than the whole-tensor path (0.74-0.87 s vs 0.95 s of
+# work) at a peak of 50-54 MiB; at 12 MiB (two slices) the peak is 46 MiB but the work 0.99 s.
+A_BUDGET = 24 * 1024 * 1024
 # Blocks are cut at multiples of 16 rows: OpenBLAS then runs the same kernels on each block as on
 # the whole matrix (an odd 21-row block rounded differently in a test; 16..256 were exact).
 ROW_MULTIPLE = 16
@@ -53,16 +57,16 @@ def row_blocks(n_rows: int, row_bytes: int, budget: int | None = None,
 
 
 def streamable(a: archs.Arch, source: Any, layer: int) -> bool:
-    """Stream ``layer`` when its MLP weights exceed ``$FPRUN_HUREF_STREAM_MIB`` (default 256:
-    7B-class models and up) and its matrices are nn.Linear ``[out, in]`` rows (not GPT-2's
-    Conv1D). Smaller layers are read whole: streaming re-reads the MLP weights once per slice of
-    X's rows and re-packs the ``[K, I]`` intermediate for every block of W_down. On a 1B Llama
-    that is 1.19 s instead of 0.93 s per process, for 66 instead of 150 MiB of peak memory
-    (docs/huref.md). The result is bitwise the same either way, so the switch is in no config.
+    """Stream ``layer`` when its MLP weights exceed ``$FPRUN_HUREF_STREAM_MIB`` (default 64:
+    1B-class models and up) and its matrices are nn.Linear ``[out, in]`` rows (not GPT-2's
+    Conv1D). Smaller layers are read whole: there the weights are a few MiB, and blocking only
+    adds matrix-product calls. On a 1B Llama streaming is both lighter and faster than whole
+    tensors (see :data:`A_BUDGET`; figures in docs/huref.md). The result is bitwise the same
+    either way, so the switch is in no config.
     """
     if a.layout == "gpt2":
         return False
-    limit = float(os.environ.get("FPRUN_HUREF_STREAM_MIB", "256")) * 1024 * 1024
+    limit = float(os.environ.get("FPRUN_HUREF_STREAM_MIB", "64")) * 1024 * 1024
     roles = ("up", "down", "gate") if a.gated else ("up", "down")
     return sum(source.info(a.key(layer, r)).nbytes for r in roles) > limit
 
