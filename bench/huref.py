@@ -246,14 +246,14 @@ def compare_sides(name: str, make_args, repeats: int, check,
 
 
 def _load(path: str):
-    """A side's invariants: an .npy array, or fprun's invariants folder."""
+    """A side's invariants: an .npy array, or fprun's invariants folder (read as fprun reads it)."""
     import numpy as np
 
     if path.endswith(".npy"):
         return np.load(path)
-    from safetensors.numpy import load_file
+    from tasks.huref.store import load_invariants
 
-    return load_file(str(Path(path) / "invariants.safetensors"))["invariants"]
+    return load_invariants(path)[0].numpy()
 
 
 def _bitwise(a: str, b: str) -> str:
@@ -358,7 +358,7 @@ def bench_matrix(repeats: int, tmp: Path, n_models: int = 8, k: int = 4096) -> l
                 "out": str(tmp / f"matrix-{side}.npy")}
 
     def check(a: str, b: str) -> str:
-        x, y = _load(a), _load(b)
+        x, y = np.load(a), np.load(b)
         diff = float(np.abs(x - y).max())
         if diff > 1e-6:
             raise SystemExit(f"ICS matrices differ by {diff}")

@@ -208,17 +208,16 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
     x = comp.put(embedding_rows(source, a, token_ids))
     k = len(token_ids)
     result = np.empty((3 * n_layers, k, k), dtype=np.float32) if sink is None else None
-    scratch = np.empty((k, k), dtype=np.float32) if sink is not None else None
+    scratch = np.empty((k, k), dtype=np.float32) if result is None else None
 
     def slot(i: int) -> np.ndarray:  # where matrix i is computed in place
         return scratch if result is None else result[i]
 
     def emit(i: int, matrix: np.ndarray | None = None) -> None:  # None: it is already in slot(i)
-        if result is not None:
-            if matrix is not None:
-                result[i] = matrix
-        else:
+        if result is None:
             sink(i, scratch if matrix is None else matrix)
+        elif matrix is not None:
+            result[i] = matrix
 
     # block streaming: numpy fp32 on a reader with row-block reads (a loaded model's state_dict
     # keeps the whole-tensor computation, which the streamed one must equal bit for bit)
