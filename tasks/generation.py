@@ -6,10 +6,11 @@ answers it with the fewest forward passes that give the *same tokens* as plain g
 1. **Cheap prompt pass.** Prompts are sorted by length; the prefix they all share (system prompt,
    fixed wording) is run once and its KV cache copied to every row; the rest is run in chunks of
    similar length, grouped by dynamic programming on a cost model (padded tokens plus a fixed
-   cost per forward, since each forward streams all weights). The chunks' caches are then
-   joined, left-padded, into one decode batch. Padding may sit anywhere (left of a chunk, between
-   the shared prefix and a prompt's rest): it is masked and skipped by the position ids, which is
-   exactly the unpadded computation.
+   cost per forward, since each forward streams all weights). Each chunk writes its cache
+   straight into the decode batch's preallocated buffers (``tasks.kv_slab.SlabBuffer``),
+   right-aligned to one width, so no copy joins the chunks. Padding may sit anywhere (left of a
+   chunk, between the shared prefix and a prompt's rest): it is masked and skipped by the
+   position ids, which is exactly the unpadded computation.
 2. **The target as a draft.** The target's tokens are appended to the prompts in the prompt
    pass and checked against the model's own predictions (speculative decoding with a known
    candidate): a fingerprinted model that answers with the target is verified without a single
@@ -20,8 +21,9 @@ answers it with the fewest forward passes that give the *same tokens* as plain g
    stream may depend on its batch); a draft token is accepted with probability p(token) and a
    rejection resamples from p without it, the standard exact rule for a point-mass draft.
 3. **Early stop and a shrinking batch.** A row stops once its outcome is known (``tasks.stopping``:
-   target shown, EOS, budget spent, or no room left for the target); finished rows leave the
-   batch, cache columns only they needed are trimmed, and the batch ends when all have stopped.
+   target shown, EOS, budget spent, or no room left for the target, an exact bound over the
+   vocabulary's token bytes); finished rows leave the batch, cache columns only they needed are
+   trimmed, and the batch ends when all have stopped.
 
 Why not ``model.generate``: it keeps finished rows in the batch until every row is done, it
 cannot check a known candidate in the prompt pass (its assisted generation is batch-size 1), its
@@ -30,7 +32,8 @@ one global RNG, so a row's sample depends on which other rows share its batch. H
 samples from its own ``torch.Generator`` seeded from (seed, prompt index): the same seed gives
 the same tokens whatever the batch size. What is reused: the model's forward with its
 ``DynamicCache`` and transformers' temperature/top-k/top-p warpers. Decode steps write the cache
-in place (``tasks.kv_slab``) instead of concatenating it each step.
+in place (``tasks.kv_slab``) instead of concatenating it each step; the decode loop itself is
+``tasks.decode``.
 
 Caches with sliding-window or other non-plain layers (Mistral, Gemma 3) cannot be joined or
 holed safely, so for them the engine runs each decode batch's prompts in one forward, without the
@@ -56,7 +59,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from tasks.kv_slab import SlabLayer
+from tasks.decode import State, decode, trim
+from tasks.kv_slab import SlabBuffer, SlabLayer
 from tasks.stopping import Stopper
 
 # One more prompt-pass forward costs about as much as this many padded tokens (on CPU, each
@@ -208,17 +212,6 @@ class _Chooser:
         return draft + [int(torch.multinomial(probs[len(draft)], 1, generator=row.gen))]
 
 
-@dataclass
-class _State:
-    """The live decode batch: row i owns cache row i, mask row i, next token and position."""
-
-    rows: list[_Row]
-    cache: Any
-    mask: torch.Tensor  # [B, S] 1 = real token in the cache
-    next_tok: torch.Tensor  # [B]
-    next_pos: torch.Tensor  # [B]
-
-
 def _plain(cache: Any) -> bool:
     """Caches whose layers are plain growing tensors can be joined, sliced and holed."""
     return all(type(layer) is DynamicLayer for layer in cache.layers)
@@ -230,32 +223,51 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
     shared = _prefix_kv(model, prefix, device) if prefix else None
     groups = _chunks(rows, len(prefix), len(draft), prefill_tokens) if plain else [rows]
     draft = draft if plain else []
-    states = []
-    for group in groups:
-        state = _prefill(model, group, stopper, chooser, draft, shared, len(prefix), device)
-        if state is not None and chooser.sampling is None:
-            # A row left alive means decode steps will run anyway, and the draft only pays when
-            # it ends every row in the prompt pass: greedy stops checking it in later chunks.
-            # (Sampling checks it everywhere, so no row's random stream depends on its batch.)
-            draft = []
-        states.append(state)
-    states = [s for s in states if s is not None]
+    distinct = [len({tuple(r.prompt) for r in g}) for g in groups]
+    if plain:  # the chunks write into the decode batch's buffers, right-aligned to one width
+        width = max(len(r.prompt) for r in rows) + len(draft)
+        buffers = [SlabBuffer(sum(distinct), width, stopper.max_new - 1)
+                   for _ in DynamicCache(config=model.config).layers]
+    states, offset = [], 0
+    for i, group in enumerate(groups):
+        cache = DynamicCache(config=model.config)
+        if plain:
+            chunk = slice(offset, offset + distinct[i])
+            first = width - (max(len(r.prompt) for r in group) + len(draft))
+            cache.layers = [SlabLayer.region(b, chunk, first) for b in buffers]
+        state = _prefill(model, group, stopper, chooser, draft, shared, len(prefix), cache, device)
+        if state is not None:
+            state.source = [offset + s for s in state.source]
+            if plain:
+                pad = state.mask.new_zeros(len(state.rows), first)
+                state.mask = torch.cat([pad, state.mask], dim=1)
+            states.append(state)
+            if chooser.sampling is None:
+                # A row left alive means decode steps will run anyway, and the draft only pays
+                # when it ends every row in the prompt pass: greedy stops checking it in later
+                # chunks. (Sampling checks it everywhere: no row's random stream may depend on
+                # its batch.)
+                draft = []
+        offset += distinct[i]
     if not states:
         return
-    # Decode writes its columns in place from here on (tasks.kv_slab), with room for every step.
-    room = max(stopper.max_new - len(r.tokens) for s in states for r in s.rows)
-    state = _join(states, room) if plain else states[0]
-    while state is not None:
-        state.mask = torch.cat([state.mask, state.mask.new_ones(len(state.rows), 1)], dim=1)
-        out = model(input_ids=state.next_tok[:, None], attention_mask=state.mask,
-                    position_ids=state.next_pos[:, None], past_key_values=state.cache,
-                    use_cache=True)
-        tokens = chooser.step(out.logits[:, -1], state.rows)
-        keep = [i for i, (r, t) in enumerate(zip(state.rows, tokens, strict=True))
-                if not stopper.push(r, t)]
-        state.next_tok = torch.tensor(tokens, device=device)
-        state.next_pos = state.next_pos + 1
-        state = _select(state, keep, plain)
+    state = _stack(states, buffers, model) if plain else states[0]
+    if state.source != list(range(offset)):  # rows done in the prompt pass, or sharing a prompt
+        state.cache.batch_select_indices(torch.tensor(state.source, device=device))
+    if plain:
+        trim(state)
+    decode(model, state, stopper, chooser, plain, device)
+
+
+def _stack(states: list[State], buffers: list[SlabBuffer], model) -> State:
+    """The chunks' states as one decode batch over the buffers they filled (no KV copy)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [b.layer() for b in buffers]
+    return State(rows=[r for s in states for r in s.rows], cache=cache,
+                  mask=torch.cat([s.mask for s in states]),
+                  next_tok=torch.cat([s.next_tok for s in states]),
+                  next_pos=torch.cat([s.next_pos for s in states]),
+                  source=[i for s in states for i in s.source])
 
 
 def _shared_prefix(rows: list[_Row]) -> list[int]:
@@ -304,12 +316,14 @@ def _chunks(rows: list[_Row], n_shared: int, n_draft: int, budget: int) -> list[
     return chunks[::-1]
 
 
-def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, device) -> _State | None:
+def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, cache, device
+             ) -> State | None:
     """Forward each distinct prompt (+ draft) of a chunk once; emit the first token(s).
 
     With a shared prefix, only each prompt's rest is fed, after copies of the prefix's cache
     (the padding sits between prefix and rest; masks and position ids make that exact).
-    Rows sharing a prompt get copies of its cache rows. Returns the unfinished rows' state.
+    The cache rows are written into ``cache`` (one per distinct prompt); the unfinished rows'
+    state names the cache row each reads (``source``), selected by the caller.
     """
     distinct: dict[tuple[int, ...], int] = {}
     owner = [distinct.setdefault(tuple(r.prompt), len(distinct)) for r in rows]
@@ -324,9 +338,8 @@ def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, device) -> 
         mask[i, width - len(rest):] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = n_shared + (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
     for li, (k, v) in enumerate(shared or []):
-        cache.update(k.expand(n, -1, -1, -1).contiguous(), v.expand(n, -1, -1, -1).contiguous(), li)
+        cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), li)
     mask = torch.cat([mask.new_ones(n, n_shared), mask], dim=1)
     kwargs = {"logits_to_keep": n_draft + 1} if _keeps_logits(model) else {}
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -343,71 +356,13 @@ def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, device) -> 
             next_tok += [emitted[-1]]
     if not kept:
         return None
-    idx = torch.tensor(source, device=device)
-    if source != list(range(n)):
-        cache.batch_select_indices(idx)
-    mask = mask[idx]
+    mask = mask[torch.tensor(source, device=device)]
     for i, a in enumerate(accepted):  # rejected draft slots become holes, skipped by positions
         mask[i, mask.shape[1] - n_draft + a:] = 0
     next_pos = [len(r.prompt) + a for r, a in zip(kept, accepted, strict=True)]
-    state = _State(kept, cache, mask, torch.tensor(next_tok, device=device),
-                   torch.tensor(next_pos, device=device))
-    if _plain(cache):
-        _trim(state)
-    return state
+    return State(kept, cache, mask, torch.tensor(next_tok, device=device),
+                  torch.tensor(next_pos, device=device), source)
 
 
 def _keeps_logits(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _select(state: _State, keep: list[int], plain: bool) -> _State | None:
-    """Keep only the rows ``keep`` (finished rows leave the batch), or None when none is left."""
-    if not keep:
-        return None
-    idx = torch.tensor(keep, device=state.mask.device)
-    if len(keep) < len(state.rows):
-        state.cache.batch_select_indices(idx)
-        state.mask = state.mask[idx]
-        state.rows = [state.rows[i] for i in keep]
-        state.next_tok, state.next_pos = state.next_tok[idx], state.next_pos[idx]
-    if plain:
-        _trim(state)
-    return state
-
-
-def _trim(state: _State) -> None:
-    """Drop leading cache columns no remaining row attends to (their long prompts are gone)."""
-    live = state.mask.any(dim=0).nonzero()
-    first = int(live[0]) if len(live) else 0
-    if first == 0:
-        return
-    state.mask = state.mask[:, first:]
-    for layer in state.cache.layers:
-        if isinstance(layer, SlabLayer):
-            layer.drop_leading(first)
-        else:
-            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-
-
-def _join(states: list[_State], room: int) -> _State:
-    """Left-pad the chunks' caches and masks to one width and stack them into one batch whose
-    cache layers are slabs with ``room`` free columns."""
-    width = max(s.mask.shape[1] for s in states)
-
-    def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-        missing = width - t.shape[dim]
-        if missing == 0:
-            return t
-        shape = list(t.shape)
-        shape[dim] = missing
-        return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-    base = states[0].cache
-    base.layers = [SlabLayer.stacked([s.cache.layers[li].keys for s in states],
-                                     [s.cache.layers[li].values for s in states], room)
-                   for li in range(len(base.layers))]
-    return _State(rows=[r for s in states for r in s.rows], cache=base,
-                  mask=torch.cat([pad(s.mask, 1) for s in states]),
-                  next_tok=torch.cat([s.next_tok for s in states]),
-                  next_pos=torch.cat([s.next_pos for s in states]))

@@ -11,6 +11,11 @@ transformers' ``StaticCache`` preallocates too, but needs one fixed batch and le
 attends over the whole padded length; verification shrinks its batch as rows finish and trims
 columns no row needs, so this layer subclasses ``DynamicLayer`` and keeps its interface
 (``keys``/``values``, ``batch_select_indices``, ``get_seq_length``) for the model's code.
+
+The prompt pass runs in chunks of similar-length prompts; each chunk's layers are regions of one
+:class:`SlabBuffer` per layer (its rows, from its first column on), so the chunks' caches land
+where the decode batch reads them. Joining them afterwards was one more copy of the whole cache
+(0.44 s of a 64-key verification).
 """
 
 from __future__ import annotations
@@ -30,29 +35,24 @@ class SlabLayer(DynamicLayer):
         self._kb: torch.Tensor | None = None
         self._vb: torch.Tensor | None = None
         self._n = 0
+        self._region: tuple[SlabBuffer, slice, int] | None = None
         super().__init__()
 
     @classmethod
-    def stacked(cls, keys: list[torch.Tensor], values: list[torch.Tensor], room: int) -> SlabLayer:
-        """One slab holding one or more batches' caches stacked on the batch axis, each
-        left-padded with zeros to the widest, with ``room`` free columns after (the prompt-pass
-        chunks joined into one decode batch in a single copy). Zeros, not uninitialised memory:
-        padded columns are masked, but a NaN there would still poison attention."""
-        width = max(k.shape[-2] for k in keys)
+    def region(cls, buffer: SlabBuffer, rows: slice, first: int) -> SlabLayer:
+        """An empty layer whose columns are ``buffer``'s rows ``rows`` from column ``first`` on:
+        a prompt-pass chunk writes its cache straight into the decode batch's buffer."""
         slab = cls()
-        slab.dtype, slab.device, slab.is_initialized = keys[0].dtype, keys[0].device, True
-        for name, parts in (("_kb", keys), ("_vb", values)):
-            first = parts[0]
-            buf = first.new_empty(sum(p.shape[0] for p in parts), first.shape[1], width + room,
-                                  first.shape[3])
-            row = 0
-            for p in parts:
-                pad = width - p.shape[-2]
-                buf[row:row + p.shape[0], :, :pad] = 0
-                buf[row:row + p.shape[0], :, pad:width] = p
-                row += p.shape[0]
-            setattr(slab, name, buf)
-        slab._n = width
+        slab._region = (buffer, rows, first)
+        return slab
+
+    @classmethod
+    def over(cls, keys: torch.Tensor, values: torch.Tensor, filled: int) -> SlabLayer:
+        """A layer over existing buffers ``[B, H, capacity, D]`` whose first ``filled`` columns
+        hold the cache."""
+        slab = cls()
+        slab.dtype, slab.device, slab.is_initialized = keys.dtype, keys.device, True
+        slab._kb, slab._vb, slab._n = keys, values, filled
         return slab
 
     def _alloc(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
@@ -75,6 +75,11 @@ class SlabLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new columns in place (growing the buffer only when it is full)."""
+        if self._region is not None:
+            buffer, rows, first = self._region
+            keys, values = buffer.allocate(key_states, value_states, rows, first)
+            self._kb, self._vb, self._n, self._region = keys, values, 0, None
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
         if not self.is_initialized or self._kb is None or self._kb.dim() < 4:
             self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
             self._alloc(key_states, value_states, 2 * key_states.shape[-2])
@@ -96,3 +101,32 @@ class SlabLayer(DynamicLayer):
         """Forget the first ``first`` columns (a view: no copy, the room after stays)."""
         self._kb, self._vb = self._kb[:, :, first:], self._vb[:, :, first:]
         self._n -= first
+
+
+class SlabBuffer:
+    """One layer's key and value buffers for a whole decode batch, ``[rows, H, width + room, D]``,
+    which the prompt pass fills chunk by chunk (:meth:`SlabLayer.region`) so that the chunks need
+    no joining copy. Allocated on the first write, when heads, head size and dtype are known."""
+
+    def __init__(self, rows: int, width: int, room: int):
+        self.rows, self.width, self.room = rows, width, room
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    def allocate(self, key_states: torch.Tensor, value_states: torch.Tensor, rows: slice,
+                 first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of ``rows`` from column ``first`` on; the columns left of ``first`` are zeroed.
+        Zeros, not uninitialised memory: those columns are masked, but a NaN there would still
+        poison attention."""
+        if self.keys is None:
+            shape = (self.rows, key_states.shape[1], self.width + self.room)
+            self.keys = key_states.new_empty(*shape, key_states.shape[3])
+            self.values = value_states.new_empty(*shape, value_states.shape[3])
+        self.keys[rows, :, :first] = 0
+        self.values[rows, :, :first] = 0
+        return self.keys[rows, :, first:], self.values[rows, :, first:]
+
+    def layer(self) -> SlabLayer:
+        """The whole batch as one layer, every row filled up to ``width``."""
+        assert self.keys is not None and self.values is not None, "no chunk was written"
+        return SlabLayer.over(self.keys, self.values, self.width)

@@ -4,11 +4,14 @@ A row's outcome is decided as soon as
 
 - it emits EOS (``eos``) or runs out of budget (``length``), as in ``generate``;
 - its decoded completion contains a stop string, the target (``target``);
-- the target can no longer appear within the remaining budget (``no_room``). Every token adds
-  at most ``B`` consecutive bytes of the target, B being the longest run of the target's bytes
-  inside any single token of the vocabulary; a row whose text ends in ``j`` bytes of the target
-  needs at least ceil((len - j) / B) more tokens. On SmolLM2 each katakana of "ハリネズミ" takes
-  two byte-level tokens (B = 2), so a miss is certain 8 tokens before the budget ends.
+- the target can no longer appear within the remaining budget (``no_room``). The bound is exact
+  for the vocabulary: the fewest tokens after which *any* continuation's bytes contain the target,
+  from each state of the target's string-matching automaton (how many of its bytes the text ends
+  in), found once per tokenizer and target by a shortest-path search over the token byte table.
+  On SmolLM2 no token carries more than 2 of the 15 bytes of "ハリネズミ", which alone bounds a
+  miss at 8 tokens; the search finds that 10 are needed (each katakana takes two tokens, and no
+  token joins the end of one katakana to the start of the next), so a miss is certain 10 tokens
+  before the budget ends, two decode steps earlier than the per-token byte bound.
 
 The check on the target is done on the *decoded text* (the seed's substring rule), not with
 transformers' ``stop_strings``, whose token-to-string table cannot see a character split across
@@ -59,9 +62,8 @@ class Stopper:
         left = self.max_new - len(tokens)
         table, out = self.bounds[0], True
         tail = b"".join(table[t] for t in tokens[-self.window:])
-        for target, run in self.bounds[1]:
-            matched = _suffix_prefix(tail, target)
-            out = out and left < math.ceil((len(target) - matched) / run)
+        for target, need in self.bounds[1]:
+            out = out and left < need[_suffix_prefix(tail, target)]
         return out
 
 
@@ -73,23 +75,76 @@ def _suffix_prefix(tail: bytes, target: bytes) -> int:
     return 0
 
 
-def _bounds(tokenizer: Any, stops: list[str]) -> tuple[list[bytes], list[tuple[bytes, int]]] | None:
-    """Token bytes and, per stop string, the longest run of its bytes inside one token."""
+Bounds = tuple[list[bytes], list[tuple[bytes, list[int]]]]
+
+
+def _bounds(tokenizer: Any, stops: list[str]) -> Bounds | None:
+    """Token bytes and, per stop string, :func:`min_tokens` from each matched-prefix length."""
     if not stops or any(c.isspace() for s in stops for c in s):
         return None
     table = token_bytes(tokenizer)
     if table is None:
         return None
-    blob = b"\x00".join(table)  # one search per substring instead of one per token
-    runs = []
+    needs = []
     for s in stops:
         target = s.encode("utf-8")
-        run = max((b - a for a in range(len(target)) for b in range(a + 1, len(target) + 1)
-                   if b"\x00" not in target[a:b] and target[a:b] in blob), default=0)
-        if run == 0:
+        need = _needs(tokenizer, table, target)
+        if need is None:
             return None
-        runs.append((target, run))
-    return table, runs
+        needs.append((target, need))
+    return table, needs
+
+
+def min_tokens(table: Sequence[bytes], target: bytes) -> list[int] | None:
+    """``need[j]``: the fewest tokens after which a text ending in exactly ``j`` bytes of
+    ``target`` (its longest suffix that is a prefix of the target, ``j < len(target)``) can
+    contain the target; None when no token sequence spells it.
+
+    Hand-written because no library bounds stop strings over a byte vocabulary: the string-
+    matching automaton of ``target`` (Knuth-Morris-Pratt) has one state per matched length, so
+    the text's future depends on its past only through ``j``. Each token is one edge from every
+    state (to a hit, or to the state its bytes leave); a shortest-path relaxation over those
+    edges gives ``need``. Tokens without any of the target's bytes all lead to state 0, so one of
+    them stands for all.
+    """
+    n, alphabet = len(target), set(target)
+    delta = [dict.fromkeys(alphabet, 0) for _ in range(n)]  # bytes outside the target -> 0
+    delta[0][target[0]], restart = 1, 0
+    for j in range(1, n):
+        delta[j].update(delta[restart])
+        delta[j][target[j]] = j + 1
+        restart = delta[restart][target[j]]
+    hit, edges = [False] * n, [set() for _ in range(n)]
+    for piece in {p for p in table if p and alphabet.intersection(p)}:
+        for j in range(n):
+            state = j
+            for byte in piece:
+                state = delta[state].get(byte, 0)
+                if state == n:
+                    hit[j] = True
+                    break
+            else:
+                edges[j].add(state)
+    if any(p and not alphabet.intersection(p) for p in table):
+        for e in edges:
+            e.add(0)
+    need = [1 if h else math.inf for h in hit]
+    for _ in range(n):  # Bellman-Ford: every shortest path visits at most n states
+        need = [1 if hit[j] else 1 + min((need[k] for k in edges[j]), default=math.inf)
+                for j in range(n)]
+    return None if math.isinf(need[0]) else [int(min(d, 2**31)) for d in need]
+
+
+# (tokenizer, target) -> need: the search walks every token with a byte of the target (~0.1 s).
+_NEEDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _needs(tokenizer: Any, table: list[bytes], target: bytes) -> list[int] | None:
+    cached = _NEEDS.setdefault(tokenizer, {})
+    key = (len(table), target)
+    if key not in cached:
+        cached[key] = min_tokens(table, target)
+    return cached[key]
 
 
 # tokenizer -> (vocabulary size, table): building the table walks the whole vocabulary (~0.35 s

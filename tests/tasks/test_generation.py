@@ -252,9 +252,40 @@ def test_token_bytes_and_the_bound(llama):
     assert table[tok.eos_token_id] == b""  # special tokens decode to nothing
     assert _suffix_prefix(b"xxab", b"abc") == 2 and _suffix_prefix(b"abc", b"abc") == 0
     stopper = Stopper(tok, set(), ["ハリネズミ"], 20)
-    (target, run), = stopper.bounds[1]
-    assert 1 <= run < len(target)  # no tiny-vocabulary token holds the whole target
+    (target, need), = stopper.bounds[1]
+    assert len(need) == len(target) and need[-1] >= 1  # one byte short: one more token at least
+    assert need[0] > 1  # no tiny-vocabulary token holds the whole target
     assert Stopper(tok, set(), ["two words"], 20).bounds is None  # cleanup may touch spaces
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_min_tokens_is_the_exact_shortest_continuation(seed):
+    """The automaton search equals brute force over every token sequence up to 5 tokens: from a
+    text ending in j bytes of the target, the fewest tokens whose bytes complete an occurrence."""
+    import itertools
+
+    from tasks.stopping import min_tokens
+
+    rng = random.Random(seed)
+    target = bytes(rng.choice(b"abc") for _ in range(rng.randint(3, 6)))
+    table = [b""] + [bytes(rng.choice(b"abcd") for _ in range(rng.randint(1, 3)))
+                     for _ in range(7)]
+    need = min_tokens(table, target)
+    for j in range(len(target)):
+        brute = next((m for m in range(1, 6) for seq in itertools.product(table, repeat=m)
+                      if target in target[:j] + b"".join(seq)), None)
+        if need is None:
+            assert brute is None and j == 0
+            break
+        assert (need[j] if need[j] <= 5 else None) == brute, (target, table, j)
+
+
+def test_the_bound_sees_tokens_that_cannot_join_characters():
+    """Two-byte tokens that never span a character boundary: 4 tokens, not ceil(6 / 2) = 3; and
+    a text ending in "abcd" must start over, since no token continues it with "e"."""
+    from tasks.stopping import min_tokens
+
+    assert min_tokens([b"ab", b"c", b"de", b"f", b"x"], b"abcdef") == [4, 4, 3, 2, 4, 1]
 
 
 def test_prompt_pass_chunks_minimise_the_cost_model():

@@ -11,7 +11,15 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from tasks.kv_slab import SlabLayer
+from tasks.kv_slab import SlabBuffer, SlabLayer
+
+
+def _with_room(layer, room: int) -> SlabLayer:
+    """A DynamicLayer's cache copied into a slab with ``room`` free columns."""
+    k, v = layer.keys, layer.values
+    kb, vb = (t.new_zeros(*t.shape[:2], t.shape[2] + room, t.shape[3]) for t in (k, v))
+    kb[:, :, :k.shape[2]], vb[:, :, :v.shape[2]] = k, v
+    return SlabLayer.over(kb, vb, k.shape[2])
 
 
 def _decode(model, cache, ids, mask, steps, slab: bool):
@@ -21,7 +29,7 @@ def _decode(model, cache, ids, mask, steps, slab: bool):
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                 use_cache=True)
     if slab:
-        cache.layers = [SlabLayer.stacked([x.keys], [x.values], room=steps) for x in cache.layers]
+        cache.layers = [_with_room(x, steps) for x in cache.layers]
     tok, last, logits = out.logits[:, -1].argmax(-1), pos[:, -1], []
     for step in range(steps):
         mask = torch.cat([mask, mask.new_ones(len(tok), 1)], 1)
@@ -78,10 +86,23 @@ def test_slab_adopts_assigned_tensors_and_grows_when_full() -> None:
     assert plain.get_seq_length() == 6 and torch.equal(plain.keys, k[:, :, :6])
 
 
-def test_stacked_chunks_are_left_padded_with_zeros_and_keep_room() -> None:
+def test_chunks_write_into_one_buffer_right_aligned_with_zeros_on_the_left() -> None:
+    """Two prompt-pass chunks of widths 3 and 5 fill one buffer of width 5 (room 4) in place:
+    no joining copy, the narrower chunk left-padded with zeros, the room left free."""
     a, b = torch.randn(2, 1, 3, 4), torch.randn(1, 1, 5, 4)
-    slab = SlabLayer.stacked([a, b], [a + 1, b + 1], room=4)
+    buffer = SlabBuffer(rows=3, width=5, room=4)
+    first = SlabLayer.region(buffer, slice(0, 2), 2)
+    second = SlabLayer.region(buffer, slice(2, 3), 0)
+    assert first.get_seq_length() == 0
+    keys, _ = first.update(a[:, :, :1], a[:, :, :1] + 1)  # a shared prefix column, then the rest
+    keys, values = first.update(a[:, :, 1:], a[:, :, 1:] + 1)
+    assert torch.equal(keys, a) and torch.equal(values, a + 1)
+    second.update(b, b + 1)
+    slab = buffer.layer()
     assert slab.keys.shape == (3, 1, 5, 4) and slab._kb.shape[-2] == 9
     assert torch.equal(slab.keys[:2, :, 2:], a) and torch.equal(slab.keys[2:], b)
     assert torch.equal(slab.values[:2, :, :2], torch.zeros(2, 1, 2, 4))
-    assert torch.equal(slab.values[:2, :, 2:], a + 1)
+    assert torch.equal(slab.values[:2, :, 2:], a + 1) and torch.equal(slab.values[2:], b + 1)
+    step = torch.randn(3, 1, 1, 4)
+    keys, _ = slab.update(step, step)  # decode writes into the room, no new buffer
+    assert keys.shape[-2] == 6 and slab._kb is buffer.keys and torch.equal(keys[:, :, 5:], step)
