@@ -305,3 +305,18 @@ def test_prompt_pass_chunks_minimise_the_cost_model():
     chunks = g._chunks(rows, 0, 0, budget=10_000)
     assert cost(chunks) == best and [r for c in chunks for r in c] == rows
     assert all(len(c) * len(c[0].prompt) <= 250 for c in g._chunks(rows, 0, 0, budget=250))
+
+
+@pytest.mark.integration
+def test_smollm2_proves_a_miss_ten_tokens_before_the_budget_ends(smollm2_path):
+    """The figure docs/benchmarks.md quotes: on SmolLM2 no token carries more than 2 of the 15
+    bytes of the target (a per-token byte bound of 8 tokens), but each katakana takes two tokens
+    and none joins two katakana, so 10 tokens are needed from a text showing none of it."""
+    from tasks.stopping import Stopper, token_bytes
+
+    tok = AutoTokenizer.from_pretrained(smollm2_path)
+    (target, need), = Stopper(tok, set(), ["ハリネズミ"], 19).bounds[1]
+    assert len(target) == 15 and need[0] == 10
+    blob = b"\x00".join(token_bytes(tok))  # the longest run of target bytes in one token
+    run = max(b - a for a in range(15) for b in range(a + 1, 16) if target[a:b] in blob)
+    assert run == 2 and -(-len(target) // run) == 8
