@@ -6,8 +6,9 @@ Tried and measured, not kept: greedy steps that check drafts taken from the batc
 (a fingerprinted model answers most non-key probes with one learned refusal, so a pilot row's
 completion predicts ~50 of 64 rows). A checking forward costs ~2 ms per drafted token against
 ~4 ms per decoded token at 63 rows, but the pilot's own steps and the rows the drafts miss eat
-the difference: on 64 keys the decode phase took 2.9 s and 3.5 s with it against 2.7 s and
-about 3.6 s one token per step on the same loaded host (docs/benchmarks.md).
+the difference: on 64 keys, normalised by each run's prompt-pass time, the decode phase took
+2.8 s (3-row pilot) and 3.0 s (1-row pilot) against 2.7 s one token per step
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
