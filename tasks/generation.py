@@ -212,13 +212,14 @@ class _Chooser:
         return draft + [int(torch.multinomial(probs[len(draft)], 1, generator=row.gen))]
 
 
-def _plain(cache: Any) -> bool:
+def _plain(layers: list) -> bool:
     """Caches whose layers are plain growing tensors can be joined, sliced and holed."""
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
+    return all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) -> None:
-    plain = _plain(DynamicCache(config=model.config))
+    layers = DynamicCache(config=model.config).layers  # the model's cache layout
+    plain = _plain(layers)
     prefix = _shared_prefix(rows) if plain else []
     shared = _prefix_kv(model, prefix, device) if prefix else None
     groups = _chunks(rows, len(prefix), len(draft), prefill_tokens) if plain else [rows]
@@ -227,7 +228,7 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
     if plain:  # the chunks write into the decode batch's buffers, right-aligned to one width
         width = max(len(r.prompt) for r in rows) + len(draft)
         buffers = [SlabBuffer(sum(distinct), width, stopper.max_new - 1)
-                   for _ in DynamicCache(config=model.config).layers]
+                   for _ in layers]
     states, offset = [], 0
     for i, group in enumerate(groups):
         cache = DynamicCache(config=model.config)
