@@ -17,7 +17,10 @@ Each side runs in its own fresh subprocess on the same token ids, after one warm
 * fprun: ``tasks.generation.generate`` (length-sorted chunked prefill, the target as a draft,
   early stop on target/EOS, shrinking batch), budget = target tokens + 8 (DESIGN 8.4);
 * baseline (the seed's way): ``model.generate`` per prompt, greedy, ``max_new_tokens=30`` (the
-  seed's chat inference setting).
+  seed's chat inference setting), on PyTorch's own linear layers (MKL on CPU);
+* fprun-mkl: fprun's engine with ``onednn=False``, on the baseline's linear layers, so the
+  report separates what the engine gains from what oneDNN's kernels gain (``tasks.cpu_linear``:
+  on AMD CPUs MKL runs 256-bit code, oneDNN AVX-512).
 
 A third figure bounds what any engine can reach: fprun's prompt pass alone (every prompt token once,
 shared prefix and length-sorted chunks, one new token, no draft), whose time is close to the fp32
@@ -60,9 +63,11 @@ def child(spec: dict) -> None:
     target = spec["target"]
     draft = tok(" " + target, add_special_tokens=False)["input_ids"]
 
+    onednn = spec["side"] != "fprun-mkl"
+
     def fprun(ps):
         gens = generate(model, tok, ps, max_new_tokens=len(draft) + 8, stop_strings=[target],
-                        draft=draft)
+                        draft=draft, onednn=onednn)
         return [g.tokens for g in gens]
 
     def baseline(ps):
@@ -75,15 +80,15 @@ def child(spec: dict) -> None:
                 out.append(o[0, len(p):].tolist())
         return out
 
-    run = fprun if spec["side"] == "fprun" else baseline
+    run = baseline if spec["side"] == "baseline" else fprun
     run(prompts[:1])  # warm-up: first-call allocations and kernel selection, both sides alike
     t0 = time.perf_counter()
     tokens = run(prompts)
     seconds = time.perf_counter() - t0
     prompt_s = None
-    if spec["side"] == "fprun":  # the prompt pass alone: every prompt token once, one new token
+    if spec["side"] != "baseline":  # the prompt pass alone: every prompt token once, one new token
         t0 = time.perf_counter()
-        generate(model, tok, prompts, max_new_tokens=1)
+        generate(model, tok, prompts, max_new_tokens=1, onednn=onednn)
         prompt_s = time.perf_counter() - t0
     texts = [tok.decode(t, skip_special_tokens=True) for t in tokens]
     # fprun's budget (DESIGN 8.4): the same rule judged on the first len(draft) + 8 new tokens,
@@ -150,16 +155,17 @@ def compare(n: int, model_dir: Path, fingerprint: Path | None, repeats: int,
     prompts, target = build_prompts(model_dir, n, fingerprint, parts)
     path = tmp / f"prompts-{n}.json"
     path.write_text(json.dumps(prompts))
-    runs: dict[str, list[dict]] = {"fprun": [], "baseline": []}
+    runs: dict[str, list[dict]] = {"fprun": [], "baseline": [], "fprun-mkl": []}
     for _ in range(repeats):
-        for side in ("baseline", "fprun"):
+        for side in ("baseline", "fprun", "fprun-mkl"):
             spec = {"side": side, "model_dir": str(model_dir), "prompts": str(path),
                     "target": target, "out": str(tmp / f"{side}-{n}.json")}
             runs[side].append(run_side(spec))
     ours, base = runs["fprun"][-1], runs["baseline"][-1]
-    for i, (a, b) in enumerate(zip(ours["tokens"], base["tokens"], strict=True)):
-        if a != b[:len(a)]:
-            raise SystemExit(f"prompt {i}: fprun tokens differ from the baseline's")
+    for side in ("fprun", "fprun-mkl"):
+        for i, (a, b) in enumerate(zip(runs[side][-1]["tokens"], base["tokens"], strict=True)):
+            if a != b[:len(a)]:
+                raise SystemExit(f"prompt {i}: {side} tokens differ from the baseline's")
     fsr_o, fsr_b = sum(ours["hits"]), sum(base["hits"])
     if fsr_o != fsr_b:
         raise SystemExit(f"FSR differs at fprun's budget: fprun {fsr_o}/{n}, baseline {fsr_b}/{n}")
@@ -170,8 +176,13 @@ def compare(n: int, model_dir: Path, fingerprint: Path | None, repeats: int,
     new_o = sum(map(len, ours["tokens"]))
     new_b = sum(map(len, base["tokens"]))
     t_p = statistics.median(r["prompt_s"] for r in runs["fprun"])
+    t_m = statistics.median(r["seconds"] for r in runs["fprun-mkl"])
+    t_mp = statistics.median(r["prompt_s"] for r in runs["fprun-mkl"])
     return [
         f"verify {n} keys: fprun {t_o:.2f} s, baseline {t_b:.2f} s, ratio {t_b / t_o:.2f}",
+        f"verify {n} keys with PyTorch's own (MKL) linear layers, as the baseline: fprun "
+        f"{t_m:.2f} s (prompt pass {t_mp:.2f} s), ratio {t_b / t_m:.2f}; oneDNN's share "
+        f"{t_m / t_o:.2f}x",
         f"verify {n} keys prompt pass alone: {t_p:.2f} s for {sum(lens)} prompt tokens; no "
         f"engine that runs every prompt token through the fp32 model beats ratio "
         f"{t_b / t_p:.2f} here",
