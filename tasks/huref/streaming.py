@@ -61,8 +61,9 @@ def streamable(a: archs.Arch, source: Any, layer: int) -> bool:
     1B-class models and up) and its matrices are nn.Linear ``[out, in]`` rows (not GPT-2's
     Conv1D). Smaller layers are read whole: there the weights are a few MiB, and blocking only
     adds matrix-product calls. On a 1B Llama streaming is both lighter and faster than whole
-    tensors (see :data:`A_BUDGET`; figures in docs/huref.md). The result is bitwise the same
-    either way, so the switch is in no config.
+    tensors (see :data:`A_BUDGET`; figures in docs/huref.md). The result is the same to fp32
+    rounding either way (bitwise where the BLAS kernels' summation order does not depend on the
+    matrix shapes), so the switch is in no config.
     """
     if a.layout == "gpt2":
         return False

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from runner.config import load_experiment
 from runner.context import PlanContext
@@ -165,8 +167,11 @@ def test_actor_pool_extracts_many_models_with_one_token_selection(ray_session, t
     drop = ("seconds", "artifact")
     assert {k: v for k, v in outs[0].rows[0].items() if k not in drop} == \
         {k: v for k, v in local.rows[0].items() if k not in drop}
-    assert (Path(specs[0].out_dir) / "invariants.safetensors").read_bytes() == \
-        (tmp_path / "local" / "invariants.safetensors").read_bytes()
+    ours, theirs = (load_file(str(d / "invariants.safetensors"))["invariants"]
+                    for d in (Path(specs[0].out_dir), tmp_path / "local"))
+    # an actor has 1 CPU, the local run 2: BLAS kernels may sum in another order (test below)
+    assert ours.shape == theirs.shape
+    assert float((ours - theirs).abs().max()) <= 1e-5 * float(theirs.abs().max())
 
 
 def test_actor_pool_carries_bad_input_back(ray_session, tmp_path, fprun_cache, tiny_llama):
@@ -212,7 +217,19 @@ def test_smoke_on_ray_with_actor_pool_equals_local(ray_session, tmp_path, monkey
                                       for r in ResultStore(res).read(kind).to_pylist()),
                                      key=lambda r: r["run_key"])
                         for kind in ("huref", "similarity")}
-    assert tables["local"] == tables["ray"] and len(tables["ray"]["similarity"]) == 10
+    # ICS to fp32 rounding: the actors run with 1 CPU each and the local run with 2, and BLAS
+    # kernels (OpenBLAS's Haswell ones, which it picks on AMD Zen 5) may then sum in another
+    # order; every other column is exact
+    for table, rows in tables["local"].items():
+        assert len(rows) == len(tables["ray"][table])
+        for a, b in zip(rows, tables["ray"][table], strict=True):
+            assert a.keys() == b.keys()
+            assert {k: v for k, v in a.items() if k != "ics"} == \
+                {k: v for k, v in b.items() if k != "ics"}
+            assert (a.get("ics") is None) == (b.get("ics") is None)
+            if a.get("ics") is not None:
+                assert math.isclose(a["ics"], b["ics"], abs_tol=1e-4)
+    assert len(tables["ray"]["similarity"]) == 10
 
 
 def test_pool_size_leaves_a_cpu_for_ordinary_tasks():

@@ -323,9 +323,9 @@ def test_block_streaming_matches_whole_tensors_on_every_layout(family_paths, mon
     assert len(reads) > 20  # it really went block by block
 
 
-def test_block_streaming_is_bitwise_at_realistic_sizes(tmp_path, monkeypatch):
-    """A 512-wide GQA Llama, 64-128-row blocks and X in 128-row slices: identical bits to the whole
-    tensors (blocking splits only output rows/columns, never a summed dimension)."""
+def test_block_streaming_matches_whole_tensors_at_realistic_sizes(tmp_path, monkeypatch):
+    """A 512-wide GQA Llama, 64-128-row blocks and X in 128-row slices: the whole tensors' result
+    (blocking splits only output rows/columns, never a summed dimension)."""
     from safetensors.numpy import save_file
 
     from tasks.huref import streaming
@@ -360,7 +360,11 @@ def test_block_streaming_is_bitwise_at_realistic_sizes(tmp_path, monkeypatch):
     monkeypatch.setenv("FPRUN_HUREF_STREAM_MIB", "0")  # stream whatever the size
     monkeypatch.setattr(streaming, "A_BUDGET", 128 * 4 * n_inner)
     reads = _count_block_reads(monkeypatch)
-    assert np.array_equal(compute_invariants(reader, a, ids), whole)
+    streamed = compute_invariants(reader, a, ids)
+    # Equal to fp32 rounding, not always bitwise: blocking changes the matrix products' shapes,
+    # and some BLAS kernels sum in a shape-dependent order (OpenBLAS's Haswell kernels, which it
+    # picks on AMD Zen 5; its SkylakeX kernels give identical bits). A wrong block is far off.
+    assert float(np.abs(streamed - whole).max()) <= 1e-5 * float(np.abs(whole).max())
     assert len(reads) > 40  # blocks of q, o, gate, up and down, twice over X's two slices
     monkeypatch.delenv("FPRUN_HUREF_STREAM_MIB")  # default: a layer this small is read whole
     reads.clear()
