@@ -22,6 +22,10 @@ Each side runs in its own fresh subprocess on the same token ids, after one warm
   report separates what the engine gains from what oneDNN's kernels gain (``tasks.cpu_linear``:
   on AMD CPUs MKL runs 256-bit code, oneDNN AVX-512).
 
+Every side's process gets the same allocator settings (``ALLOCATOR_ENV``: glibc malloc keeps and
+reuses freed memory, as PyTorch's CPU tuning guide advises with jemalloc or TCMalloc), so neither
+side's figure includes the kernel faulting in fresh pages for tensors it has just freed.
+
 A third figure bounds what any engine can reach: fprun's prompt pass alone (every prompt token once,
 shared prefix and length-sorted chunks, one new token, no draft), whose time is close to the fp32
 matrix-multiply floor of the prompt tokens; baseline time / that is the ceiling on the ratio.
@@ -102,8 +106,23 @@ def child(spec: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- driver
+# glibc's malloc, left to itself, serves each large tensor from a fresh mmap and unmaps it on
+# free until its dynamic threshold has caught up: a 64-key verification's first call then faults
+# in ~2.5 GB of new pages (~1.5 s of kernel time, 0.7-1.6 s of wall time; steady calls ~0.6 GB).
+# PyTorch's CPU tuning guide recommends an allocator that reuses memory (jemalloc, TCMalloc);
+# these two glibc settings do the same without a preload. Set for every side alike; the
+# environment overrides them. (The trim threshold alone would be far worse: it also switches the
+# dynamic mmap threshold off at its 128 KiB default.)
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+def side_env() -> dict:
+    """The children's environment: 2 threads and the allocator settings, unless set already."""
+    return {**ALLOCATOR_ENV, "OMP_NUM_THREADS": "2", **os.environ}
+
+
 def run_side(spec: dict) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = side_env()
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -215,7 +234,9 @@ def main() -> None:
     model_dir = resolve_model(ref)
     name = ref if args.fingerprint is None else f"{ref} with its fingerprint's keys"
     parts = key_parts(args.key_parts, args.fingerprint)
-    print(f"# {name}, fp32, {os.environ.get('OMP_NUM_THREADS', '2')} threads; fresh keys of "
+    env = side_env()
+    malloc = ", ".join(f"{k}={env[k]}" for k in ALLOCATOR_ENV)
+    print(f"# {name}, fp32, {env['OMP_NUM_THREADS']} threads, {malloc}; fresh keys of "
           f"{parts[0]}-{parts[1]} raw strings")
     with tempfile.TemporaryDirectory(prefix="fprun-bench-verify-") as tmp:
         for n in (int(k) for k in args.keys.split(",")):
