@@ -108,7 +108,7 @@ def child(spec: dict) -> None:
 # ----------------------------------------------------------------------------- driver
 # glibc's malloc, left to itself, serves each large tensor from a fresh mmap and unmaps it on
 # free until its dynamic threshold has caught up: a 64-key verification's first call then faults
-# in ~2.5 GB of new pages (~1.5 s of kernel time, 0.7-1.6 s of wall time; steady calls ~0.6 GB).
+# in 2.5-2.9 GB of new pages (1.5-1.9 s of kernel time, ~1 s of wall time; later calls 0.6-1.4 GB).
 # PyTorch's CPU tuning guide recommends an allocator that reuses memory (jemalloc, TCMalloc);
 # these two glibc settings do the same without a preload. Set for every side alike; the
 # environment overrides them. (The trim threshold alone would be far worse: it also switches the
