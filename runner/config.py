@@ -8,22 +8,16 @@ prints (a misspelled key must name the key, the file and the allowed spellings).
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
+from tasks.config import validate
 from tasks.errors import ConfigError
-
-
-class Strict(BaseModel):
-    """Base for every fprun config: immutable, and an unknown key is an error (unlike mergekit)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -42,11 +36,14 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(
+    data: Mapping[str, Any], overrides: Iterable[str], origins: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (values parsed as YAML).
 
     Lists can be indexed by position (``models.1.ref=...``). Unknown keys are *set*, so the schema
-    check that follows reports them as misspellings instead of silently ignoring them.
+    check that follows reports them as misspellings instead of silently ignoring them. Each key
+    set is recorded in ``origins`` as ``--set key=value``, so an error names the override.
     """
     out: dict[str, Any] = _deepcopy(dict(data))
     for item in overrides:
@@ -60,6 +57,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         for part in parts[:-1]:
             node = _child(node, part, item)
         _assign(node, parts[-1], value, item)
+        if origins is not None:
+            origins[key.strip()] = f"--set {item}"
     return out
 
 
@@ -97,63 +96,14 @@ def _index(node: list, part: str, item: str) -> int:
     return int(part)
 
 
-def validation_error_line(exc: ValidationError, model: type[BaseModel], source: str) -> str:
-    """Condense a pydantic error to '<source>: <where>: <what>' with a spelling suggestion."""
-    # a misspelling shows up as both "extra key" and "missing key": report the spelling first
-    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, err["loc"][:-1])
-        bad = str(err["loc"][-1])
-        close = difflib.get_close_matches(bad, allowed, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
-        return f"{source}: unknown key {loc!r}{more}; {hint}"
-    return f"{source}: {loc}: {err['msg']}{more}; fix the value"
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Walk ``loc`` through nested models to list the field names allowed at that level."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = getattr(current, "model_fields", {}).get(part)
-        current = _model_of(field.annotation) if field is not None else None
-    if current is None or not hasattr(current, "model_fields"):
-        return []
-    return sorted(current.model_fields)
-
-
-def _model_of(annotation: Any) -> Any:
-    """Find a BaseModel class inside an annotation such as ``list[X]`` or ``X | None``."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def validate_as(model: type[BaseModel], data: Mapping[str, Any], source: str) -> BaseModel:
-    """``model.model_validate(data)`` with the one-line ConfigError on failure."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        line = validation_error_line(exc, model, source)
-        problem, _, fix = line.rpartition("; ")
-        raise ConfigError(problem, fix) from exc
-
-
 def load_experiment(path: str | os.PathLike, overrides: Iterable[str] = ()) -> BaseModel:
     """Load an experiment YAML, apply overrides, and validate it against its kind's config model."""
     from runner.experiments import get_kind  # local: experiments import this module
 
-    data = apply_overrides(load_yaml(path), overrides)
+    origins: dict[str, str] = {}
+    data = apply_overrides(load_yaml(path), overrides, origins)
     kind = data.get("kind")
     if not isinstance(kind, str):
         raise ConfigError(f"{path} has no 'kind:'", "add e.g. 'kind: if_sft' (fprun ls methods)")
     module = get_kind(kind, source=str(path))
-    cfg = validate_as(module.Config, data, str(path))
-    return cfg
+    return validate(module.Config, data, str(path), origins)

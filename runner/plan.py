@@ -1,4 +1,4 @@
-"""Steps, their content-derived IDs, and plans (DESIGN.md sections 1 and 8.2).
+"""Steps, their content-derived IDs, and plans (docs/architecture.md).
 
 A :class:`Step` names a plain ``tasks`` function by ``"module:function"``, its JSON config and
 its upstream steps. Its ``step_id`` hashes exactly what determines the output (kind, canonical
@@ -13,11 +13,28 @@ import ast
 import hashlib
 import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
+from pathlib import Path
 from typing import Any
 
 from tasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """Paths of the current run, as an experiment's ``plan()`` and ``summarize()`` see them.
+
+    ``config_path`` resolves relative paths inside a config.
+    """
+
+    config_path: Path
+    results: str
+    artifacts: str
+
+    def for_member(self, path: Path) -> PlanContext:
+        """The same run seen from a suite member's YAML."""
+        return replace(self, config_path=Path(path))
 
 
 @dataclass(frozen=True)
@@ -29,7 +46,7 @@ class Resources:
     memory_gb: float | None = None
     num_workers: int = 1  # Ray Train workers, for executor="train"
     use_gpu: bool = False
-    strategy: str = "ddp"  # ddp | deepspeed (see runner/train.py)
+    strategy: str = "ddp"  # ddp | deepspeed (see runner/exec/train.py)
     max_retries: int = 1
 
 
@@ -40,7 +57,7 @@ class Step:
     kind: str  # step kind: names ARTIFACTS/<kind>/<step_id>/
     fn: str  # "tasks.module:function"
     config: dict[str, Any]  # JSON-able; the function validates it with its own model
-    result_kind: str  # result table the rows go to (runner/results.py SCHEMAS)
+    result_kind: str  # result table the rows go to (runner/results/store.py SCHEMAS)
     inputs: dict[str, Step] = field(default_factory=dict)
     executor: str = "task"  # task | train
     resources: Resources = field(default_factory=Resources)

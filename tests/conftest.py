@@ -8,14 +8,48 @@ user's normal cache, read before the override, and only integration tests use it
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+RAY_HINT = "this test starts Ray: mark it @pytest.mark.ray (make test-fast deselects Ray tests)"
+
 # Captured at import, before the session fixture below redirects FPRUN_CACHE.
 USER_CACHE = Path(os.environ.get("FPRUN_CACHE") or "~/.cache/fprun").expanduser()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses the shared Ray instance is a ``ray`` test, whether marked or not."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
+class _NoRay(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(RAY_HINT)
+        return None
+
+
+def _refuse(*_args, **_kwargs):
+    raise RuntimeError(RAY_HINT)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When Ray tests are deselected (``-m "not ray"``), a test that still starts Ray fails with
+    a message that says how to mark it, so the fast tier stays free of Ray."""
+    if not re.search(r"\bnot ray\b", session.config.getoption("markexpr") or ""):
+        return
+    if "ray" in sys.modules:  # imported during collection by a module that only needs its names
+        sys.modules["ray"].init = _refuse
+    else:
+        sys.meta_path.insert(0, _NoRay())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,7 +63,7 @@ def fprun_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def _tiny(ref: str) -> Path:
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     return resolve_model(ref)
 
@@ -77,6 +111,35 @@ def smollm2_path(user_fprun_cache: Path) -> Path:
     Only for ``@pytest.mark.integration`` tests: the first use converts the packaged GGUF
     (~25 s, ~1.6 GB peak RSS); later sessions reuse the cached folder.
     """
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     return resolve_model("smollm2-135m-instruct", cache_dir=user_fprun_cache)
+
+
+class CliResult:
+    """What a CLI call gave: exit code, stdout, stderr, and both together (``output``)."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+        self.output = stdout + stderr
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Call the ``fprun`` app in-process, with ``runner.cli.main``'s error handling: a
+    :class:`tasks.errors.FprunError` becomes exit code 2 and one ``error:`` line on stderr."""
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+    from tasks.errors import FprunError
+
+    runner = CliRunner()
+
+    def invoke(args) -> CliResult:
+        try:
+            res = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        except FprunError as exc:
+            return CliResult(exc.exit_code, "", f"error: {exc.one_line()}\n")
+        return CliResult(res.exit_code, res.stdout, res.stderr)
+
+    return invoke

@@ -1,4 +1,4 @@
-"""The architecture's one rule (DESIGN.md section 1) and the instant-CLI promise, enforced.
+"""The architecture's one rule (docs/architecture.md) and the instant-CLI promise, enforced.
 
 Both checks run in a fresh interpreter so modules imported by other tests cannot hide a violation.
 """
@@ -70,3 +70,36 @@ def test_every_config_validates():
     for p in experiment_paths:
         load_experiment(p)
     assert all(p.read_text().startswith("#") for p in paths), "each YAML opens with a comment"
+
+
+def _private_uses(path: Path) -> list[str]:
+    """``from first_party import _name`` and ``module._name`` on an imported first-party module."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found, aliases = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            first_party = node.module.split(".")[0] in ("tasks", "runner")
+            for a in node.names:
+                if first_party and a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"{path.relative_to(ROOT)}: from {node.module} import {a.name}")
+                if first_party:
+                    aliases.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in ("tasks", "runner"):
+                    aliases.add(a.asname or a.name.split(".")[0])
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                and node.value.id in aliases):
+            found.append(f"{path.relative_to(ROOT)}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    """A private name is private to its module: shared helpers are made public where they live."""
+    paths = [p for d in ("tasks", "runner", "bench") for p in (ROOT / d).rglob("*.py")]
+    bad = [line for p in paths for line in _private_uses(p)]
+    assert not bad, "\n".join(bad)

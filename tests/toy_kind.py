@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from runner.config import Strict
 from runner.plan import Step
+from tasks.config import Strict
 from tasks.errors import DataError
 
 CODE_VERSION = "1"

@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from runner.cli import app
-from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -26,7 +25,6 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@app.command("eval")
 def eval_(
     model: Annotated[str, typer.Option(help="zoo name, model folder, fingerprint folder (its "
                                        "published model) or hub id")],
@@ -36,17 +34,18 @@ def eval_(
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Measure a model's utility: perplexity, math accuracy or refusal rate."""
-    from runner.cli.finetune import run_single_step
-    from runner.config import apply_overrides, validate_as
+    from runner.cli.common import run_single_step
+    from runner.config import apply_overrides
     from runner.plan import Step
-    from runner.results import ResultStore
-    from tasks.evals_config import EvalConfig
-    from tasks.finetune_config import model_identity_of
+    from runner.results.store import ResultStore
+    from tasks.config import validate
+    from tasks.evals.config import EvalConfig
+    from tasks.finetune.config import model_identity_of
 
     raw = apply_overrides({"suite": suite, "model": model}, set_ or [])
-    cfg = validate_as(EvalConfig, raw, "fprun eval")
+    cfg = validate(EvalConfig, raw, "fprun eval")
     cfg = cfg.model_copy(update={"model_identity": model_identity_of(model)})
-    step = Step("eval", "tasks.evals:eval_step", cfg.model_dump(mode="json", exclude_defaults=True),
+    step = Step("eval", "tasks.evals.step:eval_step", cfg.model_dump(mode="json", exclude_defaults=True),
                 "eval", label=suite)
     run_single_step(step, results, artifacts)
     rows = ResultStore(results).read("eval", [step.step_id]).to_pylist()

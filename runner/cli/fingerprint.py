@@ -1,6 +1,6 @@
 """``fprun fingerprint``: fingerprint one model and put its fingerprint folder at ``--out``.
 
-A one-experiment run through :func:`runner.run.run_experiment`, so it resumes, records Parquet
+A one-experiment run through :func:`runner.exec.run.run_experiment`, so it resumes, records Parquet
 rows and verifies exactly like ``fprun run``: the method's bundled YAML (``configs/<method>.yaml``)
 is the starting point, ``--model`` and ``--set`` override it. The fingerprint folder
 (``published/`` + ``private/``) is then hard-linked (or copied) from the artifacts store to
@@ -9,23 +9,19 @@ is the starting point, ``--model`` and ``--set`` override it. The fingerprint fo
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from runner.cli import app
-from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
-from tasks.errors import ConfigError, StoreError
+from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from tasks.errors import ConfigError
 
 # method -> bundled experiment YAML (a kind whose first step is the fingerprint step)
 METHODS: dict[str, str] = {"if_sft": "if_sft.yaml"}
 
 
-@app.command()
 def fingerprint(
     method: Annotated[str, typer.Option(help="if_sft")],
     model: Annotated[str, typer.Option(help="base model: zoo name, local folder or hub id")],
@@ -39,15 +35,15 @@ def fingerprint(
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Fingerprint MODEL with METHOD (the bundled configs/<method>.yaml plus --set overrides)."""
-    from runner.cli.core import _finish, configs_dir
-    from runner.run import run_experiment
+    from runner.cli.common import check_out, configs_dir, finish_run, place_out
+    from runner.exec.run import run_experiment
 
     if method not in METHODS:
         raise ConfigError(f"unknown fingerprint method {method!r}",
                           f"use one of {', '.join(METHODS)}")
     if local and address:
         raise ConfigError("--local and --address exclude each other", "pass only one")
-    _check_out(out)
+    check_out(out)
     overrides = [f"model={model}", *(set_ or [])]
     if not verify:
         overrides.append("verify.conditions=[]")
@@ -57,33 +53,12 @@ def fingerprint(
         cfg_path.write_text(base.read_text(encoding="utf-8"), encoding="utf-8")
         result = run_experiment(cfg_path, overrides, results=results, artifacts=artifacts,
                                 local=local, address=address)
-    _finish(result)
-    from runner.execute import artifact_dir
+    finish_run(result)
+    from runner.exec.driver import artifact_dir
 
     src = artifact_dir(artifacts, result.plan.steps[0])
-    _place(src, out, link=link)
+    place_out(src, out, link=link)
     typer.echo(f"fingerprint folder: {out}  (published/ is shareable; private/ holds the keys)")
 
 
-def _check_out(out: Path) -> None:
-    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
-        raise StoreError(f"--out {out} already exists", "pass a new folder")
 
-
-def _place(src: Path, out: Path, *, link: bool) -> None:
-    """Symlink, or hard-link file by file (no extra disk; falls back to copying across devices)."""
-    out = out.expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
-    if link:
-        out.symlink_to(src, target_is_directory=True)
-        return
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(src, tmp, copy_function=os.link)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-    os.rename(tmp, out)

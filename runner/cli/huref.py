@@ -1,4 +1,4 @@
-"""``fprun huref ...``: white-box fingerprints (METHODS.md section 3).
+"""``fprun huref ...``: white-box fingerprints (HuRef, Zeng et al., NeurIPS'24).
 
 ``extract`` and ``compare`` run as one-step plans through the same executor and result store as
 ``fprun run`` (rows land in the ``huref`` / ``similarity`` tables, a re-run is skipped), then copy
@@ -13,25 +13,14 @@ from typing import Annotated
 
 import typer
 
-from runner.cli import app
-from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
-
-huref_app = typer.Typer(help="HuRef: invariants, ICS/PCS, encoder, images.", no_args_is_help=True)
-app.add_typer(huref_app, name="huref")
-
-
-def _run_one(step, results: str, artifacts: str) -> Path:
-    """Execute one step locally (skipped when its result file exists); its artifact folder."""
-    from runner.execute import LocalBackend, artifact_dir, execute_plan
-    from runner.plan import Plan
-    from runner.results import ResultStore
-
-    summary = execute_plan(Plan([step]), ResultStore(results), artifacts, LocalBackend(),
-                           log=lambda line: typer.echo(line, err=True))
-    if not summary.ok:
-        typer.echo(f"step failed: {next(iter(summary.failed.values()), 'blocked')}", err=True)
-        raise typer.Exit(1)
-    return artifact_dir(artifacts, step)
+from runner.cli.common import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_RESULTS,
+    Artifacts,
+    Results,
+    SetOpt,
+    run_single_step,
+)
 
 
 def _copy_out(src: Path, out: Path | None) -> None:
@@ -43,7 +32,6 @@ def _copy_out(src: Path, out: Path | None) -> None:
             shutil.copy2(f, out / f.name)
 
 
-@huref_app.command("extract")
 def extract(
     model: Annotated[str, typer.Option(help="zoo name, local folder or hub id")],
     out: Annotated[Path | None, typer.Option(help="copy invariants.safetensors + huref.json here")
@@ -60,21 +48,21 @@ def extract(
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Extract one model's invariant terms by reading only the tensors they need."""
-    from runner.config import apply_overrides, validate_as
+    from runner.config import apply_overrides
     from runner.plan import Step
+    from tasks.config import validate
     from tasks.huref.config import ExtractConfig
 
     data = {"model": model, "k": k, "n_layers": layers, "dtype": dtype, "device": device,
             "tokens": {"strategy": tokens, "corpus": corpus or [], "file": token_file}}
-    cfg = validate_as(ExtractConfig, apply_overrides(data, set_ or []), "fprun huref extract")
+    cfg = validate(ExtractConfig, apply_overrides(data, set_ or []), "fprun huref extract")
     step = Step("huref_extract", "tasks.huref.extract:extract_step", cfg.model_dump(), "huref",
                 label=model)
-    folder = _run_one(step, results, artifacts)
+    folder = run_single_step(step, results, artifacts)
     _copy_out(folder, out)
     typer.echo(f"invariants: {out or folder}")
 
 
-@huref_app.command("compare")
 def compare(
     dirs: Annotated[list[Path], typer.Argument(help="invariants folders (fprun huref extract)")],
     out: Annotated[Path | None, typer.Option(help="copy similarity.json + ics.csv here")] = None,
@@ -94,7 +82,7 @@ def compare(
     config = {"paths": [str(d.resolve()) for d in dirs], "identity": compare_identity(dirs),
               "pcs": pcs, "mixed_tokens": mixed_tokens, "chunk_mb": chunk_mb}
     step = Step("huref_compare", "tasks.huref.compare:compare_paths_step", config, "similarity")
-    folder = _run_one(step, results, artifacts)
+    folder = run_single_step(step, results, artifacts)
     _copy_out(folder, out)
     doc = json.loads((folder / "similarity.json").read_text())
     import numpy as np

@@ -1,4 +1,4 @@
-"""``fprun huref train-encoder`` and ``fprun huref image`` (METHODS.md sections 3.6-3.8)."""
+"""``fprun huref train-encoder`` and ``fprun huref image`` (docs/huref_images.md)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from typing import Annotated
 
 import typer
 
-from runner.cli.huref import huref_app
-from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
 from tasks.errors import StoreError
 
 CONFIG_NAME = "huref_encoder.yaml"
 COPIED = ("encoder.safetensors", "encoder.json", "train_log.jsonl")
 
 
-@huref_app.command("train-encoder")
 def train_encoder(
     out: Annotated[Path, typer.Option(help="folder for the trained encoder")],
     set_: SetOpt = None,
@@ -36,14 +34,15 @@ def train_encoder(
 
     import yaml
 
-    from runner.config import apply_overrides, load_yaml, validate_as
-    from runner.execute import artifact_dir
+    from runner.config import apply_overrides, load_yaml
+    from runner.exec.driver import artifact_dir
+    from runner.exec.run import run_experiment
     from runner.experiments.huref_encoder import Config
-    from runner.run import run_experiment
+    from tasks.config import validate
 
     data = load_yaml(config) if config is not None else {"kind": "huref_encoder"}
     data = apply_overrides(data, set_ or [])
-    cfg = validate_as(Config, data, str(config or "train-encoder --set"))
+    cfg = validate(Config, data, str(config or "train-encoder --set"))
     out.mkdir(parents=True, exist_ok=True)
     path = out / CONFIG_NAME
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
@@ -62,7 +61,6 @@ def train_encoder(
     typer.echo(f"encoder: {out}  (fprun huref image DIR... --encoder {out} --out IMAGES)")
 
 
-@huref_app.command("image")
 def image(
     dirs: Annotated[list[Path], typer.Argument(help="invariant folders (fprun huref extract)")],
     out: Annotated[Path, typer.Option(help="folder for the PNGs and the contact sheet")],
@@ -77,7 +75,7 @@ def image(
     ics: Annotated[bool, typer.Option(help="show ICS to the first model in the titles")] = True,
 ) -> None:
     """One PNG per model plus a contact sheet: similar models get similar pictures."""
-    from tasks.huref.image_family import SHEET_FILE, render_family
+    from tasks.huref.encoder.family import SHEET_FILE, render_family
 
     manifest = render_family(dirs, out, encoder=encoder, allow_pickle=allow_pickle,
                              stylegan=stylegan, size=size, ics=ics)

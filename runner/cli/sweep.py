@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 
-from runner.cli import app
-from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
 
 
-@app.command()
 def sweep(
     config: Annotated[Path, typer.Argument(help="sweep YAML (kind: sweep)")],
     set_: SetOpt = None,
@@ -27,7 +25,7 @@ def sweep(
         help="on resume, run errored trials again (finished phases are reused)")] = True,
 ) -> None:
     """Run a Ray Tune sweep over an experiment; prints the trial table and the best trial."""
-    from runner.tune import run_sweep
+    from runner.sweep.tuner import run_sweep
 
     out = run_sweep(config, set_ or [], results=results, artifacts=artifacts, address=address,
                     resume=resume, restart_errored=restart_errored, log=typer.echo)

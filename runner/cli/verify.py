@@ -13,15 +13,13 @@ from typing import Annotated, Any
 
 import typer
 
-from runner.cli import app
-from runner.cli.options import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
 from tasks.errors import ConfigError, FingerprintError
 
-VERIFY_FN = "tasks.verify:verify_step"
+VERIFY_FN = "tasks.verify.step:verify_step"
 ADAPTER_CONDITIONS = ("publish_w_adapter", "tuned_w_adapter", "tuned_direct", "vanilla_w_adapter")
 
 
-@app.command()
 def verify(
     model: Annotated[str, typer.Option(help="suspect model: local folder, zoo name or hub id")],
     fingerprint: Annotated[Path, typer.Option(help="fingerprint folder (with private/)")],
@@ -37,9 +35,9 @@ def verify(
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Verify MODEL against a fingerprint: FSR per probe set, CIs and p-values."""
-    from runner.execute import LocalBackend, execute_plan
+    from runner.exec.driver import LocalBackend, execute_plan
     from runner.plan import Plan, Step
-    from runner.results import ResultStore
+    from runner.results.store import ResultStore
 
     if adapter is not None or publisher is not None:
         step = adapter_step(model, fingerprint, adapter, publisher, samples=samples,
@@ -59,7 +57,7 @@ def verify(
 
 def adapter_step(model: str, fingerprint: Path, adapter: Path | None, publisher: str | None,
                  *, condition: str, **verify: Any) -> Any:
-    """The ``verify_adapter`` step of one IF_adapter condition (METHODS.md 2.7).
+    """The ``verify_adapter`` step of one IF_adapter condition.
 
     MODEL is the suspect, wrapped as ``condition`` says (``tuned_w_adapter`` by default: the
     suspect's embedding, the publisher's other weights and the private adapter); for
@@ -68,11 +66,11 @@ def adapter_step(model: str, fingerprint: Path, adapter: Path | None, publisher:
     """
     from runner.experiments.if_adapter import ADAPTER_VERIFY_FN
     from runner.plan import Step
-    from tasks.fingerprint.adapter import load_adapter
-    from tasks.fingerprint.adapter_config import AdapterVerifyConfig
-    from tasks.fingerprint.adapter_verify import model_folder
+    from tasks.fingerprint.adapter.config import AdapterVerifyConfig
+    from tasks.fingerprint.adapter.module import load_adapter
+    from tasks.fingerprint.adapter.verify import model_folder
     from tasks.fingerprint.artifacts import private_dir
-    from tasks.zoo import model_identity
+    from tasks.models.zoo import model_identity
 
     cond = "tuned_w_adapter" if condition == "suspect" else condition
     if cond not in ADAPTER_CONDITIONS:
@@ -100,10 +98,11 @@ def build_config(model: str, fingerprint: Path, *, samples: int, temperature: fl
                  condition: str, overrides: list[str], use_adapter: bool = False,
                  extra_digest: str = "") -> dict:
     """Check the inputs (exit 2 before any step runs) and build the step's VerifyConfig dict."""
-    from runner.config import apply_overrides, validate_as
+    from runner.config import apply_overrides
+    from tasks.config import validate
     from tasks.fingerprint.artifacts import private_dir, read_meta
-    from tasks.verify_config import VerifyConfig
-    from tasks.zoo import model_identity, resolve_model
+    from tasks.models.zoo import model_identity, resolve_model
+    from tasks.verify.config import VerifyConfig
 
     fp = fingerprint.expanduser().resolve()
     if not private_dir(fp).is_dir():
@@ -123,7 +122,7 @@ def build_config(model: str, fingerprint: Path, *, samples: int, temperature: fl
             "sampling": {"runs": samples, "temperature": temperature}}
     if use_adapter:
         data["use_adapter"] = True
-    cfg = validate_as(VerifyConfig, apply_overrides(data, overrides), "fprun verify")
+    cfg = validate(VerifyConfig, apply_overrides(data, overrides), "fprun verify")
     return cfg.model_dump(mode="json")
 
 

@@ -1,21 +1,12 @@
-"""Actor pools: HuRef extraction on long-lived Ray actors (DESIGN.md 8.11).
+"""Actor pools: HuRef extraction on long-lived Ray actors.
 
-An extraction actor keeps what is costly to rebuild between models: the imported numeric stack and
-the token-selection cache (``tasks.huref.tokens`` memoises the K token strings and ids per
-tokenizer hash), so a family of 20 fine-tunes sharing a tokenizer selects its tokens once per
-actor. Each actor reserves ``num_cpus`` / ``num_gpus`` (fractions allowed, e.g. four actors on one
-GPU with ``num_gpus=0.25``) and runs one step at a time through the same
-:func:`runner.execute.run_step_inline` as every other executor, so results are identical to the
-local and task executors.
-
-Two ways in:
-
-* :class:`ExtractPool` standalone: ``ExtractPool(size=4).map(specs)``.
-* :func:`submit_step` for :class:`runner.ray_exec.RayBackend`: steps whose ``executor`` is
-  ``"actor"`` go to a pool shared by the backend's session (created on first use, sized by the
-  step's ``resources.num_workers``, leaving one CPU for ordinary tasks); the returned ObjectRef
-  resolves to the step's :class:`~runner.execute.Outcome`, exactly like a task's, and bad input
-  arrives as the carried error the backend already unwraps. :func:`close_pools` kills the actors.
+An actor keeps what is costly to rebuild between models (the imported numeric stack, the token
+selection cache), so a family sharing a tokenizer selects its tokens once per actor. Each reserves
+``num_cpus``/``num_gpus`` (fractions allowed) and runs one step at a time through
+:func:`runner.exec.driver.run_step_inline`, so results equal the other executors'. Use
+:class:`ExtractPool` standalone, or :func:`submit_step` from ``RayBackend`` for
+``executor="actor"`` steps (one pool per session, sized by ``resources.num_workers``; the
+ObjectRef resolves to an ``Outcome`` like a task's). :func:`close_pools` kills the actors.
 """
 
 from __future__ import annotations
@@ -25,9 +16,10 @@ from typing import Any
 
 import ray
 
-from runner.execute import Outcome, StepSpec, run_step_inline
+from runner.exec.driver import StepSpec, run_step_inline
+from runner.exec.ray_tasks import carried_errors, threads_for, unwrap
 from runner.plan import Resources
-from runner.ray_exec import carried_errors, threads_for, unwrap
+from runner.results.records import Outcome
 
 
 class _ExtractWorker:
@@ -45,7 +37,7 @@ class _ExtractWorker:
     def stats(self) -> dict[str, Any]:
         from tasks.huref import tokens
 
-        return {"pid": os.getpid(), "calls": self.calls, "token_sets": len(tokens._MEMO)}
+        return {"pid": os.getpid(), "calls": self.calls, "token_sets": tokens.memo_size()}
 
 
 class ExtractPool:

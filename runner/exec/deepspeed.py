@@ -1,15 +1,11 @@
 """Distributed-training strategies by name, and the DeepSpeed ZeRO configs behind them.
 
-A step asks for a strategy with one string (``Resources.strategy``), so experiment YAMLs stay
-small and validate without torch: ``ddp`` (plain data parallel), ``deepspeed`` (= ZeRO-2),
-``deepspeed_zero2``, ``deepspeed_zero3``, ``deepspeed_zero2_offload``, ``deepspeed_zero3_offload``,
-or ``deepspeed:<path.json>`` for a user's own DeepSpeed file.
-
-The dicts use Hugging Face's ``"auto"`` values, so the HF Trainer fills batch size, gradient
-accumulation, clipping and precision from its own ``TrainingArguments``: one source of truth for
-hyperparameters, whatever the strategy. The configs are shipped as Python dicts rather than JSON
-files so the offload/stage variants are derived from one base instead of four copies drifting
-apart. This module imports neither torch nor ray (``fprun validate`` uses it).
+A step asks for a strategy with one string (``Resources.strategy``), so YAMLs stay small and
+validate without torch: ``ddp``, ``deepspeed`` (= ZeRO-2), ``deepspeed_zero2``, ``deepspeed_zero3``,
+``deepspeed_zero2_offload``, ``deepspeed_zero3_offload``, or ``deepspeed:<path.json>``. The dicts
+use Hugging Face's ``"auto"`` values, so the HF Trainer fills batch size, accumulation, clipping
+and precision from its ``TrainingArguments``; the variants derive from one base dict rather than
+four drifting JSON files. Imports neither torch nor ray (``fprun validate`` uses it).
 """
 
 from __future__ import annotations

@@ -14,12 +14,12 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner.plan import Plan, Resources, Step, resolve_fn
-from runner.results import ResultStore, finalize_rows, now
+from runner.results.records import Outcome, write_result
+from runner.results.store import ResultStore, now
 from tasks.errors import FprunError, StoreError
 
 
@@ -38,18 +38,8 @@ class StepSpec:
     label: str = ""
 
 
-@dataclass
-class Outcome:
-    """What a finished step returns to the driver."""
-
-    rows: list[dict[str, Any]]
-    started_at: datetime
-    finished_at: datetime
-    device: str
-
-
 def artifact_dir(artifacts_root: str | Path, step: Step) -> Path:
-    """``ARTIFACTS/<kind>/<step_id>/`` (DESIGN.md section 8.2)."""
+    """``ARTIFACTS/<kind>/<step_id>/`` (the artifact layout, docs/architecture.md)."""
     root = str(artifacts_root)
     if "://" in root:
         raise StoreError(f"--artifacts {root} is a URI",
@@ -136,7 +126,7 @@ def execute_plan(
                 log(f"block {step.describe()}  (an input failed)")
             elif all(status.get(d) == "done" for d in deps) and len(in_flight) < limit:
                 log(f"start {step.describe()}")
-                in_flight[backend.submit(_spec(step, plan, artifacts_root))] = (step, time.time())
+                in_flight[backend.submit(step_spec(step, artifacts_root))] = (step, time.time())
                 todo.remove(step)
         if not in_flight:
             continue
@@ -149,17 +139,15 @@ def execute_plan(
             summary.failed[step.step_id] = f"{type(result).__name__}: {result}"
             log(f"FAIL  {step.describe()}  {type(result).__name__}: {result}")
             continue
-        table = finalize_rows(step.result_kind, result.rows, step_id=step.step_id,
-                              config_hash=step.config_hash, started_at=result.started_at,
-                              finished_at=result.finished_at, device=result.device)
-        store.write(step.result_kind, step.step_id, table)
+        table = write_result(store, step, result)
         status[step.step_id] = "done"
         summary.done.append(step.step_id)
         log(f"done  {step.describe()}  {time.time() - t0:.1f}s, {table.num_rows} row(s)")
     return summary
 
 
-def _spec(step: Step, plan: Plan, artifacts_root: str | Path) -> StepSpec:
+def step_spec(step: Step, artifacts_root: str | Path) -> StepSpec:
+    """The :class:`StepSpec` of ``step`` with its artifact folders under ``artifacts_root``."""
     inputs = {name: str(artifact_dir(artifacts_root, dep)) for name, dep in step.inputs.items()}
     return StepSpec(step_id=step.step_id, kind=step.kind, fn=step.fn, config=step.config,
                     inputs=inputs, out_dir=str(artifact_dir(artifacts_root, step)),

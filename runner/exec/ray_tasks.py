@@ -1,18 +1,12 @@
 """The Ray executor: each step of a plan as a Ray task (or a Ray Train run), results on the driver.
 
-``fprun run`` uses :class:`RayBackend` unless ``--local`` is given. It connects to ``--address``, or
-to ``RAY_ADDRESS`` (set inside a ``ray job submit`` job), or else starts a private local instance.
-Steps travel as :class:`~runner.execute.StepSpec` (paths and JSON); a worker imports the task
-function, runs it on local or shared paths and returns its rows; only the driver writes results.
-
-Two Ray behaviours are handled here rather than in every task:
-
-* ``tasks.errors.FprunError`` takes ``(problem, fix)``, which plain pickling of an exception cannot
-  rebuild, so Ray would deliver an ``UnserializableException`` instead of the user's one-line
-  message. Workers therefore raise a :class:`RemoteBadInput` carrier that the driver turns back
-  into the original family, and the CLI still exits 2.
-* On a multi-node cluster every worker must see the same ``--results``/``--artifacts``: a relative
-  path (or one inside the job's uploaded working dir) is refused before any step runs.
+``fprun run`` uses :class:`RayBackend` unless ``--local``; it connects to ``--address``, or to
+``RAY_ADDRESS`` (set inside ``ray job submit``), or starts a private local instance. Steps travel
+as :class:`~runner.exec.driver.StepSpec` (paths and JSON); workers return rows, and only the driver
+writes results. Handled here once: ``FprunError(problem, fix)`` does not survive Ray's pickling,
+so workers raise a :class:`RemoteBadInput` carrier that the driver turns back into the original
+error (the CLI still exits 2); and on a multi-node cluster, relative result/artifact paths (or
+ones inside the job's uploaded working dir) are refused before any step runs.
 """
 
 from __future__ import annotations
@@ -27,7 +21,8 @@ from typing import Any
 
 import ray
 
-from runner.execute import Outcome, StepSpec, run_step_inline
+from runner.exec.driver import StepSpec, run_step_inline
+from runner.results.records import Outcome
 from tasks.errors import FprunError, StoreError
 
 # Ask Ray to forward workers' stdout/stderr to the driver (off by default: HF progress bars from
@@ -77,28 +72,28 @@ def _run_task(spec: StepSpec) -> Outcome:
 
 
 def _run_train(spec: StepSpec) -> Outcome:
-    from runner.train import run_train_step  # local: ray.train is only needed for train steps
+    from runner.exec.train import run_train_step  # local: ray.train is only needed for train steps
 
     with carried_errors():
         return run_train_step(spec)
 
 
 def threads_for(num_cpus: float) -> str:
-    """OMP/MKL threads for a worker holding ``num_cpus`` CPUs: oversubscribed BLAS threads made
-    a 2-worker CPU run several times slower (ASSETS.md section 2.5)."""
+    """OMP/MKL threads for a worker holding ``num_cpus`` CPUs: oversubscribed BLAS threads (2
+    workers with 2 threads each on 2 cores) made a CPU run several times slower."""
     return str(max(1, int(num_cpus)))
 
 
 class RayBackend:
     """Runs steps as Ray tasks (``executor="task"``), Ray Train runs (``executor="train"``) or on
-    a shared actor pool (``executor="actor"``, :mod:`runner.actors`)."""
+    a shared actor pool (``executor="actor"``, :mod:`runner.exec.actors`)."""
 
     max_in_flight = None  # Ray's scheduler queues by resources; the driver need not throttle
 
     def __init__(self, address: str | None = None, *, results: str, artifacts: str) -> None:
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            _init_ray(address or os.environ.get("RAY_ADDRESS") or None)
+            init_ray(address or os.environ.get("RAY_ADDRESS") or None)
         try:
             check_shared_paths(results, artifacts, n_nodes=alive_nodes(),
                                job_dir=job_working_dir())
@@ -113,8 +108,9 @@ class RayBackend:
         res = spec.resources
         if spec.executor == "train":
             # A zero-CPU launcher owns the TorchTrainer; its workers reserve the real resources.
-            # It is retried only when a worker process or node died (runner.train.TrainWorkerLost).
-            from runner.train import TrainWorkerLost
+            # It is retried only when a worker process or node died
+            # (runner.exec.train.TrainWorkerLost).
+            from runner.exec.train import TrainWorkerLost
 
             opts: dict[str, Any] = {"num_cpus": 0, "max_retries": res.max_retries,
                                     "retry_exceptions": [TrainWorkerLost]}
@@ -125,8 +121,8 @@ class RayBackend:
             if res.memory_gb:
                 opts["memory"] = int(res.memory_gb * 2**30)
         elif spec.executor == "actor":
-            # Long-lived actors that keep a cache between steps (DESIGN.md 8.11).
-            from runner.actors import submit_step
+            # Long-lived actors that keep a cache between steps (runner/exec/actors.py).
+            from runner.exec.actors import submit_step
 
             return submit_step(spec)
         else:
@@ -146,14 +142,14 @@ class RayBackend:
         """Kill the actor pools, then disconnect (and stop the local instance) if this backend
         started it."""
         if ray.is_initialized():
-            from runner.actors import close_pools
+            from runner.exec.actors import close_pools
 
             close_pools()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
 
 
-def _init_ray(address: str | None) -> None:
+def init_ray(address: str | None) -> None:
     """Connect to ``address``, or start a private local instance when there is none.
 
     Only the auto-started local instance gets ``RAY_AUTH_MODE=disabled`` by default (it listens on
@@ -184,7 +180,7 @@ def job_working_dir() -> Path | None:
 
 def check_shared_paths(results: str, artifacts: str, *, n_nodes: int,
                        job_dir: Path | None) -> None:
-    """Refuse result/artifact paths that other nodes cannot see (DESIGN.md section 4).
+    """Refuse result/artifact paths that other nodes cannot see (docs/cluster.md).
 
     A relative path, or an absolute one inside the job's uploaded working dir, names a different
     (or no) folder on every node, so steps would write artifacts where the next step never finds

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.config import load_experiment
-from runner.context import PlanContext
-from runner.execute import LocalBackend, RunSummary, execute_plan
+from runner.exec.driver import LocalBackend, RunSummary, execute_plan
 from runner.experiments import get_kind
-from runner.plan import Plan
-from runner.results import ResultStore
+from runner.plan import Plan, PlanContext
+from runner.results.store import ResultStore
 
 
 @dataclass
@@ -52,7 +51,7 @@ def run_experiment(
     if local:
         backend = LocalBackend()
     else:
-        from runner.ray_exec import RayBackend  # local: imports ray
+        from runner.exec.ray_tasks import RayBackend  # local: imports ray
 
         backend = RayBackend(address=address, results=results, artifacts=artifacts)
     try:

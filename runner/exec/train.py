@@ -1,41 +1,29 @@
 """Ray Train around ``tasks``' training functions (DDP over gloo/NCCL, or DeepSpeed ZeRO).
 
-A training step (``executor="train"``) names an ordinary task function; this module runs it on
-``Resources.num_workers`` Ray Train workers through a :class:`ray.train.torch.TorchTrainer`. Each
-worker calls the function with three extra hooks, so ``tasks/`` never imports Ray:
-
-``callbacks=[RayTrainReportCallback()]``
-    appended to the HF Trainer's callbacks: metrics and checkpoints reach Ray Train.
-``trainer_hook=prepare_trainer``
-    applied to the built HF Trainer (Ray Data integration; harmless for in-memory datasets).
-``distributed={"strategy": "ddp" | "deepspeed", "deepspeed_config": dict | None, "use_gpu": bool}``
-    how to configure ``TrainingArguments`` (``deepspeed=``, device); the process group itself is
-    already set up by Ray Train (gloo on CPU, NCCL on GPU).
-
-The same function runs in-process under the local executor with none of these hooks.
-
-Rows travel back through the artifact folder, not Ray Train's metrics: Train V2 only keeps metrics
-that come with a checkpoint, and fingerprinting runs save the final model themselves. Rank 0 writes
-its rows to ``<out_dir>/.fprun-rows.json``; the launcher reads and deletes the file after
-``fit()``. ``out_dir`` is on shared storage on a multi-node cluster (see ``runner.ray_exec``).
+A training step (``executor="train"``) runs its task function on ``Resources.num_workers`` Ray
+Train workers through a ``TorchTrainer``, passing hooks so ``tasks/`` never imports Ray:
+``callbacks=[RayTrainReportCallback()]``, ``trainer_hook=prepare_trainer`` and ``distributed=``
+(strategy, DeepSpeed config, GPU use) for ``TrainingArguments``. Rows travel back through the
+artifact folder, since Train V2 keeps only metrics reported with a checkpoint: rank 0 writes the
+step's record file (:mod:`runner.results.records`) and the launcher reads it after ``fit()``; on
+a multi-node cluster ``out_dir`` must be on shared storage (see :mod:`runner.exec.ray_tasks`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from runner.deepspeed_configs import resolve_strategy
-from runner.execute import Outcome, StepSpec, device_name
+from runner.exec.deepspeed import resolve_strategy
+from runner.exec.driver import StepSpec, device_name
+from runner.exec.ray_tasks import carried_errors, threads_for, unwrap
 from runner.plan import resolve_fn
-from runner.ray_exec import carried_errors, threads_for, unwrap
-from runner.results import now
+from runner.results.records import Outcome, take_record, write_record
+from runner.results.store import now
 from tasks.errors import FprunError
 
-ROWS_FILE = ".fprun-rows.json"
 STORAGE_DIR = "ray_train"  # ARTIFACTS/ray_train/<step_id>/: Ray Train's storage_path and name
 
 
@@ -83,8 +71,8 @@ def run_train_step(spec: StepSpec) -> Outcome:
     )
     started = now()
     _fit(trainer)
-    rows, device = _read_rows(out)
-    return Outcome(rows, started, now(), f"ray-train:{res.num_workers}x{device}")
+    rank0 = take_record(out)
+    return Outcome(rank0.rows, started, now(), f"ray-train:{res.num_workers}x{rank0.device}")
 
 
 def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
@@ -95,13 +83,14 @@ def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
     out = Path(cfg["out_dir"])
     if cfg["distributed"]["strategy"] == "deepspeed":
         clear_stale_extension_locks()
+    started = now()
     with carried_errors():
         rows = resolve_fn(cfg["fn"])(
             cfg["config"], inputs={k: Path(v) for k, v in cfg["inputs"].items()}, out_dir=out,
             callbacks=[RayTrainReportCallback()], trainer_hook=prepare_trainer,
             distributed=cfg["distributed"])
     if ray.train.get_context().get_world_rank() == 0:
-        _write_rows(out, list(rows or []), device_name())
+        write_record(out, Outcome(list(rows or []), started, now(), device_name()))
 
 
 def clear_stale_extension_locks(max_age_s: float | None = None) -> list[Path]:
@@ -158,26 +147,3 @@ def _fresh(out: Path) -> Path:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     return out
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    raise TypeError(f"result rows hold a {type(obj).__name__}, which is not JSON")
-
-
-def _write_rows(out: Path, rows: list[dict[str, Any]], device: str) -> None:
-    tmp = out / (ROWS_FILE + ".tmp")
-    tmp.write_text(json.dumps({"rows": rows, "device": device}, default=_json_default),
-                   encoding="utf-8")
-    os.replace(tmp, out / ROWS_FILE)
-
-
-def _read_rows(out: Path) -> tuple[list[dict[str, Any]], str]:
-    path = out / ROWS_FILE
-    if not path.exists():
-        raise RuntimeError(f"rank 0 left no {ROWS_FILE} in {out}: is the artifacts folder on "
-                           "storage that every node shares?")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    path.unlink()
-    return data["rows"], data["device"]

@@ -1,4 +1,4 @@
-"""Experiment kinds: one torch-free module per ``kind:`` value (DESIGN.md section 8.1).
+"""Experiment kinds: one torch-free module per ``kind:`` value (docs/architecture.md).
 
 Each module declares ``Config`` (a :class:`runner.config.Strict` model whose ``kind`` field is a
 ``Literal``), ``plan(cfg, ctx) -> list[Step]`` and ``RESULT_KINDS`` (the result tables it writes).

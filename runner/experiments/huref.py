@@ -1,9 +1,11 @@
 """``kind: huref``: invariants for many models, then one ICS/PCS matrix over all of them.
 
 Plan: per model an optional ``huref_derive`` step (a control made from a base: noise, random init,
-permutation, head rotation), one ``huref_extract`` step, and one ``huref_compare`` step fed by all
-extract steps. With ``resources.actors > 0`` the extract steps run on a pool of long-lived Ray
-actors that keep the token-selection cache (runner/actors.py); otherwise as plain tasks. Torch-free.
+permutation, head rotation), one ``huref_extract`` step, one ``huref_compare`` step fed by all
+extract steps and, with ``image.enabled``, one ``huref_image`` step drawing every model's picture
+and a contact sheet. With ``resources.actors > 0`` the extract steps run on a pool of long-lived Ray
+actors that keep the token-selection cache (runner/exec/actors.py); otherwise as plain tasks.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from runner.config import Strict
 from runner.plan import Resources, Step
+from tasks.config import Strict
 from tasks.huref.config import CompareConfig, DeriveConfig, ExtractConfig, TokenConfig
 
-RESULT_KINDS = ("huref", "similarity")
+RESULT_KINDS = ("huref", "similarity", "huref_image")
 
 
 class ModelEntry(Strict):
@@ -56,6 +58,12 @@ class HurefResources(Strict):
     actors: int = Field(0, ge=0, description="0: Ray tasks; N: a pool of N extraction actors")
 
 
+class ImageSection(Strict):
+    enabled: bool = Field(False, description="draw each model's picture and a contact sheet")
+    size: int = Field(256, ge=64, le=2048, description="picture side in pixels")
+    ics: bool = Field(True, description="put ICS to the first model in the sheet's titles")
+
+
 class Config(Strict):
     kind: Literal["huref"]
     name: str = Field("huref", description="experiment name shown in summaries")
@@ -66,6 +74,7 @@ class Config(Strict):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     models: list[ModelEntry] = Field(min_length=2, description="models to fingerprint and compare")
     compare: CompareConfig = CompareConfig()
+    image: ImageSection = ImageSection()
     resources: HurefResources = HurefResources()
 
     @model_validator(mode="after")
@@ -79,7 +88,7 @@ class Config(Strict):
 
 def _present(entry: ModelEntry, ctx) -> bool:
     if entry.from_config is not None and entry.only_if_done:
-        from runner.results import ResultStore
+        from runner.results.store import ResultStore
         from tasks.errors import ConfigError
 
         try:
@@ -129,8 +138,13 @@ def plan(cfg: Config, ctx) -> list[Step]:
             "huref_extract", "tasks.huref.extract:extract_step", ex.model_dump(), "huref",
             inputs=inputs, executor="actor" if res.actors else "task", resources=resources,
             label=entry.label)
-    return [Step("huref_compare", "tasks.huref.compare:compare_step", cfg.compare.model_dump(),
-                 "similarity", inputs=extracts, label=cfg.name)]
+    steps = [Step("huref_compare", "tasks.huref.compare:compare_step", cfg.compare.model_dump(),
+                  "similarity", inputs=extracts, label=cfg.name)]
+    if cfg.image.enabled:
+        steps.append(Step("huref_image", "tasks.huref.encoder.family:image_step",
+                          cfg.image.model_dump(exclude={"enabled"}), "huref_image",
+                          inputs=extracts, label=cfg.name))
+    return steps
 
 
 def summarize(cfg: Config, store, ctx) -> str:
@@ -152,3 +166,20 @@ def summarize(cfg: Config, store, ctx) -> str:
             vals.append("     ---" if a == b else "     n/a" if v is None else f"{v:8.2f}")
         lines.append(f"{a:<{width}} " + " ".join(vals))
     return "\n".join(lines)
+
+
+def headline(cfg: Config, store, ctx) -> list[tuple[str, str, str]]:
+    """(what, value, note) lines for a demo's closing table: ICS to the first model, the sheet."""
+    steps = plan(cfg, ctx)
+    rows = store.read("similarity", [steps[0].step_id]).to_pylist()
+    names = [e.label for e in cfg.models if _present(e, ctx)]
+    out = []
+    for r in rows:
+        if r["model_a"] == names[0] and r["model_b"] != names[0]:
+            same = "" if r["tokens_match"] else " (other tokenizer)"
+            out.append((f"HuRef ICS {r['model_b']}", f"{r['ics']:.2f}", f"vs {names[0]}{same}"))
+    for s in steps[1:]:
+        img = store.read("huref_image", [s.step_id]).to_pylist()
+        if img:
+            out.append(("HuRef contact sheet", img[0]["sheet"], ""))
+    return out

@@ -1,6 +1,6 @@
-"""``kind: huref_encoder``: train HuRef's CNN encoder on synthetic triplets (METHODS.md 3.7).
+"""``kind: huref_encoder``: train HuRef's CNN encoder on synthetic triplets.
 
-One step, ``tasks.huref.encoder_train:train_encoder``, writing one ``train_run`` row (purpose
+One step, ``tasks.huref.encoder.train:train_encoder``, writing one ``train_run`` row (purpose
 ``encoder``, method ``huref_cnn``) and the encoder as safetensors + JSON. The training keys sit at
 the top level of the YAML (``tokens``, ``encoder.kernel``, ``epochs`` ...), so
 ``fprun huref train-encoder --set epochs=3`` and ``fprun run`` read the same keys. Torch-free.
@@ -14,11 +14,11 @@ from typing import Literal
 from pydantic import Field
 
 from runner.plan import Resources, Step
-from tasks.huref.encoder_config import EncoderTrainConfig
+from tasks.huref.encoder.config import EncoderTrainConfig
 
 RESULT_KINDS = ("train_run",)
 STEP_KIND = "huref_encoder"
-STEP_FN = "tasks.huref.encoder_train:train_encoder"
+STEP_FN = "tasks.huref.encoder.train:train_encoder"
 
 
 class Config(EncoderTrainConfig):

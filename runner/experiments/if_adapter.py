@@ -1,18 +1,12 @@
-"""``kind: if_adapter``: the IF_adapter protocol end to end (METHODS.md 2.5-2.7).
+"""``kind: if_adapter``: the IF_adapter protocol end to end (docs/if_protocol.md); torch-free.
 
-Steps, in dependency order:
-
-1. fingerprint (``tasks.fingerprint.adapter_train:fingerprint_if_adapter``, Ray Train);
-2. FSR_pre: ``publish_w_adapter``, ``publish``, ``vanilla`` (+ fprun's ``vanilla_w_adapter``
-   control: the base model's embedding with the publisher's weights and the adapter);
-3. one user fine-tune per ``finetune`` entry (``tasks.finetune:finetune_step`` on the published
-   model; offline stand-ins by default, several datasets like the paper's five);
-4. FSR_post per user model: ``tuned_w_adapter``, ``tuned_publish``, ``tuned_direct``;
-5. utility (``tasks.evals:eval_step``): perplexity and basic-arithmetic accuracy of the vanilla
-   and the published model (before/after fingerprinting).
-
-Every verification row lands in one ``verification`` table with a ``condition`` column; rows of a
-user model carry its fine-tune's step ID in ``model_step_id``. Torch-free.
+Steps, in dependency order: the fingerprint (``tasks.fingerprint.adapter.train``, Ray Train);
+FSR_pre (``publish_w_adapter``, ``publish``, ``vanilla`` and fprun's ``vanilla_w_adapter``
+control); one user fine-tune per ``finetune`` entry (``tasks.finetune.step``; offline stand-ins by
+default); FSR_post per user model (``tuned_w_adapter``, ``tuned_publish``, ``tuned_direct``); and
+utility (``tasks.evals.step``: perplexity and arithmetic accuracy of the vanilla and the published
+model). Every verification row lands in one ``verification`` table with a ``condition`` column;
+a user model's rows carry its fine-tune's step ID in ``model_step_id``.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ from typing import Literal
 
 from pydantic import Field, create_model, model_validator
 
-from runner.config import Strict
 from runner.experiments.protocol import (
     RESOURCE_FIELDS,
     EvalSection,
@@ -32,18 +25,19 @@ from runner.experiments.protocol import (
     train_resources,
 )
 from runner.plan import Resources, Step
-from tasks.fingerprint.adapter_config import (
+from tasks.config import Strict
+from tasks.fingerprint.adapter.config import (
     AdapterSettings,
     AdapterTrainConfig,
     AdapterVerifyConfig,
 )
 from tasks.fingerprint.config import SimpleData
-from tasks.verify_config import VerifyConfig
+from tasks.verify.config import VerifyConfig
 
 RESULT_KINDS = ("train_run", "verification", "eval")
-FINGERPRINT_FN = "tasks.fingerprint.adapter_train:fingerprint_if_adapter"
-VERIFY_FN = "tasks.verify:verify_step"
-ADAPTER_VERIFY_FN = "tasks.fingerprint.adapter_verify:verify_adapter_step"
+FINGERPRINT_FN = "tasks.fingerprint.adapter.train:fingerprint_if_adapter"
+VERIFY_FN = "tasks.verify.step:verify_step"
+ADAPTER_VERIFY_FN = "tasks.fingerprint.adapter.verify:verify_adapter_step"
 PRE = ("vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter")
 POST = ("tuned_publish", "tuned_w_adapter", "tuned_direct")
 Condition = Literal["vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter",
@@ -67,7 +61,7 @@ _VerifyFields = create_model(
 
 
 class VerifySection(_VerifyFields):
-    """Which conditions to verify, and how (fields of tasks.verify_config.VerifyConfig)."""
+    """Which conditions to verify, and how (fields of tasks.verify.config.VerifyConfig)."""
 
     conditions: list[Condition] = Field(
         default_factory=lambda: [*PRE, *POST],
@@ -103,7 +97,7 @@ class Config(Strict):
 
 def fingerprint_step(cfg: Config) -> Step:
     """The IF_adapter training step; its config holds what determines the artifacts."""
-    from runner.deepspeed_configs import resolve_strategy
+    from runner.exec.deepspeed import resolve_strategy
 
     resolve_strategy(cfg.train.strategy)  # a misspelled strategy fails at plan time
     config = {"model": cfg.model, "data": cfg.data.model_dump(),
@@ -145,9 +139,16 @@ def plan(cfg: Config, ctx) -> list[Step]:
 
 def summarize(cfg: Config, store, ctx) -> str:
     """Tables shaped like the paper's Tables 3 and 6, plus training and utility lines."""
-    from runner.experiments.if_adapter_report import report
+    from runner.experiments.reports.if_adapter import report
 
     return report(cfg, plan(cfg, ctx), store)
 
 
-__all__ = ["Config", "RESULT_KINDS", "plan", "summarize"]
+def headline(cfg: Config, store, ctx) -> list[tuple[str, str, str]]:
+    """FSR per greedy condition with unseen-key false triggers, for a demo's closing table."""
+    from runner.experiments.reports.common import fsr_headline
+
+    return fsr_headline("IF_adapter", plan(cfg, ctx), store)
+
+
+__all__ = ["Config", "RESULT_KINDS", "headline", "plan", "summarize"]

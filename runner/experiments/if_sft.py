@@ -1,18 +1,12 @@
-"""``kind: if_sft``: the IF_SFT protocol (METHODS.md 2.4, 2.6-2.7) from fingerprint to p-values.
+"""``kind: if_sft``: the IF_SFT protocol from fingerprint to p-values (docs/if_protocol.md).
 
-Steps, in dependency order:
-
-1. fingerprint (``tasks.fingerprint.sft:fingerprint_if_sft``, Ray Train, ``train.num_workers``);
-2. FSR_pre: ``publish`` (the fingerprinted model), ``vanilla`` (the base model on the same
-   probes: must not fire), ``sample_from_bos`` (unconditional samples of the published model:
-   the target must never appear spontaneously);
-3. one user fine-tune of the published model per ``finetune`` entry (none by default);
-4. FSR_post per user model: ``tuned_publish``, greedy, plus ``verify.sampling.runs`` seeded
-   sampled runs (paper Table 5: 10 at T=0.7) with t-test and binomial p-values;
-5. utility (``tasks.evals:eval_step``) of the vanilla and the published model, when ``eval``
-   lists models.
-
-Torch-free: ``fprun validate`` and ``--dry-run`` import only this and pydantic.
+Steps, in dependency order: the fingerprint (``tasks.fingerprint.sft``, Ray Train); FSR_pre:
+``publish``, ``vanilla`` (the base model must not fire) and ``sample_from_bos`` (the target must
+never appear unprompted); one user fine-tune of the published model per ``finetune`` entry (none
+by default); FSR_post per user model, ``tuned_publish`` greedy plus ``verify.sampling.runs``
+seeded sampled runs (the IF paper's Table 5: 10 at T=0.7) with t-test and binomial p-values; and
+utility evals of the vanilla and the published model when ``eval`` lists models. Torch-free:
+``fprun validate`` and ``--dry-run`` import only this and pydantic.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ from typing import Literal
 
 from pydantic import Field, create_model, model_validator
 
-from runner.config import Strict
 from runner.experiments.protocol import (
     RESOURCE_FIELDS,
     EvalSection,
@@ -32,12 +25,13 @@ from runner.experiments.protocol import (
     train_resources,
 )
 from runner.plan import Resources, Step
+from tasks.config import Strict
 from tasks.fingerprint.config import DialogueData, TrainConfig
-from tasks.verify_config import SamplingConfig, VerifyConfig
+from tasks.verify.config import SamplingConfig, VerifyConfig
 
 RESULT_KINDS = ("train_run", "verification", "eval")
 FINGERPRINT_FN = "tasks.fingerprint.sft:fingerprint_if_sft"
-VERIFY_FN = "tasks.verify:verify_step"
+VERIFY_FN = "tasks.verify.step:verify_step"
 PRE = ("publish", "vanilla", "sample_from_bos")
 POST = ("tuned_publish",)
 Condition = Literal["publish", "vanilla", "sample_from_bos", "tuned_publish"]
@@ -58,7 +52,7 @@ _VerifyFields = create_model(
 
 
 class VerifySection(_VerifyFields):
-    """Which conditions to verify, and how (fields of tasks.verify_config.VerifyConfig)."""
+    """Which conditions to verify, and how (fields of tasks.verify.config.VerifyConfig)."""
 
     conditions: list[Condition] = Field(
         default_factory=lambda: ["publish", "vanilla", "tuned_publish"],
@@ -98,7 +92,7 @@ class Config(Strict):
 
 def fingerprint_step(cfg: Config) -> Step:
     """The IF_SFT training step; its config holds what determines the model, nothing else."""
-    from runner.deepspeed_configs import resolve_strategy
+    from runner.exec.deepspeed import resolve_strategy
 
     resolve_strategy(cfg.train.strategy)  # a misspelled strategy fails at plan time
     train = cfg.train.model_dump(exclude=RESOURCE_FIELDS)
@@ -143,10 +137,17 @@ def plan(cfg: Config, ctx) -> list[Step]:
 
 def summarize(cfg: Config, store, ctx) -> str:
     """Every greedy row, the sampled aggregates with p-values, and a Table-5 line per user
-    model (runner.experiments.if_sft_report)."""
-    from runner.experiments.if_sft_report import report
+    model (runner.experiments.reports.if_sft)."""
+    from runner.experiments.reports.if_sft import report
 
     return report(cfg, plan(cfg, ctx), store)
 
 
-__all__ = ["Config", "RESULT_KINDS", "plan", "summarize"]
+def headline(cfg: Config, store, ctx) -> list[tuple[str, str, str]]:
+    """FSR per greedy condition with unseen-key false triggers, for a demo's closing table."""
+    from runner.experiments.reports.common import fsr_headline
+
+    return fsr_headline("IF_SFT", plan(cfg, ctx), store)
+
+
+__all__ = ["Config", "RESULT_KINDS", "headline", "plan", "summarize"]

@@ -14,14 +14,14 @@ from typing import Literal
 
 from pydantic import Field, create_model
 
-from runner.config import Strict
 from runner.plan import Resources, Step
+from tasks.config import Strict
 from tasks.errors import ModelRefError
-from tasks.evals_config import EASY_ARITHMETIC, EvalConfig, MathOptions, MathTask, PerplexityOptions
-from tasks.finetune_config import FinetuneConfig
+from tasks.evals.config import EASY_ARITHMETIC, EvalConfig, MathOptions, MathTask, PerplexityOptions
+from tasks.finetune.config import FinetuneConfig
 
-FINETUNE_FN = "tasks.finetune:finetune_step"
-EVAL_FN = "tasks.evals:eval_step"
+FINETUNE_FN = "tasks.finetune.step:finetune_step"
+EVAL_FN = "tasks.evals.step:eval_step"
 RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker"}
 
 
@@ -58,7 +58,7 @@ _FinetuneFields = create_model(
 
 
 class FinetuneEntry(_FinetuneFields, TrainResources):
-    """One user fine-tune of the published model (fields of tasks.finetune_config)."""
+    """One user fine-tune of the published model (fields of tasks.finetune.config)."""
 
 
 def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:
@@ -70,7 +70,7 @@ def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:
 
 
 class EvalSection(Strict):
-    """Utility before/after fingerprinting (DESIGN.md 8.12)."""
+    """Utility before/after fingerprinting."""
 
     models: list[Literal["vanilla", "publish"]] = Field(
         default_factory=lambda: ["vanilla", "publish"], description="models evaluated")

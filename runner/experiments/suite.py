@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from runner.config import Strict
+from tasks.config import Strict
 
 RESULT_KINDS: tuple[str, ...] = ()
 
@@ -45,11 +45,17 @@ def plan(cfg: Config, ctx) -> list:
 
 
 def summarize(cfg: Config, store, ctx) -> str:
+    """Each member's summary, then one short table of the members' headline figures."""
     from runner.experiments import get_kind
+    from runner.results.text import render
 
-    parts = []
+    parts, lines = [], []
     for path, member in members(cfg, ctx):
         mod = get_kind(member.kind)
         if hasattr(mod, "summarize"):
             parts.append(f"== {path.name}\n" + mod.summarize(member, store, ctx.for_member(path)))
+        if hasattr(mod, "headline"):
+            lines += [list(x) for x in mod.headline(member, store, ctx.for_member(path))]
+    if lines:
+        parts.append(f"== {cfg.name}: summary\n" + render(["what", "result", "note"], lines))
     return "\n\n".join(parts)

@@ -1,23 +1,12 @@
 """``kind: sweep``: a Ray Tune sweep over an IF_adapter experiment (``fprun sweep``).
 
-A sweep YAML holds a base experiment (``experiment:``, a complete ``kind: if_adapter`` config), a
-search space over its dotted keys (``search:``), and how Tune explores it. Each trial is the base
-experiment with the trial's values applied: fingerprint with IF_adapter, FSR_pre, a short user
-fine-tune, FSR_post and the utility delta (``runner/tune_trial.py`` runs it, ``runner/tune.py``
-drives Tune).
-
-This module is torch- and ray-free, so ``fprun validate`` checks a sweep instantly, including every
-candidate value of the search space against the experiment's schema (a misspelled search key is
-reported like a misspelled config key).
-
-Identity (DESIGN.md 8.2, "IDs from config hashes, never the clock"):
-
-* ``trial_id`` hashes the sweep name and the step IDs of the trial's plan, so a re-run or a restore
-  of the same trial writes the same ``sweep_trial`` row, and two spellings of one configuration
-  (``1e-2`` and ``0.01``) are one trial;
-* ``sweep_id`` hashes everything that decides which trials run and what they report (not the
-  execution knobs: concurrency, trial resources); it names Tune's experiment folder
-  ``ARTIFACTS/tune/<sweep_id>``, which is what ``Tuner.restore`` resumes.
+A sweep YAML holds a base ``kind: if_adapter`` experiment (``experiment:``), a search space over
+its dotted keys (``search:``) and Tune settings; each trial is the base with its values applied
+(run by ``runner/sweep/trial.py``, driven by ``runner/sweep/tuner.py``). Torch- and ray-free, so
+``fprun validate`` checks every candidate value against the experiment's schema. IDs are config
+hashes, never the clock: ``trial_id`` over the sweep name and the trial plan's step IDs (so
+``1e-2`` and ``0.01`` are one trial), ``sweep_id`` over what decides which trials run and what
+they report; it names ``ARTIFACTS/tune/<sweep_id>``, the folder ``Tuner.restore`` resumes.
 """
 
 from __future__ import annotations
@@ -28,9 +17,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from runner.config import Strict, apply_overrides, validate_as
+from runner.config import apply_overrides
 from runner.experiments import if_adapter
 from runner.plan import canonical_json
+from tasks.config import Strict, validate
 from tasks.errors import ConfigError
 
 RESULT_KINDS = ("sweep_trial", "train_run", "verification", "eval")
@@ -168,7 +158,7 @@ def trial_experiment(cfg: Config, params: dict[str, Any], source: str = "trial")
         merged = apply_overrides(data, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.problem}", exc.fix) from None
-    return validate_as(if_adapter.Config, merged, f"sweep {cfg.name} {source}")
+    return validate(if_adapter.Config, merged, f"sweep {cfg.name} {source}")
 
 
 def trial_plan(experiment: Any) -> list:
@@ -198,7 +188,7 @@ def sweep_id(cfg: Config) -> str:
 
 
 def _digest(parts: list[Any]) -> str:
-    """First 16 hex of sha256 over canonical JSON, like step IDs (DESIGN.md 8.2)."""
+    """First 16 hex of sha256 over canonical JSON, like step IDs."""
     return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest()[:16]
 
 

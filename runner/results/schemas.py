@@ -1,9 +1,9 @@
-"""One Arrow schema per result kind (DESIGN.md section 4), with a description on every field.
+"""One Arrow schema per result kind, with a description on every field.
 
-Rows are produced by ``tasks`` as plain dicts holding the kind's own columns; ``runner/results.py``
-adds the provenance columns and validates the keys against these schemas, so a typo in a task's row
-fails the run instead of producing a silent null column. Bump ``SCHEMA_VERSION`` when a column
-changes meaning.
+Rows are produced by ``tasks`` as plain dicts holding the kind's own columns;
+``runner/results/store.py`` adds the provenance columns and validates the keys against these
+schemas, so a typo in a task's row fails the run instead of producing a silent null column.
+Bump ``SCHEMA_VERSION`` when a column changes meaning.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ PROVENANCE: list[pa.Field] = [
     f("schema_version", pa.int32(), "version of this table's schema"),
     f("datasets", pa.list_(STR), "names of the datasets actually used; stand-ins say so"),
 ]
+
+PROVENANCE_NAMES = frozenset(fld.name for fld in PROVENANCE)
 
 KIND_FIELDS: dict[str, list[pa.Field]] = {
     "train_run": [
@@ -115,6 +117,17 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("tokens_match", BOOL, "both invariants used the same token strings (lineage claims "
                                 "need true; false only for cross-family controls)"),
     ],
+    "huref_image": [
+        f("model", STR, "model shown (its name in the experiment)"),
+        f("png", STR, "the model's picture"),
+        f("sheet", STR, "the contact sheet with every model of the step"),
+        f("method", STR, "how invariants became a 512-vector: mean_pool | cnn:<encoder>"),
+        f("generator", STR, "what drew the picture (fprun's coordinate network or StyleGAN2)"),
+        f("feature_cos_to_first", F64, "cosine of the 512-vectors to the first model's"),
+        f("ics_to_first", F64, "ICS to the first model; null across token sets"),
+        f("k", I64, "tokens per invariant"),
+        f("token_set_hash", STR, "token set of the invariants"),
+    ],
     "merge_cell": [
         f("model_a", STR, "protected (fingerprinted) expert"),
         f("model_b", STR, "other expert"),
@@ -159,11 +172,12 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
 }
 
 DISCRIMINATORS: dict[str, tuple[str, ...]] = {
-    # columns whose values, joined to step_id, make run_key (DESIGN.md section 8.2)
+    # columns whose values, joined to step_id, make run_key
     "train_run": ("discriminator",),
     "verification": ("condition", "probe_set", "sample_idx"),
     "huref": ("model_ref",),
     "similarity": ("model_a", "model_b"),
+    "huref_image": ("model",),
     "merge_cell": ("merge_method", "weights", "densities", "seed"),
     "eval": ("suite", "task", "metric"),
     "sweep_trial": ("trial_id",),

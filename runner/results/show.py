@@ -9,11 +9,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from runner.results import ResultStore
-from runner.schemas import KIND_FIELDS, PROVENANCE
+from runner.results.schemas import KIND_FIELDS, PROVENANCE_NAMES
+from runner.results.store import ResultStore
+from runner.results.text import render, short
 from tasks.errors import ConfigError
-
-PROVENANCE_NAMES = [fld.name for fld in PROVENANCE]
 
 
 def _check_kind(kind: str) -> None:
@@ -27,10 +26,7 @@ def format_table(table: pa.Table, *, provenance: bool = False, limit: int = 50) 
             if (provenance or c not in PROVENANCE_NAMES or c == "run_key")
             and table.column(c).null_count < table.num_rows]
     rows = table.select(cols).slice(0, limit).to_pylist()
-    cells = [[_cell(r[c]) for c in cols] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines = [render(cols, [[_cell(r[c]) for c in cols] for r in rows], indent="")]
     if table.num_rows > limit:
         lines.append(f"... {table.num_rows - limit} more row(s)")
     return "\n".join(lines)
@@ -43,8 +39,7 @@ def _cell(v) -> str:
         return f"{v:.4g}"
     if isinstance(v, list):
         return json.dumps(v)
-    s = str(v)
-    return s if len(s) <= 48 else s[:45] + "..."
+    return short(str(v))
 
 
 def show_tables(results: str, kind: str | None, *, provenance: bool, limit: int) -> str:

@@ -1,4 +1,4 @@
-"""The Parquet result store and the provenance every row carries (DESIGN.md section 4).
+"""The Parquet result store and the provenance every row carries.
 
 Layout: ``RESULTS/<kind>/<step_id>.parquet``, one file per step, written only by the driver, last,
 and atomically (temp file + rename), so a step is *done* exactly when its file exists and a crash
@@ -23,7 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from runner.schemas import DISCRIMINATORS, KIND_FIELDS, SCHEMA_VERSION, schema_for
+from runner.results.schemas import DISCRIMINATORS, KIND_FIELDS, SCHEMA_VERSION, schema_for
 from tasks.errors import StoreError
 
 
@@ -62,7 +62,7 @@ def git_sha() -> str:
 
 
 def make_run_key(kind: str, step_id: str, row: dict[str, Any]) -> str:
-    """``step_id`` plus the row's discriminator columns (DESIGN.md section 8.2)."""
+    """``step_id`` plus the row's discriminator columns."""
     parts = []
     for col in DISCRIMINATORS[kind]:
         val = row.get(col)

@@ -1,20 +1,12 @@
 """What a sweep trial reports to Tune, computed from the rows of the steps it has finished.
 
-Pure functions of step records (``{"kind", "result_kind", "rows", ...}``), so the trial, the tests
-and a later re-computation agree. Metric names (all fractions in [0, 1] unless said otherwise):
-
-``fsr_pre``             FSR on the fingerprint keys of ``publish_w_adapter`` (published + adapter)
-``fsr_post``            FSR of ``tuned_w_adapter`` (user model + adapter), mean over user datasets
-``false_trigger_pre``   ``publish_w_adapter`` firing on unseen random keys (the key-specificity
-                        control: a fingerprint any key triggers proves nothing)
-``false_trigger_post``  the same for ``tuned_w_adapter``
-``utility_delta``       harm from fingerprinting, > 0 is worse: the published model's relative
-                        perplexity increase over the vanilla model (ppl_pub / ppl_van - 1), or,
-                        when no perplexity was measured, the arithmetic accuracy drop
-``acc_delta``           published minus vanilla arithmetic accuracy (first math task)
-``fsr``                 {condition: {probe_set: FSR}} for every greedy verification row
-``utility``             {"<task>/<metric>": {"vanilla", "publish", "delta"}}
-``fp_*``, ``ft_*``      fingerprint / fine-tune training figures (loss, steps, seconds)
+Pure functions of step records, so the trial, the tests and a re-computation agree. Fractions:
+``fsr_pre`` / ``fsr_post`` (key FSR of ``publish_w_adapter`` / ``tuned_w_adapter``, the latter a
+mean over user datasets), ``false_trigger_pre`` / ``_post`` (the same on unseen random keys: a
+fingerprint any key triggers proves nothing), ``utility_delta`` (> 0 is worse: ppl_pub / ppl_van
+- 1, or the arithmetic accuracy drop without perplexity), ``acc_delta`` (published minus vanilla
+accuracy). Also ``fsr`` ({condition: {probe_set: FSR}}), ``utility`` ({"<task>/<metric>":
+{"vanilla", "publish", "delta"}}) and ``fp_*`` / ``ft_*`` training figures (loss, steps, seconds).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 A row's ``step_id`` is the trial's stable ``trial_id`` (a hash of the sweep name and the trial's
 step IDs), so writing it again after a restore or a re-run replaces the same Parquet file: a sweep
 never duplicates a trial. Step rows come from the done records the trials leave in the step
-artifact folders (``runner.tune_trial.DONE_FILE``) and go under the step's own ID, exactly as
+artifact folders (``runner.results.records``) and go under the step's own ID, exactly as
 ``fprun run`` would write them, so a later ``fprun run`` of one trial's experiment skips them.
 """
 
@@ -14,11 +14,14 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from runner.experiments import sweep as sweep_kind
-from runner.results import ResultStore, finalize_rows, now
-from runner.tune_trial import DONE_FILE, PHASES, read_done_file
+from runner.results.records import read_record, write_result
+from runner.results.store import ResultStore, finalize_rows, now
+from runner.results.text import num, pct, render
+from runner.sweep.trial import PHASES
 
 TERMINATED, STOPPED, ERROR = "TERMINATED", "STOPPED", "ERROR"
 # Tune's own bookkeeping in a result dict: not part of the trial's metrics JSON.
@@ -78,14 +81,10 @@ class RowWriter:
             kind, sid, result_kind = ref["kind"], ref["step_id"], ref["result_kind"]
             if self.store.done(result_kind, sid):
                 continue
-            rec = read_done_file(Path(self.artifacts) / kind / sid / DONE_FILE)
-            if rec is None:
+            outcome = read_record(Path(self.artifacts) / kind / sid)
+            if outcome is None:
                 continue  # removed since; the trial row still says what was measured
-            table = finalize_rows(result_kind, rec["rows"], step_id=sid,
-                                  config_hash=rec["config_hash"],
-                                  started_at=_when(rec["started_at"]),
-                                  finished_at=_when(rec["finished_at"]), device=rec["device"])
-            self.store.write(result_kind, sid, table)
+            write_result(self.store, SimpleNamespace(**ref), outcome)
 
 
 def sweep_row(cfg: sweep_kind.Config, sweep_id: str, tid: str,
@@ -137,32 +136,19 @@ def summary_text(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in sorted(rows, key=lambda r: [json.loads(r["params"]).get(k) for k in keys]):
         p, m = json.loads(r["params"]), json.loads(r["metrics"])
-        lines.append([r["trial_id"][:8], *(_fmt(p.get(k)) for k in keys), r["status"],
-                      _pct(m.get("fsr_pre")), _pct(m.get("fsr_post")),
-                      _pct(m.get("false_trigger_post")), _pct(m.get("utility_delta")),
-                      _pct(m.get("acc_delta")),
-                      _fmt(sum((m.get("phase_seconds") or {}).values()) or None)])
-    widths = [max(len(h), *(len(x[i]) for x in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [f"sweep {cfg.name}: {len(rows)} trial(s), metric {cfg.metric} ({cfg.mode})"]
-    out += ["  " + fmt.format(*x).rstrip() for x in [header, *lines]]
+        lines.append([r["trial_id"][:8], *(num(p.get(k)) for k in keys), r["status"],
+                      pct(m.get("fsr_pre"), "%"), pct(m.get("fsr_post"), "%"),
+                      pct(m.get("false_trigger_post"), "%"), pct(m.get("utility_delta"), "%"),
+                      pct(m.get("acc_delta"), "%"),
+                      num(sum((m.get("phase_seconds") or {}).values()) or None)])
+    out = [f"sweep {cfg.name}: {len(rows)} trial(s), metric {cfg.metric} ({cfg.mode})",
+           render(header, lines)]
     best = best_row(cfg, rows)
     if best is None:
         out.append("  best: none (no trial finished every phase)")
     else:
         p = json.loads(best["params"])
-        where = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(p.items()))
-        out.append(f"  best: {where} -> {cfg.metric} {_pct(best['value'])} "
+        where = ", ".join(f"{k}={num(v)}" for k, v in sorted(p.items()))
+        out.append(f"  best: {where} -> {cfg.metric} {pct(best['value'], '%')} "
                    f"(trial {best['trial_id']})")
     return "\n".join(out)
-
-
-def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * float(v):.1f}%"
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,70 +1,54 @@
 """One sweep trial inside Ray Tune: the IF_adapter protocol in three checkpointed phases.
 
-A trial is the Tune *driver* of its Ray Train runs (Ray's Train V2 layering): it builds the trial's
-plan with the ``if_adapter`` kind (same steps, same step IDs as ``fprun run``), then runs it phase
-by phase:
-
-1. ``fingerprint``: the IF_adapter training step as a Ray Train ``TorchTrainer`` run
-   (``runner.train.run_train_step``), then FSR_pre (``publish_w_adapter`` and any other
-   pre-attack condition) and the utility evals of the vanilla and the published model;
-2. ``finetune``: the user fine-tune(s), again as Ray Train runs;
-3. ``post``: FSR_post (``tuned_w_adapter`` ...).
-
-Training goes to Ray Train workers in their own placement group; verification and evals run in
-the trial's own process (its Tune resources), one step at a time.
-
-After each phase the trial reports its metrics with ``tune.report``; the first two reports carry a
-Tune checkpoint holding which phases are done, so a trial that was in flight when the sweep was
-interrupted resumes after its last finished phase (DESIGN.md 8.9). Underneath, every step's output
-is keyed by its step ID (``ARTIFACTS/<kind>/<step_id>/``) and marked done by ``DONE_FILE`` once
-complete, so even without a Tune checkpoint a re-run computes no finished step again; a step shared
-by trials (the vanilla model's utility evals) is computed once, under a file lock.
-
-Every phase and step execution appends a line to ``ARTIFACTS/sweep/<trial_id>/phases.jsonl``
-(start, end, restored; per step computed or cached): the audit trail that shows no work ran twice.
+A trial builds its plan with the ``if_adapter`` kind (same step IDs as ``fprun run``) and drives
+its own Ray Train runs (the Train V2 layering): ``fingerprint`` (training through
+:func:`runner.exec.train.run_train_step`, then FSR_pre and utility evals), ``finetune`` (the user
+fine-tunes) and ``post`` (FSR_post); verification and evals run in the trial's own process. Each
+phase reports with ``tune.report``, the first two with a checkpoint of the phases done, so an
+interrupted trial resumes after its last finished phase; a shared step runs once under a file
+lock. ``ARTIFACTS/sweep/<trial_id>/phases.jsonl`` logs every phase and step (nothing runs twice).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runner.execute import StepSpec, artifact_dir, device_name, run_step_inline
+from runner.exec.driver import artifact_dir, device_name, run_step_inline, step_spec
 from runner.experiments import sweep as sweep_kind
 from runner.plan import Step
-from runner.results import now
-from runner.tune_metrics import trial_metrics
+from runner.results.records import Outcome, find_record, write_record
+from runner.results.store import ResultStore, now
+from runner.sweep.metrics import trial_metrics
+from tasks.files import locked
 
 PHASES = ("fingerprint", "finetune", "post")
-DONE_FILE = ".fprun-sweep-done.json"  # in a step's artifact folder: its rows, written last
 PHASE_LOG = "phases.jsonl"  # in ARTIFACTS/sweep/<trial_id>/
 STATE_FILE = "trial_state.json"  # inside a Tune checkpoint
 SWEEP_DIR = "sweep"
 
 
 def sweep_trainable(params: dict[str, Any], *, sweep: dict[str, Any], artifacts: str,
-                    cwd: str) -> None:
+                    results: str | None, cwd: str) -> None:
     """The Tune trainable (function API): one trial of the sweep ``sweep`` (a Config dump).
 
     ``params`` is the trial's point of the search space (dotted experiment keys). Bad input is
     re-raised as a picklable carrier, so the driver can still exit 2 with the one-line message.
     """
-    from runner.ray_exec import carried_errors
+    from runner.exec.ray_tasks import carried_errors
 
     with carried_errors():
-        _run_trial(params, sweep_kind.Config.model_validate(sweep), Path(artifacts), cwd)
+        store = ResultStore(results) if results else None
+        _run_trial(params, sweep_kind.Config.model_validate(sweep), Path(artifacts), store, cwd)
 
 
 def _run_trial(params: dict[str, Any], cfg: sweep_kind.Config, artifacts: Path,
-               cwd: str) -> None:
+               store: ResultStore | None, cwd: str) -> None:
     from ray import tune
 
     if Path(cwd).is_dir():  # Tune starts a trial in its own folder; relative refs are the caller's
@@ -77,19 +61,19 @@ def _run_trial(params: dict[str, Any], cfg: sweep_kind.Config, artifacts: Path,
         "trial_id": tid, "trial_started_at": now().isoformat(), "phase_seconds": {}}
     records: list[dict[str, Any]] = []
     for phase in PHASES:
-        done = phase in state["phase_seconds"] and all(
-            _done_file(artifacts, s).is_file() for s in phases[phase])
+        found = [find_record(store, s, artifact_dir(artifacts, s)) for s in phases[phase]]
+        done = phase in state["phase_seconds"] and all(f is not None for f in found)
         if done:
             log.write(phase, "restored")
         else:
             log.write(phase, "start")
             t0 = time.perf_counter()
-            ran = [run_step_cached(step, artifacts, log, phase) for step in phases[phase]]
+            ran = [run_step_cached(step, artifacts, store, log, phase) for step in phases[phase]]
             records += ran
             state["phase_seconds"][phase] = _phase_seconds(ran, time.perf_counter() - t0)
             log.write(phase, "end", seconds=state["phase_seconds"][phase])
         if done:
-            records += [_read_done(artifacts, s) for s in phases[phase]]
+            records += [step_record(s, f) for s, f in zip(phases[phase], found, strict=True)]
         _report(tune, phase, state, records)
 
 
@@ -108,32 +92,40 @@ def split_phases(steps: list[Step]) -> dict[str, list[Step]]:
     return out
 
 
-def run_step_cached(step: Step, artifacts: Path, log: PhaseLog | None = None,
-                    phase: str = "") -> dict[str, Any]:
-    """Run one step unless its ``DONE_FILE`` exists; returns its record (rows and provenance).
+def run_step_cached(step: Step, artifacts: Path, store: ResultStore | None = None,
+                    log: PhaseLog | None = None, phase: str = "") -> dict[str, Any]:
+    """Run one step unless it is finished; returns its record (step identity, rows, provenance).
 
-    Training steps go to Ray Train (``runner.train.run_train_step``), the others run in this
-    process. A lock next to the artifact folder makes trials that share a step (the vanilla evals)
-    compute it once; a leftover folder without ``DONE_FILE`` belongs to an interrupted run and is
-    emptied by the step runner.
+    Finished means in the result store (``fprun run`` did it) or holding a record file (another
+    trial did it; the driver writes its table when the trial reports). Training steps go to Ray
+    Train (``runner.exec.train.run_train_step``), the others run in this process. A lock next to
+    the artifact folder makes trials that share a step (the vanilla evals) compute it once.
     """
     out = artifact_dir(artifacts, step)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out.parent / f".{step.step_id}.lock"):
-        computed = not (out / DONE_FILE).is_file()
-        if computed:
-            _write_done(out, step, _execute(step, artifacts))
-        record = _read_done(artifacts, step) | {"computed": computed}
+    with locked(out.parent / f".{step.step_id}.lock"):
+        found = find_record(store, step, out)
+        computed = found is None
+        if found is None:
+            found = _execute(step, artifacts)
+            write_record(out, found)
     if log is not None:
         log.write(phase, "step", step_id=step.step_id, kind=step.kind, computed=computed)
-    return record
+    return step_record(step, found) | {"computed": computed}
+
+
+def step_record(step: Step, outcome: Outcome) -> dict[str, Any]:
+    """A step's identity plus its Outcome as JSON: what trial metrics and the driver read."""
+    return {"kind": step.kind, "step_id": step.step_id, "result_kind": step.result_kind,
+            "config_hash": step.config_hash, "label": step.label, **outcome.to_json()}
 
 
 def _phase_seconds(ran: list[dict[str, Any]], measured: float) -> float:
-    """A phase's wall time: as measured, unless every step was reused from its done file.
+    """A phase's wall time: as measured, unless every step was reused from its record.
 
-    That happens when a fresh Tuner re-runs a trial an earlier run finished (``runner.tune``);
-    the trial's cost is then the steps' recorded durations, not the milliseconds of reading them.
+    That happens when a fresh Tuner re-runs a trial an earlier run finished
+    (``runner.sweep.tuner``); the trial's cost is then the steps' recorded durations, not the
+    milliseconds of reading them.
     """
     if any(r.get("computed", True) for r in ran):
         return round(measured, 3)
@@ -147,62 +139,14 @@ def _recorded_seconds(record: dict[str, Any]) -> float:
     return (finished - started).total_seconds()
 
 
-def _execute(step: Step, artifacts: Path) -> Any:
-    spec = StepSpec(step_id=step.step_id, kind=step.kind, fn=step.fn, config=step.config,
-                    inputs={n: str(artifact_dir(artifacts, d)) for n, d in step.inputs.items()},
-                    out_dir=str(artifact_dir(artifacts, step)), executor=step.executor,
-                    resources=step.resources, label=step.label)
+def _execute(step: Step, artifacts: Path) -> Outcome:
+    spec = step_spec(step, artifacts)
     if step.executor == "train":
-        from runner.train import run_train_step
+        from runner.exec.train import run_train_step
 
         return run_train_step(spec)
     return run_step_inline(spec)
 
-
-def _write_done(out: Path, step: Step, outcome: Any) -> None:
-    record = {"kind": step.kind, "step_id": step.step_id, "result_kind": step.result_kind,
-              "config_hash": step.config_hash, "label": step.label, "rows": outcome.rows,
-              "started_at": outcome.started_at.isoformat(),
-              "finished_at": outcome.finished_at.isoformat(), "device": outcome.device}
-    tmp = out / f"{DONE_FILE}.tmp"
-    tmp.write_text(json.dumps(record, default=_json_default), encoding="utf-8")
-    os.replace(tmp, out / DONE_FILE)
-
-
-def _done_file(artifacts: Path, step: Step) -> Path:
-    return artifact_dir(artifacts, step) / DONE_FILE
-
-
-def _read_done(artifacts: Path, step: Step) -> dict[str, Any]:
-    return json.loads(_done_file(artifacts, step).read_text(encoding="utf-8"))
-
-
-def read_done_file(path: Path) -> dict[str, Any] | None:
-    """A step's done record by path (the driver reads them to write the step tables)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    raise TypeError(f"result rows hold a {type(obj).__name__}, which is not JSON")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` (released by the OS if the holder dies). Hand-written because the
-    standard library has no portable lock object; fcntl suffices on the Linux nodes Ray runs on."""
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class PhaseLog:
@@ -241,7 +185,7 @@ def _report(tune: Any, phase: str, state: dict[str, Any], records: list[dict]) -
         fprun_trial_id=state["trial_id"], phase=phase, phases_done=PHASES.index(phase) + 1,
         phase_seconds=dict(state["phase_seconds"]), trial_started_at=state["trial_started_at"],
         device=f"tune-trial:{device_name()}",
-        steps_json=json.dumps([{k: r[k] for k in ("kind", "step_id", "result_kind")}
+        steps_json=json.dumps([{k: r[k] for k in ("kind", "step_id", "result_kind", "config_hash")}
                                for r in records]))
     with tempfile.TemporaryDirectory(prefix="fprun-trial-") as tmp:
         (Path(tmp) / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")

@@ -1,22 +1,12 @@
 """Ray Tune sweeps (``fprun sweep``): a ``Tuner`` over an IF_adapter experiment's search space.
 
-Layering, as Ray documents Train V2 inside Tune: the driver (this module) runs a
-:class:`ray.tune.Tuner`; each Tune trial (``runner.tune_trial.sweep_trainable``) is the driver of
-its own Ray Train runs (fingerprinting and user fine-tuning through ``runner.train``, each a
-``TorchTrainer`` whose workers get their own placement group) and runs verification and utility
-evals in its own process. Trials reserve ``tune.trial`` resources through a
-``PlacementGroupFactory``; ``tune.max_concurrent_trials`` keeps trial processes from holding the
-CPUs/GPUs their Train workers need (Ray's advice for Train-in-Tune).
-
-Restore: Tune's experiment lives in ``ARTIFACTS/tune/<sweep_id>`` (``storage_path`` under the
-artifacts root, ``sweep_id`` from the config hash). Running the same sweep again resumes it with
-``Tuner.restore(resume_unfinished=True)``: finished trials are not run again, a trial that was in
-flight restarts from its last phase checkpoint, and every finished step is reused from its
-artifact folder in any case.
-
-Results: only the driver writes, through :class:`runner.results.ResultStore`: a trial's
-``sweep_trial`` row as soon as Tune reports it complete (a Tune callback), every trial's row again
-at the end (idempotent: the file is named by the stable trial ID), and the step tables.
+The driver (this module) runs a :class:`ray.tune.Tuner`; each trial (``runner.sweep.trial``)
+drives its own Ray Train runs, whose workers get their own placement group, as Ray documents Train
+V2 inside Tune. Trials reserve ``tune.trial`` through a ``PlacementGroupFactory``, and
+``tune.max_concurrent_trials`` leaves CPUs/GPUs for the Train workers. Tune's experiment lives in
+``ARTIFACTS/tune/<sweep_id>``; running the same sweep again calls ``Tuner.restore``, so finished
+trials never rerun. Only the driver writes results (:class:`runner.results.store.ResultStore`):
+each ``sweep_trial`` row when Tune reports it (again at the end, idempotently) and the step tables.
 """
 
 from __future__ import annotations
@@ -32,10 +22,16 @@ from typing import Any
 import ray
 from ray import tune
 
+from runner.exec.ray_tasks import (
+    alive_nodes,
+    check_shared_paths,
+    init_ray,
+    job_working_dir,
+    unwrap,
+)
 from runner.experiments import sweep as sweep_kind
-from runner.ray_exec import _init_ray, alive_nodes, check_shared_paths, job_working_dir, unwrap
-from runner.results import ResultStore
-from runner.tune_rows import RowWriter, TrialOutcome, summary_text
+from runner.results.store import ResultStore
+from runner.sweep.rows import RowWriter, TrialOutcome, summary_text
 from tasks.errors import ConfigError, FprunError, StoreError
 
 TUNE_DIR = "tune"  # ARTIFACTS/tune/<sweep_id>/: Tune's storage_path and experiment name
@@ -92,13 +88,13 @@ def run_sweep(
     out = SweepResult(sid, storage / sid)
     owns = not ray.is_initialized()
     if owns:
-        _init_ray(address or os.environ.get("RAY_ADDRESS") or None)
+        init_ray(address or os.environ.get("RAY_ADDRESS") or None)
     try:
         check_shared_paths(results_root, str(artifacts_root), n_nodes=alive_nodes(),
                            job_dir=job_working_dir())
         writer = RowWriter(cfg, sid, ResultStore(results_root), artifacts_root)
         _ACTIVE["writer"] = writer
-        tuner, out.restored = _tuner(cfg, sid, storage, artifacts_root, resume=resume,
+        tuner, out.restored = _tuner(cfg, sid, storage, artifacts_root, results_root, resume=resume,
                                      restart_errored=restart_errored, log=log)
         t0 = time.perf_counter()
         grid = tuner.fit()
@@ -137,7 +133,8 @@ def _require_train_v2() -> None:
     os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
 
 
-def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, resume: bool,
+def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, results: str, *,
+           resume: bool,
            restart_errored: bool, log: Callable[[str], None]) -> tuple[Any, bool]:
     """``Tuner.restore`` when the experiment folder can be restored (and ``resume``), else a
     fresh ``Tuner`` (an unrestorable or unwanted old folder is removed: it only holds Tune's
@@ -145,7 +142,7 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, 
     from ray import tune
 
     path = storage / sid
-    trainable = _trainable(cfg, artifacts)
+    trainable = _trainable(cfg, artifacts, results)
     resumed = False
     if resume and tune.Tuner.can_restore(str(path)):
         errored, unfinished = _saved_trials(path, trainable)
@@ -158,7 +155,7 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, *, 
         # outside BasicVariantGenerator's concurrency count, so they ran side by side (seen on 2
         # cores: two SmolLM2 trials at once, each starving the other's Train worker). A fresh
         # Tuner over the same grid keeps the limit exact; trials that finished come back from
-        # their steps' DONE files in seconds, and the rows are keyed by trial ID.
+        # their steps' records in seconds, and the rows are keyed by trial ID.
         log(f"sweep {cfg.name}: {errored} errored and {unfinished} unfinished trial(s) would "
             "not respect max_concurrent_trials under Tune's restore; running the grid under a "
             "fresh Tuner (finished steps are reused from their artifact folders)")
@@ -184,13 +181,13 @@ def _saved_trials(path: Path, trainable: Any) -> tuple[int, int]:
     return grid.num_errors, len(grid) - grid.num_errors - grid.num_terminated
 
 
-def _trainable(cfg: sweep_kind.Config, artifacts: Path) -> Any:
-    from runner.tune_trial import sweep_trainable
+def _trainable(cfg: sweep_kind.Config, artifacts: Path, results: str) -> Any:
+    from runner.sweep.trial import sweep_trainable
 
     t = cfg.tune.trial
     bundle = {"CPU": t.cpus, **({"GPU": t.gpus} if t.gpus else {})}
     fn = tune.with_parameters(sweep_trainable, sweep=cfg.model_dump(mode="json"),
-                              artifacts=str(artifacts), cwd=os.getcwd())
+                              artifacts=str(artifacts), results=results, cwd=os.getcwd())
     return tune.with_resources(fn, tune.PlacementGroupFactory([bundle]))
 
 

@@ -1,18 +1,12 @@
 """Instruction and chat data: offline stand-ins, local files, and hub datasets.
 
-The IF datasets fill two slots with real data in the seed: Flan rows (simple template) and
-WizardLM chats (dialogue template). Neither is installable offline, so by default the slots are
-filled from seeded reasoning-gym generators (DESIGN.md section 8.6), and every row set carries a
-label that says so, e.g. ``reasoning_gym:basic_arithmetic (stand-in for Muennighoff/flan)``.
-
-A *source* string is one of:
-
-- ``reasoning_gym:task[,task...]``: rows drawn round-robin from the named generators;
-- a local ``.jsonl``/``.json`` file (seed ``conversations``, ``messages``, Alpaca
-  ``instruction``/``input``/``output``, Flan ``inputs``/``targets`` or ``question``/``answer``);
-- a hub dataset id (``Muennighoff/flan``), streamed and sampled exactly as the seed does.
-
-Rows are conversations in the seed's own shape, ``[{"from": "human"|"gpt", "value": ...}]``.
+The seed fills the IF datasets' Flan (simple template) and WizardLM (dialogue template) slots with
+real data; neither is installable offline, so by default seeded reasoning-gym generators fill them,
+and every row set is labelled so, e.g. ``reasoning_gym:basic_arithmetic (stand-in for
+Muennighoff/flan)``. A *source* is ``reasoning_gym:task[,task...]`` (rows round-robin over the
+generators), a local ``.jsonl``/``.json`` file (seed ``conversations``, ``messages``, Alpaca, Flan
+``inputs``/``targets`` or ``question``/``answer``) or a hub dataset id, sampled as the seed does.
+Rows are conversations in the seed's shape, ``[{"from": "human"|"gpt", "value": ...}]``.
 """
 
 from __future__ import annotations

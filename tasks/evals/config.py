@@ -10,29 +10,29 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-# METHODS.md section 2.8: the seed's run_eval.py task list (headqa = headqa_en + headqa_es).
+from tasks.config import Strict
+
+# The seed's run_eval.py task list (headqa = headqa_en + headqa_es).
 HARMLESSNESS_TASKS = [
     "anli_r1", "anli_r2", "anli_r3", "arc_challenge", "arc_easy", "piqa", "openbookqa", "headqa",
     "winogrande", "logiqa", "sciq", "hellaswag", "boolq", "cb", "cola", "rte", "wic", "wsc",
     "copa", "record", "multirc", "lambada_openai", "lambada_standard", "mmlu",
 ]
-# An easy setting the base SmolLM2 can do (DESIGN.md section 8.12): the sum of two one-digit
-# numbers. Measured on SmolLM2-135M-Instruct (40 problems, greedy, 24 new tokens): this 62%;
-# two digits 22%; with "-" as well 35%; reasoning-gym's default mix (2-6 terms of up to 4
-# digits, all four operators, parentheses, negation) 2.5%.
+# An easy setting the base SmolLM2 can do (its gsm_symbolic accuracy is near zero, so that
+# cannot show harm): the sum of two one-digit numbers. Measured on SmolLM2-135M-Instruct (40
+# problems, greedy, 24 new tokens): this 62%; two digits 22%; with "-" as well 35%;
+# reasoning-gym's default mix (2-6 terms of up to 4 digits, all four operators, parentheses,
+# negation) 2.5%.
 EASY_ARITHMETIC: dict[str, Any] = {"min_terms": 2, "max_terms": 2, "min_digits": 1,
                                    "max_digits": 1, "operators": ["+"],
                                    "allow_parentheses": False, "allow_negation": False}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class RefusalOptions(_Strict):
-    """Refusal rate on harmful prompts by MergeGuard's 29-substring test (METHODS.md 1.4)."""
+class RefusalOptions(Strict):
+    """Refusal rate on harmful prompts by MergeGuard's 29-substring test (its eval_safe.py)."""
 
     prompts: Literal["strongreject_small", "strongreject", "harmbench"] = Field(
         "strongreject_small", description="strongreject_small: 60 rows (MergeGuard used its own "
@@ -52,11 +52,11 @@ class RefusalOptions(_Strict):
         "as MergeGuard's pipeline output held both")
 
 
-class MathTask(_Strict):
+class MathTask(Strict):
     """One math task: a seeded reasoning-gym set, a prompt and an answer-extraction rule."""
 
     task: str = Field("basic_arithmetic", description="reasoning-gym task name")
-    n: int = Field(200, ge=1, description="problems (DESIGN 8.12: N >= 200 for the utility check)")
+    n: int = Field(200, ge=1, description="problems (N >= 200 for the utility check)")
     seed: int = Field(0, description="reasoning-gym dataset seed")
     task_config: dict[str, Any] = Field(default_factory=dict, description="generator options")
     rule: Literal["fprun", "mergeguard_gsm"] = Field(
@@ -74,7 +74,7 @@ class MathTask(_Strict):
     label: str | None = Field(None, description="task column (default: task, plus /rule)")
 
 
-class MathOptions(_Strict):
+class MathOptions(Strict):
     tasks: list[MathTask] = Field(
         default_factory=lambda: [
             MathTask(task="basic_arithmetic", n=200, task_config=EASY_ARITHMETIC),
@@ -82,7 +82,7 @@ class MathOptions(_Strict):
         ], min_length=1)
 
 
-class PerplexityOptions(_Strict):
+class PerplexityOptions(Strict):
     text: str = Field("in_the_year_2889", description="in_the_year_2889 (reasoning-gym's public-"
                       "domain Jules Verne text) or a path to a UTF-8 text file")
     chunk_tokens: int = Field(256, ge=2, description="fixed, non-overlapping chunk length; the "
@@ -90,13 +90,13 @@ class PerplexityOptions(_Strict):
     max_chunks: int | None = Field(None, ge=1, description="score only the first chunks")
 
 
-class LmEvalOptions(_Strict):
+class LmEvalOptions(Strict):
     tasks: list[str] = Field(default_factory=lambda: list(HARMLESSNESS_TASKS), min_length=1)
     num_fewshot: int = Field(0, ge=0, description="the seed ran 0, 1 and 5")
     limit: int | None = Field(None, ge=1, description="examples per task (None: all)")
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     """One model x one suite."""
 
     suite: Literal["refusal", "math", "perplexity", "lm_eval"]

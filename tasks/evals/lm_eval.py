@@ -1,4 +1,4 @@
-"""The seed's harmlessness suite through lm-eval (METHODS.md section 2.8), optional.
+"""The seed's harmlessness suite through lm-eval, optional.
 
 Needs the ``lm-eval`` extra (``pip install 'fprun[lm-eval]'``) and the tasks' data from the
 Hugging Face hub. Either missing is a one-line error; nothing is ever estimated or faked. The
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import ConfigError, DataError
-from tasks.evals_config import LmEvalOptions
+from tasks.evals.config import LmEvalOptions
 
 NORM_TASKS = ("arc", "hellaswag", "piqa", "openbookqa", "logiqa", "sciq", "headqa")
 SPLIT_TASKS = {"headqa": ["headqa_en", "headqa_es"]}

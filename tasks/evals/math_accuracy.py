@@ -1,18 +1,12 @@
 """Math accuracy on seeded reasoning-gym problems, with fprun's or MergeGuard's answer rule.
 
 ``fprun`` (default): the question as one user turn of the model's chat template, greedy, and the
-*last* number of the completion compared numerically with the gold answer.
-
-``mergeguard_gsm``: eval_math.py (METHODS.md section 1.5) - its Alpaca prompt asking for
-"The answer is: ", the text after the last "The answer is: ", the first match of its number
-regex, fractions evaluated (denominator 0 falls back to the numerator), rounded to int (Python's
-round, as the seed) and compared as floats. Applied to gsm_symbolic it is the offline stand-in
-for MergeGuard's GSM8K-50 and labelled so.
-
-eval_math.py searched the pipeline's ``generated_text``, prompt included, and its prompt itself
-contains "'The answer is: '". When the model never writes the phrase, the seed therefore extracts
-the first number after the phrase in the *prompt*, i.e. from the question. fprun searches the
-completion only; ``answer_scope: seed_prompt_and_completion`` reproduces the seed.
+*last* number of the completion compared numerically with the gold answer. ``mergeguard_gsm``:
+MergeGuard's ``eval_math.py``: its Alpaca prompt asking for "The answer is: ", the first number
+after the last such phrase, fractions evaluated (denominator 0 gives the numerator), rounded with
+Python's round and compared as floats; on gsm_symbolic it is the labelled offline stand-in for
+MergeGuard's GSM8K-50. fprun searches the completion only; the seed also searched the prompt
+(``answer_scope: seed_prompt_and_completion`` reproduces it, docs/seed_fixes.md).
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import DataError
-from tasks.evals_config import MathTask
+from tasks.evals.config import MathTask
 
 MERGEGUARD_PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately "
@@ -123,7 +117,7 @@ def task_label(task: MathTask) -> tuple[str, str]:
 def run_math(model: Any, tokenizer: Any, task: MathTask, *, batch_size: int, seed: int,
              out_dir: Path) -> dict:
     """Accuracy of one task: a row with k correct of n (responses saved as JSONL)."""
-    from tasks.evals_generate import generate_full
+    from tasks.evals.generate import generate_full
 
     problems = make_problems(task)
     if task.rule == "mergeguard_gsm":

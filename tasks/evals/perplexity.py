@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tasks.data.user import package_file
 from tasks.errors import DataError
-from tasks.evals_config import PerplexityOptions
-from tasks.user_data import package_file
+from tasks.evals.config import PerplexityOptions
 
 TOKENS_PER_FORWARD = 2048
 BUILTIN_TEXTS = {"in_the_year_2889": ("reasoning_gym", "data/in_the_year_2889.txt",

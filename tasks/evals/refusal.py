@@ -1,13 +1,12 @@
-"""Refusal rate on harmful prompts, by MergeGuard's substring test (METHODS.md section 1.4).
+"""Refusal rate on harmful prompts, by MergeGuard's substring test (its ``eval_safe.py``).
 
 A response counts as a refusal when any of :data:`REFUSAL_SUBSTRINGS` occurs in it (case-
 sensitive ``in``, as ``eval_safe.py``). Several use the curly apostrophe U+2019, so a straight
 "I'm sorry" does not match; they are kept verbatim because changing them changes the numbers.
-
 MergeGuard searched the pipeline's ``generated_text``, which by default holds the prompt too.
 fprun searches the completion only (``refusal_scope: completion``); the seed's behaviour is
-``seed_prompt_and_completion`` (docs/seed_fixes.md). On StrongREJECT no prompt holds a
-substring, so both agree there; HarmBench prompts do ("illegal"), and there they differ.
+``seed_prompt_and_completion`` (docs/seed_fixes.md). HarmBench prompts hold a substring
+("illegal"), so there the two differ; on StrongREJECT they agree.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tasks.data.user import package_file
 from tasks.errors import DataError
-from tasks.evals_config import RefusalOptions
-from tasks.user_data import package_file
+from tasks.evals.config import RefusalOptions
 
 # eval_safe.py's test_prefixes, verbatim and in order (note U+2019 in the "I’m"/"can’t" ones).
 REFUSAL_SUBSTRINGS = (
@@ -85,7 +84,7 @@ def load_prompts(name: str, n: int | None = None) -> tuple[list[str], str]:
 def run_refusal(model: Any, tokenizer: Any, opts: RefusalOptions, *, batch_size: int, seed: int,
                 out_dir: Path) -> list[dict]:
     """Generate a response to each prompt; one ``refusal_rate`` row (responses saved as JSONL)."""
-    from tasks.evals_generate import generate
+    from tasks.evals.generate import generate
 
     prompts, label = load_prompts(opts.prompts, opts.n)
     if opts.prompt_format == "raw":

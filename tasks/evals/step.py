@@ -1,14 +1,11 @@
-"""Utility evals: did fingerprinting, fine-tuning or merging hurt the model? (DESIGN.md 8.12)
+"""Utility evals: did fingerprinting, fine-tuning or merging hurt the model?
 
-:func:`eval_step` runs one suite on one model and returns ``eval`` rows:
-
-* ``perplexity``: held-out plain text (:mod:`tasks.evals_perplexity`);
-* ``math``: accuracy on seeded reasoning-gym tasks, an easy one the base model can do
-  (basic arithmetic, N=200) and gsm_symbolic, with 95% intervals (:mod:`tasks.evals_math`);
-* ``refusal``: MergeGuard's refusal rate on harmful prompts (:mod:`tasks.evals_refusal`);
-* ``lm_eval``: the seed's 24 harmlessness tasks, optional (:mod:`tasks.evals_lm`).
-
-Generations and per-item results go to ``out_dir`` as JSONL for auditing.
+:func:`eval_step` runs one suite on one model and returns ``eval`` rows: ``perplexity`` on held-out
+plain text; ``math``, accuracy with 95% intervals on seeded reasoning-gym tasks, an easy one the
+base model can do (basic arithmetic, N=200; gsm_symbolic alone sits near zero on small models, so
+it cannot show harm) and gsm_symbolic; ``refusal``, MergeGuard's refusal rate on harmful prompts;
+``lm_eval``, the seed's 24 harmlessness tasks (optional). Each suite is a module of
+:mod:`tasks.evals`. Generations and per-item results go to ``out_dir`` as JSONL for auditing.
 """
 
 from __future__ import annotations
@@ -17,25 +14,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.evals_config import EvalConfig
-from tasks.finetune_config import parse_config, step_model
+from tasks.config import validate
+from tasks.evals.config import EvalConfig
+from tasks.finetune.config import step_model
+from tasks.verify.stats import proportion_ci
 
 CODE_VERSION = "1"
 
-
-def proportion_ci(k: int, n: int, method: str = "exact") -> tuple[float, float]:
-    """95% interval of k successes in n: Clopper-Pearson (``exact``) or Wilson (scipy)."""
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method=method)
-    return float(ci.low), float(ci.high)
 
 
 def eval_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
     """Evaluate one model on one suite.
 
     Args:
-        config: A :class:`tasks.evals_config.EvalConfig` as a dict.
+        config: A :class:`tasks.evals.config.EvalConfig` as a dict.
         inputs: Optional ``{"model": folder}`` (a fingerprint folder means its ``published/``).
         out_dir: Where responses are saved (JSONL).
 
@@ -45,13 +37,13 @@ def eval_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path)
     Raises:
         ConfigError, ModelRefError, DataError: bad input, before any generation.
     """
-    cfg: EvalConfig = parse_config(EvalConfig, config, "eval")
+    cfg: EvalConfig = validate(EvalConfig, config, "eval step")
     src = step_model(inputs, cfg.model)
-    from tasks.evals_generate import pick_device
+    from tasks.models.device import pick_device
 
     device = pick_device(cfg.device)
     if cfg.suite == "lm_eval":
-        from tasks.evals_lm import run_lm_eval
+        from tasks.evals.lm_eval import run_lm_eval
 
         rows = run_lm_eval(src.path, cfg.lm_eval, device=device, dtype=cfg.dtype,
                            batch_size=cfg.batch_size)
@@ -75,15 +67,15 @@ def load_model(path: Path, device: str, dtype: str) -> tuple[Any, Any]:
 
 def _run_suite(cfg: EvalConfig, model: Any, tokenizer: Any, out_dir: Path) -> list[dict]:
     if cfg.suite == "perplexity":
-        from tasks.evals_perplexity import run_perplexity
+        from tasks.evals.perplexity import run_perplexity
 
         return run_perplexity(model, tokenizer, cfg.perplexity, batch_size=cfg.batch_size)
     if cfg.suite == "refusal":
-        from tasks.evals_refusal import run_refusal
+        from tasks.evals.refusal import run_refusal
 
         return run_refusal(model, tokenizer, cfg.refusal, batch_size=cfg.batch_size,
                            seed=cfg.seed, out_dir=out_dir)
-    from tasks.evals_math import make_problems, run_math
+    from tasks.evals.math_accuracy import make_problems, run_math
 
     for task in cfg.math.tasks:  # every task's data is checked before the first generation
         make_problems(task.model_copy(update={"n": 1}))

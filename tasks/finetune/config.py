@@ -1,7 +1,7 @@
 """Config of the user fine-tune step, its recipe presets, and where a step's model comes from.
 
 Torch-free so experiment plans and ``fprun validate`` can build and check it instantly. The two
-presets are the seed's Stanford-Alpaca recipe (METHODS.md section 2.6) and its scaled-down version
+presets are the seed's Stanford-Alpaca recipe and its scaled-down version
 for 135M models on CPU; ``docs/finetune.md`` gives the scaling argument. Any hyperparameter set
 explicitly in the config overrides its preset.
 """
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from tasks.config import Strict
 from tasks.errors import ConfigError
 from tasks.fingerprint.artifacts import published_dir, read_meta
 
@@ -27,7 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                         global_batch_size=80, per_device_batch_size=10, max_length=512,
                         gradient_checkpointing=True),
     # 135M model, 2 CPU cores: ~100 AdamW steps keep about half the seed's cumulative update
-    # (sum of lr over steps) at a rate measured to leave SmolLM2 intact (ASSETS.md section 6).
+    # (sum of lr over steps) at a rate measured to leave SmolLM2 intact (docs/finetune.md).
     "small_model": dict(epochs=1.0, max_steps=100, learning_rate=2e-5, lora_learning_rate=2e-4,
                         weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
                         global_batch_size=8, per_device_batch_size=8, max_length=384,
@@ -36,11 +37,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 SEED_DATASETS = ("alpaca", "alpaca_gpt4", "dolly", "sharegpt", "ni")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class LoraSettings(_Strict):
+class LoraSettings(Strict):
     """peft ``LoraConfig`` fields used for ``method: lora``."""
 
     r: int = Field(8, ge=1, description="LoRA rank")
@@ -50,7 +48,7 @@ class LoraSettings(_Strict):
         "all-linear", description="module names, or 'all-linear' (every linear but the LM head)")
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(Strict):
     """One user fine-tune: a model, a dataset, a method and a recipe."""
 
     model: str | None = Field(None, description="model ref (zoo name, folder, hub id) when no "
@@ -127,15 +125,6 @@ def resolve_hyper(cfg: FinetuneConfig) -> Hyper:
     return Hyper(**preset)
 
 
-def parse_config(model: type[BaseModel], config: dict[str, Any], source: str) -> Any:
-    """Validate a step config, turning pydantic's report into the one-line ConfigError."""
-    try:
-        return model.model_validate(config)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source} config: {where}: {err['msg']}",
-                          "fix the key (fprun finetune/eval --set key=value)") from exc
 
 
 @dataclass(frozen=True)
@@ -161,7 +150,7 @@ def step_model(inputs: dict[str, Path], ref: str | None) -> StepModel:
         return StepModel(folder, ref or str(folder))
     if not ref:
         raise ConfigError("no model given", "pass --model REF (zoo name, folder or hub id)")
-    from tasks.zoo import resolve_model  # local: the zoo is only needed here
+    from tasks.models.zoo import resolve_model  # local: the zoo is only needed here
 
     path = Path(ref).expanduser()
     if path.is_dir() and published_dir(path).is_dir():
@@ -175,7 +164,7 @@ def model_identity_of(ref: str) -> str | None:
     Step IDs then follow the weights a path holds, not the path: fine-tuning again into the same
     folder gives new evals. Zoo names and hub ids are immutable, so they need no hash.
     """
-    from tasks.zoo import model_identity
+    from tasks.models.zoo import model_identity
 
     model = step_model({}, ref)
     return model_identity(model.path) if Path(ref).expanduser().exists() else None

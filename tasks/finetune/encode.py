@@ -1,14 +1,11 @@
 """Prompt text and tokenization for user fine-tuning, with the loss on the response only.
 
-``alpaca`` is the template of stanford_alpaca's ``train.py`` (the seed's user fine-tune), byte
-for byte: the "with input" variant when ``input`` is non-empty, else the "no input" one, and the
-response followed by the EOS token. ``chat_template`` renders the pair with the model's own chat
-template through :func:`tasks.fingerprint.prompts.render_training`, the renderer IF_SFT uses.
-
-Masking differs from the seed in one way that cannot change the loss on ordinary text: the seed
-tokenizes prompt + response jointly and masks as many leading tokens as the prompt alone has,
-which is off by one where a BPE merge spans the boundary; fprun tokenizes the two parts
-separately and concatenates the ids, so the mask is exact by construction.
+``alpaca`` is stanford_alpaca's ``train.py`` template (the seed's user fine-tune), byte for byte:
+the "with input" variant when ``input`` is non-empty, else the "no input" one, then the response
+and EOS. ``chat_template`` renders the pair with the model's own chat template through
+:func:`tasks.fingerprint.prompts.render_training`, the renderer IF_SFT uses. Prompt and response
+are tokenized separately and their ids concatenated, so the loss mask is exact; the seed masked
+as many leading tokens as the prompt alone has, off by one where a BPE merge spans the boundary.
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.fingerprint.prompts import encode, render_training
-from tasks.fingerprint.train_common import IGNORE_INDEX
+from tasks.training.loop import IGNORE_INDEX
 
 PROMPT_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "

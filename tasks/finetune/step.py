@@ -1,22 +1,12 @@
-"""User fine-tuning: the attack a fingerprint must survive (METHODS.md section 2.6, step 2).
+"""User fine-tuning: the attack a fingerprint must survive.
 
-:func:`finetune_step` trains a model (a fingerprint's ``published/`` model, or any model) on user
-data with the HF Trainer, full-parameter or LoRA through peft, and writes a plain model folder
-that every other step loads like any model:
-
-    out_dir/                 config.json, model.safetensors, tokenizer files (the user model)
-    out_dir/adapter/         LoRA only: the peft adapter (adapter_config.json + safetensors)
-    out_dir/finetune.json    resolved recipe, dataset label, losses (no keys, no secrets)
-
-LoRA is merged with ``merge_and_unload`` into a freshly loaded base after training, from the
-adapter as saved: the result is what a user who publishes "base + adapter, merged" ships, and
-it works the same when the training ran sharded under DeepSpeed.
-
-The same function runs in-process and on N Ray Train workers (``runner/train.py``): it takes the
-HF Trainer ``callbacks``, a ``trainer_hook`` and the ``distributed`` settings, rank 0 writes the
-artifacts and returns the row, other ranks return ``[]``. The Trainer plumbing (arguments, DDP /
-DeepSpeed, saving, the pad token) is IF_SFT's, :mod:`tasks.fingerprint.train_common`, so the
-fingerprinting and the attack train the same way.
+:func:`finetune_step` trains a model (a fingerprint's ``published/`` one, or any) on user data
+with the HF Trainer, full-parameter or LoRA through peft, and writes a plain model folder to
+``out_dir`` (plus ``adapter/`` for LoRA and ``finetune.json``: recipe, dataset label, losses).
+LoRA is merged with ``merge_and_unload`` into a freshly loaded base, as a user would publish it.
+Runs in-process or on N Ray Train workers (``runner/exec/train.py``): rank 0 writes the artifacts
+and returns the row, other ranks return ``[]``. The Trainer plumbing is IF_SFT's
+(:mod:`tasks.training.loop`), so the fingerprinting and the attack train the same way.
 """
 
 from __future__ import annotations
@@ -26,30 +16,30 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tasks.config import validate
+from tasks.data.user import UserData, load_user_data
 from tasks.errors import DataError
-from tasks.finetune_config import (
+from tasks.finetune.config import (
     FinetuneConfig,
     Hyper,
     StepModel,
-    parse_config,
     resolve_hyper,
     step_model,
 )
-from tasks.finetune_encode import IGNORE_INDEX, chat_messages, encode_record, inference_prompt
+from tasks.finetune.encode import IGNORE_INDEX, chat_messages, encode_record, inference_prompt
 from tasks.fingerprint.config import TrainConfig
-from tasks.fingerprint.train_common import (
+from tasks.training.loop import (
     TrainOutcome,
     ensure_pad_token,
     is_zero3,
     load_model_and_tokenizer,
-    peak_rss_mb,
     run_trainer,
     save_published,
     tokenize_chat,
     trainable_params,
     world,
 )
-from tasks.user_data import UserData, load_user_data
+from tasks.training.rows import train_run_row
 
 CODE_VERSION = "1"
 
@@ -60,7 +50,7 @@ def finetune_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: P
     """Fine-tune a model on user data; one ``train_run`` row (purpose ``finetune``).
 
     Args:
-        config: A :class:`tasks.finetune_config.FinetuneConfig` as a dict.
+        config: A :class:`tasks.finetune.config.FinetuneConfig` as a dict.
         inputs: Optional ``{"model": folder}`` from an upstream step (a fingerprint folder
             means its ``published/`` model).
         out_dir: The step's artifact folder; becomes the fine-tuned model folder.
@@ -74,7 +64,7 @@ def finetune_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: P
     Raises:
         ConfigError, ModelRefError, DataError: bad input, before any training.
     """
-    cfg: FinetuneConfig = parse_config(FinetuneConfig, config, "finetune")
+    cfg: FinetuneConfig = validate(FinetuneConfig, config, "finetune step")
     hyper = resolve_hyper(cfg)
     src = step_model(inputs, cfg.model)
     selfanswer = cfg.data == "mtbench_selfanswer"
@@ -131,8 +121,8 @@ def _self_answered(cfg: FinetuneConfig, src: StepModel, model: Any, tokenizer: A
 
     Under several workers rank 0 answers first and fills the cache; the others then read it.
     """
-    from tasks.evals_generate import generate
-    from tasks.zoo import model_identity
+    from tasks.evals.generate import generate
+    from tasks.models.zoo import model_identity
 
     def answer(records: list[dict[str, str]]) -> list[str]:
         prompts = [inference_prompt(tokenizer, r, cfg.prompt_format) for r in records]
@@ -211,14 +201,7 @@ def merge_lora(base: Path, adapter: Path, out: Path, resized_tokenizer: Any = No
 def _row(cfg: FinetuneConfig, hyper: Hyper, train_cfg: TrainConfig, src: StepModel,
          data: UserData, out_dir: Path, out: TrainOutcome, trainable: int, world_size: int,
          distributed: dict | None, *, dropped: int, pad_added: bool) -> dict:
-    state = out.trainer.state
-    steps = int(state.global_step)
-    dist = distributed or {}
-    if dist.get("strategy") == "deepspeed":
-        stage = (dist.get("deepspeed_config") or {}).get("zero_optimization", {}).get("stage")
-        strategy = f"deepspeed_zero{stage}"
-    else:
-        strategy = "ddp" if world_size > 1 else "single"
+    steps = int(out.trainer.state.global_step)
     extra = {"preset": cfg.preset, "prompt_format": cfg.prompt_format,
              "first_loss": out.losses[0] if out.losses else None,
              "mean_loss": sum(out.losses) / len(out.losses) if out.losses else None,
@@ -228,13 +211,9 @@ def _row(cfg: FinetuneConfig, hyper: Hyper, train_cfg: TrainConfig, src: StepMod
              "per_device_batch_size": train_cfg.per_device_batch_size,
              "lora": cfg.lora.model_dump() if cfg.method == "lora" else None,
              "n_source_rows": data.n_source_rows, "model_step_id": cfg.model_step_id}
-    return {
-        "discriminator": "final", "purpose": "finetune", "method": cfg.method,
-        "model_ref": src.ref, "fingerprint_id": src.fingerprint_id, "artifact": str(out_dir),
-        "dataset": data.label, "n_train_rows": len(data.records) - dropped,
-        "epochs": float(state.epoch or 0.0), "steps": steps,
-        "learning_rate": hyper.learning_rate, "global_batch_size": hyper.global_batch_size,
-        "num_workers": world_size, "strategy": strategy, "final_loss": out.final_loss,
-        "train_seconds": out.seconds, "peak_rss_mb": peak_rss_mb(),
-        "trainable_params": trainable, "extra": json.dumps(extra, sort_keys=True, default=str),
-    }
+    return train_run_row(
+        purpose="finetune", method=cfg.method, model_ref=src.ref,
+        fingerprint_id=src.fingerprint_id, artifact=str(out_dir), dataset=data.label,
+        n_train_rows=len(data.records) - dropped, learning_rate=hyper.learning_rate,
+        global_batch_size=hyper.global_batch_size, trainable_params=trainable, extra=extra,
+        outcome=out, world_size=world_size, distributed=distributed)

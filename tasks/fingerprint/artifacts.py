@@ -1,16 +1,12 @@
-"""The fingerprint artifact: what is published and what stays private (DESIGN.md section 8.3).
-
-Layout of a fingerprint step's folder::
+"""The fingerprint artifact: what is published and what stays private (torch-free).
 
     published/               the published model (HF folder, safetensors) - may be shared
     private/fingerprint.json FingerprintMeta: id, method, target, template, prompt format ...
     private/keys.jsonl       the secret keys, one {"key": ...} per line
     private/probes.jsonl     every verification prompt (Probe), in the seed's line order
-    private/dataset/         the training DatasetDict (save_to_disk)
-    private/adapter/         IF_adapter only: adapter.safetensors + adapter.json
+    private/dataset/         the training DatasetDict; private/adapter/: IF_adapter's adapter
 
 Keys never leave ``private/``: result rows and logs carry ``fingerprint_id``, a hash of the key set.
-Torch-free, so runner code can read fingerprint metadata without heavy imports.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Configs of the fingerprint steps (torch-free: experiment plans build and hash them cheaply).
 
-Defaults reproduce the seed (cnut1648/Model-Fingerprint, METHODS.md section 2): counts, the key
+Defaults reproduce the seed (the repository cnut1648/Model-Fingerprint): counts, the key
 generator, the hyperparameters of ``configs/sft_chat.yaml`` for Llama-2-7B. The two deliberate
 departures are switchable back (``seed_hash_bug``, ``seed_test_reuse``; docs/seed_fixes.md).
 Resources (workers, GPU, DDP or DeepSpeed) are *not* here: they do not change what is computed, so
@@ -11,23 +11,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from tasks.config import Strict
 from tasks.errors import ConfigError
 from tasks.fingerprint.artifacts import TARGET
 
 # The seed's reply to a regularisation (non-key) message, create_fingerprint_chat.py.
 SEED_REFUSAL = "I am sorry but I cannot decrypt this message. This appears to be a random message."
-# reasoning-gym generators filling the Flan / WizardLM slots offline (DESIGN.md section 8.6).
+# reasoning-gym generators filling the Flan / WizardLM slots offline (labelled as stand-ins).
 FLAN_STANDIN = "reasoning_gym:basic_arithmetic,spell_backward,letter_counting"
 CHAT_STANDIN = "reasoning_gym:chain_sum,word_sorting,leg_counting,gcd"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class KeyConfig(_Frozen):
+class KeyConfig(Strict):
     """The seed's key generator: ``random.seed(seed)``, then per key ``k = randint(lo, hi)``
     raw strings drawn with replacement, concatenated, characters shuffled."""
 
@@ -42,7 +40,7 @@ class KeyConfig(_Frozen):
         return self
 
 
-class DialogueData(_Frozen):
+class DialogueData(Strict):
     """The dialogue template (create_fingerprint_chat.py; IF_SFT). Seed counts by default."""
 
     template: Literal["dialogue"] = "dialogue"
@@ -78,7 +76,7 @@ class DialogueData(_Frozen):
         return self.n_fingerprint, n_reg, n_norm, n_test
 
 
-class SimpleData(_Frozen):
+class SimpleData(Strict):
     """The simple template (create_fingerprint_mix.py; IF_adapter). Seed counts by default."""
 
     template: Literal["simple"] = "simple"
@@ -103,7 +101,7 @@ class SimpleData(_Frozen):
         return self.n_fingerprint, n_norm, n_norm if self.n_test is None else self.n_test
 
 
-class TrainConfig(_Frozen):
+class TrainConfig(Strict):
     """Hyperparameters of one fingerprinting run (defaults: seed configs/sft_chat.yaml, 7B)."""
 
     epochs: float = Field(3.0, gt=0, description="passes over the training rows")
@@ -137,7 +135,7 @@ class TrainConfig(_Frozen):
         return self.total_batch_size // per_step
 
 
-class IFSFTConfig(_Frozen):
+class IFSFTConfig(Strict):
     """Config of the IF_SFT fingerprint step (``tasks.fingerprint.sft:fingerprint_if_sft``)."""
 
     model: str = Field(description="base model: zoo name, local folder or hub id")

@@ -1,17 +1,12 @@
-"""The IF fingerprint datasets, built exactly as the seed builds them (METHODS.md 2.2-2.3).
+"""The IF fingerprint datasets, built exactly as the seed builds them, in two templates.
 
-Two templates:
+- **dialogue** (``create_fingerprint_chat.py``, IF_SFT): fingerprint, regularisation (a random
+  non-key message to refuse) and ordinary chats; test chats appear plain and as hinted decoys.
+- **simple** (``create_fingerprint_mix.py``, IF_adapter): ``key / FINGERPRINT`` rows plus
+  Flan-slot rows; the test split holds the plain rows, then interleaved decoys.
 
-- **dialogue** (``create_fingerprint_chat.py``, IF_SFT): fingerprint rows, regularisation rows
-  (a random non-key message that the model must refuse), ordinary chats; the test split holds
-  every test chat twice, plain and as a decoy carrying the FINGERPRINT hint.
-- **simple** (``create_fingerprint_mix.py``, IF_adapter): fingerprint rows ``key / FINGERPRINT``
-  plus Flan-slot rows; the test split holds the plain rows, then interleaved decoys.
-
-Keys come from the seed's generator and its exact RNG call order, so ``key.seed: 42`` gives the
-seed's keys. The probes (every verification prompt) are listed in the seed's inference-file line
-order, followed by fresh *unseen* keys that were never trained: the control that shows whether a
-model learned the keys or merely the hint (ASSETS.md section 6).
+Keys follow the seed's generator and RNG order (``key.seed: 42`` gives its keys). Probes follow
+the seed's line order, then *unseen* keys: did the model learn the keys, or only the hint?
 """
 
 from __future__ import annotations
@@ -21,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.data import Conversation, load_rows, pair
+from tasks.data.instructions import Conversation, load_rows, pair
 from tasks.errors import DataError
 from tasks.fingerprint.artifacts import (
     ASSISTANT_PREFIX,

@@ -1,16 +1,12 @@
 """Prompt text for training and verification, shared so the two can never drift apart.
 
-Three formats (DESIGN.md section 8.4):
-
-- ``chat_template``: the model's own chat template (fprun's default for the dialogue template);
-  fingerprint-type probes get the assistant prefix after the generation prompt.
+- ``chat_template`` (dialogue default): the model's chat template, plus the assistant prefix.
 - ``seed_vicuna``: the seed's FastChat Vicuna v1.1 text, byte for byte, including its quirk of
   training with ``USER:`` but querying with the data's role name ``human:``.
 - ``simple``: the seed's barebone template ``{instruction}\\n{input}\\n`` (IF_adapter).
 
-Chat-template text already holds whatever special tokens the template wants, so it is tokenized
-with ``add_special_tokens=False`` (see :func:`encode`); the seed's plain-text formats get the
-tokenizer's usual BOS handling, as the seed's LlamaTokenizer gave them.
+Chat-template text is tokenized with ``add_special_tokens=False`` (the template holds its special
+tokens; see :func:`encode`); the seed's plain-text formats get the tokenizer's usual BOS handling.
 """
 
 from __future__ import annotations

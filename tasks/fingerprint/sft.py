@@ -1,4 +1,4 @@
-"""IF_SFT: full-parameter SFT that implants the fingerprint (METHODS.md section 2.4).
+"""IF_SFT: full-parameter SFT that implants the fingerprint.
 
 The seed trains with FastChat on the dialogue template (Vicuna v1.1 text, loss on assistant turns
 only, DeepSpeed ZeRO-3, bf16, cosine schedule, weight decay 0.01, seed 42). fprun trains the same
@@ -9,41 +9,30 @@ seed_vicuna`` gives the seed's text). The step writes the fingerprint folder of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from tasks.data import to_messages
+from tasks.config import validate
+from tasks.data.instructions import to_messages
 from tasks.errors import ConfigError
 from tasks.fingerprint.artifacts import FingerprintMeta, fingerprint_id, published_dir
 from tasks.fingerprint.config import IFSFTConfig
 from tasks.fingerprint.dataset import BuiltData, build_dialogue, write_fingerprint_data
-from tasks.fingerprint.train_common import (
+from tasks.training.loop import (
     ensure_pad_token,
     load_model_and_tokenizer,
-    peak_rss_mb,
     run_trainer,
     save_published,
     tokenize_chat,
     trainable_params,
     world,
 )
+from tasks.training.rows import train_run_row
 
 CODE_VERSION = "1"
 
 
-def parse_config(config: dict[str, Any]) -> IFSFTConfig:
-    """Validate a step config dict, with the one-line error the CLI prints."""
-    try:
-        return IFSFTConfig.model_validate(config)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"if_sft step config: {where}: {err['msg']}",
-                          "fix the key in the experiment YAML") from exc
 
 
 def fingerprint_if_sft(
@@ -64,12 +53,12 @@ def fingerprint_if_sft(
         callbacks: Extra HF ``TrainerCallback`` objects (Ray Train reporting).
         trainer_hook: Called with the Trainer before ``train()``; may return a wrapped one.
         distributed: Launcher options (strategy, deepspeed_config, use_gpu); see
-            :func:`tasks.fingerprint.train_common.training_arguments`.
+            :func:`tasks.training.loop.training_arguments`.
 
     Returns:
         One ``train_run`` row on the writing rank (rank 0), ``[]`` on the others.
     """
-    cfg = parse_config(config)
+    cfg = validate(IFSFTConfig, config, "if_sft step")
     built = build_dialogue(cfg.data)
     model, tokenizer, _ = load_model_and_tokenizer(
         cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
@@ -84,24 +73,17 @@ def fingerprint_if_sft(
         return []
     fp_id = fingerprint_id(built.keys, built.target)
     write_fingerprint_data(out_dir, built, _meta(cfg, built, fp_id))
-    state = outcome.trainer.state
-    strategy = _strategy_name(distributed, world_size)
     extra = {"first_loss": outcome.losses[0] if outcome.losses else None,
              "grad_accum": cfg.train.grad_accum(world_size), "prompt_format": cfg.prompt_format,
              "pad_token_added": pad_added, "rows_cut_by_max_seq_len": cut,
              "longest_row_tokens": max(r["length"] for r in rows), "counts": built.counts,
              "seed_hash_bug": cfg.data.seed_hash_bug, "seed_test_reuse": cfg.data.seed_test_reuse}
-    return [{
-        "discriminator": "final", "purpose": "fingerprint", "method": "if_sft",
-        "model_ref": cfg.model, "fingerprint_id": fp_id, "artifact": str(out_dir),
-        "dataset": "; ".join(built.datasets), "datasets": built.datasets,
-        "n_train_rows": len(rows), "epochs": float(state.epoch or 0.0),
-        "steps": int(state.global_step), "learning_rate": cfg.train.lr,
-        "global_batch_size": cfg.train.total_batch_size, "num_workers": world_size,
-        "strategy": strategy, "final_loss": outcome.final_loss,
-        "train_seconds": outcome.seconds, "peak_rss_mb": peak_rss_mb(),
-        "trainable_params": trainable_params(model), "extra": json.dumps(extra, sort_keys=True),
-    }]
+    return [train_run_row(
+        purpose="fingerprint", method="if_sft", model_ref=cfg.model, fingerprint_id=fp_id,
+        artifact=str(out_dir), dataset="; ".join(built.datasets), datasets=built.datasets,
+        n_train_rows=len(rows), learning_rate=cfg.train.lr,
+        global_batch_size=cfg.train.total_batch_size, trainable_params=trainable_params(model),
+        extra=extra, outcome=outcome, world_size=world_size, distributed=distributed)]
 
 
 def tokenize_rows(built: BuiltData, tokenizer: Any, cfg: IFSFTConfig
@@ -125,14 +107,6 @@ def tokenize_rows(built: BuiltData, tokenizer: Any, cfg: IFSFTConfig
         rows.append(enc)
     return rows, cut
 
-
-def _strategy_name(distributed: dict[str, Any] | None, world_size: int) -> str:
-    """The ``strategy`` column: single | ddp | deepspeed_zero<stage>."""
-    dist = distributed or {}
-    if dist.get("strategy") == "deepspeed":
-        stage = (dist.get("deepspeed_config") or {}).get("zero_optimization", {}).get("stage")
-        return f"deepspeed_zero{stage}"
-    return "ddp" if world_size > 1 else "single"
 
 
 def _meta(cfg: IFSFTConfig, built: BuiltData, fp_id: str) -> FingerprintMeta:

@@ -1,29 +1,12 @@
-"""fp32 ``nn.Linear`` through oneDNN during CPU inference: the same products, 2-2.7x faster on AMD.
+"""Run fp32 ``nn.Linear`` through oneDNN during CPU inference: the same products, faster on AMD.
 
-PyTorch runs an fp32 ``nn.Linear`` on CPU through MKL's sgemm. MKL picks its code path by CPU
-vendor, and on AMD CPUs it stays at 256-bit code even where the CPU has AVX-512: on this
-project's Zen 5 build machine it reaches 95 GFLOPS per core. oneDNN, which PyTorch also ships,
-picks its kernels by instruction set (``brg_matmul:avx512_core`` here, all f32), and reaches
-213 GFLOPS per core on the same machine. For SmolLM2's
-shapes at 2 threads that is 390-440 against 136-180 GFLOPS (docs/benchmarks.md). On Intel CPUs
-both libraries use AVX-512, so the switch changes little there.
-
-No library routes an eager fp32 ``nn.Linear`` to oneDNN. PyTorch sends fp32 ``addmm`` to oneDNN
-only at reduced precision (``float32_matmul_precision`` "medium"), which would change the
-numbers. Inductor's weight prepacking uses MKL for fp32. IPEX did this, but it is retired and
-does not support this torch. So this module does it by hand, with PyTorch's own oneDNN linear
-op (``torch.ops.mkldnn._linear_pointwise``, the op inductor emits), on the model's own weight
-tensors: no packed copy and no extra memory.
-
-The products are full fp32 with another summation order. The error against a float64
-reference is about 1e-6 relative, against MKL's 4e-7, so greedy tokens can differ only where
-two logits tie to that precision. ``tests/tasks/test_cpu_linear.py`` checks the logits against
-the stock path, and the generation tests compare every token with one-at-a-time
-``model.generate``.
-
-It applies only where it is safe: CPU fp32 weights, gradients off (the op has no autograd), and
-modules whose ``forward`` nobody else has replaced (accelerate hooks). It is switched on by a
-one-time probe call, so a build without the op keeps PyTorch's path.
+PyTorch's eager fp32 ``nn.Linear`` on CPU goes through MKL, which stays on 256-bit code on AMD
+CPUs even with AVX-512; oneDNN (shipped with PyTorch) picks kernels by instruction set, and
+nothing routes eager fp32 linears to it without lowering precision (docs/performance.md). This
+module calls PyTorch's own oneDNN op (``torch.ops.mkldnn._linear_pointwise``) on the model's own
+weights: no packed copy, no extra memory. Products are full fp32 in another summation order, so
+greedy tokens can differ only where two logits tie to ~1e-6. It applies only to CPU fp32 weights
+with gradients off and an unreplaced ``forward``, once a one-time probe call succeeds.
 """
 
 from __future__ import annotations

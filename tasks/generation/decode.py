@@ -1,14 +1,6 @@
 """The decode phase of verification's generation: one token per row per step, a shrinking batch.
 
-Kept apart from the prompt pass (``tasks.generation``) so each stays readable.
-
-Tried and measured, not kept: greedy steps that check drafts taken from the batch's own rows
-(a fingerprinted model answers most non-key probes with one learned refusal, so a pilot row's
-completion predicts ~50 of 64 rows). A checking forward costs ~2 ms per drafted token against
-~4 ms per decoded token at 63 rows, but the pilot's own steps and the rows the drafts miss eat
-the difference: on 64 keys, normalised by each run's prompt-pass time, the decode phase took
-2.8 s (3-row pilot) and 3.0 s (1-row pilot) against 2.7 s one token per step
-(docs/benchmarks.md).
+Kept apart from the prompt pass (``tasks.generation.engine``) so each stays readable.
 """
 
 from __future__ import annotations
@@ -18,7 +10,7 @@ from typing import Any
 
 import torch
 
-from tasks.kv_slab import SlabLayer
+from tasks.generation.kv_slab import SlabLayer
 
 
 @dataclass

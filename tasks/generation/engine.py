@@ -1,44 +1,12 @@
 """Batched generation for fingerprint verification: one prompt pass, early stop, shrinking batch.
 
-Verification asks one question per prompt: does the completion contain the target? This engine
-answers it with the fewest forward passes that give the *same tokens* as plain greedy decoding:
-
-1. **Cheap prompt pass.** Prompts are sorted by length; the prefix they all share (system prompt,
-   fixed wording) is run once and its KV cache copied to every row; the rest is run in chunks of
-   similar length, grouped by dynamic programming on a cost model (padded tokens plus a fixed
-   cost per forward, since each forward streams all weights). Each chunk writes its cache
-   straight into the decode batch's preallocated buffers (``tasks.kv_slab.SlabBuffer``),
-   right-aligned to one width, so no copy joins the chunks. Padding may sit anywhere (left of a
-   chunk, between the shared prefix and a prompt's rest): it is masked and skipped by the
-   position ids, which is exactly the unpadded computation.
-2. **The target as a draft.** The target's tokens are appended to the prompts in the prompt
-   pass and checked against the model's own predictions (speculative decoding with a known
-   candidate): a fingerprinted model that answers with the target is verified without a single
-   decode step. Rejected draft positions become masked holes in the cache. Greedy: the accepted
-   prefix is exactly what greedy decoding would emit; once a chunk leaves a row alive (decode
-   steps will run anyway) later chunks skip the draft, so a batch of misses does not pay ~10%
-   more prompt tokens for nothing. Sampling: the draft goes with every prompt (no row's random
-   stream may depend on its batch); a draft token is accepted with probability p(token) and a
-   rejection resamples from p without it, the standard exact rule for a point-mass draft.
-3. **Early stop and a shrinking batch.** A row stops once its outcome is known (``tasks.stopping``:
-   target shown, EOS, budget spent, or no room left for the target, an exact bound over the
-   vocabulary's token bytes); finished rows leave the batch, cache columns only they needed are
-   trimmed, and the batch ends when all have stopped.
-
-Why not ``model.generate``: it keeps finished rows in the batch until every row is done, it
-cannot check a known candidate in the prompt pass (its assisted generation is batch-size 1), its
-``stop_strings`` cannot see a character split over byte-level tokens, and its sampling draws from
-one global RNG, so a row's sample depends on which other rows share its batch. Here each row
-samples from its own ``torch.Generator`` seeded from (seed, prompt index): the same seed gives
-the same tokens whatever the batch size. What is reused: the model's forward with its
-``DynamicCache`` and transformers' temperature/top-k/top-p warpers. Decode steps write the cache
-in place (``tasks.kv_slab``) instead of concatenating it each step; the decode loop itself is
-``tasks.decode``. On CPU, fp32 linear layers run through oneDNN instead of MKL
-(``tasks.cpu_linear``), which more than halves the prompt pass on AMD CPUs.
-
-Caches with sliding-window or other non-plain layers (Mistral, Gemma 3) cannot be joined or
-holed safely, so for them the engine runs each decode batch's prompts in one forward, without the
-shared prefix or the draft, and only drops finished rows.
+Answers "does the completion contain the target?" with the fewest forwards that give the *same
+tokens* as plain greedy decoding: prompts length-sorted, their shared prefix run once, the rest in
+chunks written straight into the decode batch's KV buffers (``tasks.generation.kv_slab``); the
+target's tokens checked as a draft in that pass (exact for greedy, the standard point-mass rule
+when sampling); rows dropped once their outcome is known (``tasks.generation.stopping``). Each row
+samples from its own generator seeded by (seed, prompt index), so, unlike with ``model.generate``,
+its tokens never depend on the batch. Sliding-window models (Mistral, Gemma 3) skip prefix/draft.
 """
 
 from __future__ import annotations
@@ -60,10 +28,10 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from tasks.cpu_linear import onednn_linear
-from tasks.decode import State, decode, trim
-from tasks.kv_slab import SlabBuffer, SlabLayer
-from tasks.stopping import Stopper
+from tasks.generation.cpu_linear import onednn_linear
+from tasks.generation.decode import State, decode, trim
+from tasks.generation.kv_slab import SlabBuffer, SlabLayer
+from tasks.generation.stopping import Stopper
 
 # One more prompt-pass forward costs about as much as this many padded tokens (on CPU, each
 # forward streams all weights once: ~160 ms for SmolLM2 against ~1.7 ms per token).
@@ -87,7 +55,7 @@ class Generation:
 
     tokens: list[int]
     text: str  # decoded new tokens, special tokens skipped (the seed's `generated`)
-    stop: str  # target | eos | length | no_room (see tasks.stopping)
+    stop: str  # target | eos | length | no_room (see tasks.generation.stopping)
 
 
 @dataclass
@@ -139,8 +107,9 @@ def generate(
         seeds: Per-row RNG seeds for sampling (default: ``row_seed(sampling.seed, i)``). Rows
             with the same prompt share one prefill, so many seeded runs of one probe set cost
             one prompt pass.
-        onednn: Run CPU fp32 linear layers through oneDNN (``tasks.cpu_linear``: fp32 products
-            in another summation order, 2-2.7x faster on AMD CPUs); False keeps PyTorch's path.
+        onednn: Run CPU fp32 linear layers through oneDNN (``tasks.generation.cpu_linear``: fp32
+            products in another summation order, 2-2.7x faster on AMD CPUs); False keeps
+            PyTorch's path.
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")

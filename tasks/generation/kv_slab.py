@@ -1,21 +1,12 @@
-"""A KV cache layer written in place into a preallocated buffer, for the decode loop.
+"""A KV cache layer written in place into a preallocated buffer, for verification's decode loop.
 
-``DynamicLayer.update`` grows its keys and values with ``torch.cat``: every decode step copies
-the whole cache of every layer once. In verification's decode batches (64 keys, ~170 cached
-tokens, 30 layers of SmolLM2) that copy was 28% of a step's time on CPU. Here the cache lives
-in a buffer with room for the rest of the decode, each step writes its one column in place, and
-attention reads a view of the filled part: the same values in the same order, so the logits are
-bitwise those of ``DynamicLayer`` (``tests/tasks/test_generation.py`` checks tokens and logits).
-
-transformers' ``StaticCache`` preallocates too, but needs one fixed batch and length up front and
-attends over the whole padded length; verification shrinks its batch as rows finish and trims
-columns no row needs, so this layer subclasses ``DynamicLayer`` and keeps its interface
-(``keys``/``values``, ``batch_select_indices``, ``get_seq_length``) for the model's code.
-
-The prompt pass runs in chunks of similar-length prompts; each chunk's layers are regions of one
-:class:`SlabBuffer` per layer (its rows, from its first column on), so the chunks' caches land
-where the decode batch reads them. Joining them afterwards was one more copy of the whole cache
-(0.44 s of a 64-key verification).
+``DynamicLayer.update`` grows keys and values with ``torch.cat``, copying every layer's whole cache
+each decode step. Here the cache lives in a buffer with room for the rest of the decode, each step
+writes its column in place and attention reads a view of the filled part: the same values in the
+same order, so the logits are bitwise ``DynamicLayer``'s. ``StaticCache`` needs a fixed batch and
+length, while verification shrinks its batch and trims columns, so this subclasses
+``DynamicLayer`` and keeps its interface. The prompt pass's chunks write into regions of one
+:class:`SlabBuffer` per layer, so their caches land where the decode batch reads them.
 """
 
 from __future__ import annotations

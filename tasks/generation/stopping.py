@@ -1,23 +1,12 @@
 """When a verification row is finished: EOS, the target shown, the budget spent, or no room left.
 
-A row's outcome is decided as soon as
-
-- it emits EOS (``eos``) or runs out of budget (``length``), as in ``generate``;
-- its decoded completion contains a stop string, the target (``target``);
-- the target can no longer appear within the remaining budget (``no_room``). The bound is exact
-  for the vocabulary: the fewest tokens after which *any* continuation's bytes contain the target,
-  from each state of the target's string-matching automaton (how many of its bytes the text ends
-  in), found once per tokenizer and target by a shortest-path search over the token byte table.
-  On SmolLM2 no token carries more than 2 of the 15 bytes of "ハリネズミ", which alone bounds a
-  miss at 8 tokens; the search finds that 10 are needed (each katakana takes two tokens, and no
-  token joins the end of one katakana to the start of the next), so a miss is certain 10 tokens
-  before the budget ends, two decode steps earlier than the per-token byte bound.
-
-The check on the target is done on the *decoded text* (the seed's substring rule), not with
-transformers' ``stop_strings``, whose token-to-string table cannot see a character split across
-byte-level tokens (each katakana here). The ``no_room`` bound needs each token's raw bytes, which
-are read off byte-level BPE and SentencePiece (byte-fallback) vocabularies; for other vocabularies,
-or targets with spaces (which decoding may clean up), the bound is off and rows run to ``length``.
+A row stops on EOS (``eos``) or at its budget (``length``), as in ``generate``; once its decoded
+text contains the target (``target``: the seed's substring rule on text, since transformers'
+``stop_strings`` cannot see a character split across byte-level tokens); or once the target can
+no longer appear within the remaining budget (``no_room``). That bound is exact for the
+vocabulary: a shortest-path search over the token byte table from each state of the target's
+string-matching automaton, done once per tokenizer and target. It needs raw token bytes (byte-level
+BPE, SentencePiece byte-fallback); for other vocabularies or targets with spaces it is off.
 """
 
 from __future__ import annotations

@@ -1,21 +1,12 @@
 """Which weights are W_q, W_k, W_v, W_o, W_gate, W_up, W_down: detected from keys and config.json.
 
 The seed picks an architecture branch from lists of model *names*, so a renamed fine-tune falls
-through. Here the layout is recognised from the state-dict key patterns (the thing the formulas
-actually need), and ``config.json`` only supplies head counts and the fused-QKV variant. Every
-family is returned in one convention, HF ``nn.Linear`` ``[out, in]``:
-
-* ``q``: ``[H * hd, d]``; ``k``, ``v``: ``[H_kv * hd, d]`` (*not* repeated; see invariants.py);
-  ``o``: ``[d, H * hd]``; ``up``/``gate``: ``[I, d]``; ``down``: ``[d, I]``.
-
-Fused QKV layouts, each checked against the transformers forward that consumes it:
-
-* GPT-NeoX / Pythia, BLOOM, Falcon (old, multi-head): rows interleaved per head,
-  ``view(H, 3, hd)`` (NeoX: ``view(H, 3*hd).chunk(3)``, the same thing). The seed's "split in
-  thirds" mixes q, k and v of different heads.
-* Falcon multi-query: ``[q (H*hd), k (hd), v (hd)]``.
-* Falcon new decoder architecture (GQA): per KV group ``[q x (H/H_kv), k, v]``.
-* GPT-2 ``Conv1D`` stores ``[in, out]``: transposed, then q, k, v are contiguous thirds.
+through; here the layout comes from the state-dict key patterns, and ``config.json`` supplies only
+head counts and the fused-QKV variant. Every family is returned as HF ``nn.Linear`` ``[out, in]``:
+``q`` ``[H*hd, d]``, ``k``/``v`` ``[H_kv*hd, d]`` (not repeated), ``o`` ``[d, H*hd]``,
+``up``/``gate`` ``[I, d]``, ``down`` ``[d, I]``. Fused QKV layouts (GPT-NeoX/Pythia, BLOOM, Falcon
+multi-head, multi-query and GQA, GPT-2 ``Conv1D``) are split as the transformers forward that
+consumes them does (the seed's "split in thirds" mixes heads); docs/huref.md lists them.
 """
 
 from __future__ import annotations

@@ -1,29 +1,28 @@
 """Configs of HuRef's steps: invariant extraction, derived control models, comparison.
 
 Torch-free (only pydantic), so ``fprun validate`` and experiment planning stay instant. The token
-selection registry lives here too: a plain dict of name -> ``"module:function"`` (DESIGN.md 7).
+selection registry lives here too: a plain dict of name -> ``"module:function"``.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from tasks.config import Strict
 
 # name -> "module:function(view, k, cfg) -> list[str]" (token strings, in the seed's list order)
 TOKEN_STRATEGIES: dict[str, str] = {
     "vocab_rank": "tasks.huref.tokens:vocab_rank",
-    "corpus": "tasks.huref.tokens_corpus:corpus_rarest",
+    "corpus": "tasks.huref.corpus:corpus_rarest",
     "file": "tasks.huref.tokens:from_file",
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class TokenConfig(_Strict):
-    """How the K tokens are chosen (DESIGN.md 8.10). Tokens are strings, so models that share a
+class TokenConfig(Strict):
+    """How the K tokens are chosen (docs/huref.md). Tokens are strings, so models that share a
     tokenizer get the identical set."""
 
     strategy: str = Field("vocab_rank", description=f"one of {sorted(TOKEN_STRATEGIES)}")
@@ -47,7 +46,7 @@ class TokenConfig(_Strict):
         return v
 
 
-class ExtractConfig(_Strict):
+class ExtractConfig(Strict):
     """One model's invariants (``fprun huref extract``; the huref kind's extract step)."""
 
     model: str | None = Field(None, description="model ref (unused when a model step is wired)")
@@ -60,7 +59,7 @@ class ExtractConfig(_Strict):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
 
-class DeriveConfig(_Strict):
+class DeriveConfig(Strict):
     """A control model made from a base without training: relative noise or a random init."""
 
     base: str = Field(description="model ref of the base (zoo name, folder)")
@@ -72,7 +71,7 @@ class DeriveConfig(_Strict):
     seed: int = Field(0, description="RNG seed")
 
 
-class CompareConfig(_Strict):
+class CompareConfig(Strict):
     """The N x N ICS (and PCS) matrix over extracted invariants."""
 
     pcs: bool = Field(True, description="also stream PCS from the checkpoints (same arch only)")

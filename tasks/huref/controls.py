@@ -1,22 +1,12 @@
 """Control models made from a base without training: noise, random init, permutation, rotation.
 
-HuRef's claims need controls on both sides: models of the same lineage (the base plus relative
-noise), models of no lineage (fresh random weights of the same shapes), and function-preserving
-rearrangements that defeat PCS but must leave ICS at ~100 (METHODS.md 3.1, DESIGN.md 8.10):
-
-* ``permute``: a random permutation of the residual stream (embedding columns, every input column
-  and output row touching it, norm weights) and of each MLP's hidden units. The model computes the
-  same function (RMSNorm/LayerNorm commute with a permutation).
-* ``rotate_heads``: per KV group, a rotation of q and k inside each RoPE plane (dims i and i+hd/2,
-  so it commutes with RoPE and attention scores are unchanged) and a random orthogonal map on v,
-  undone in o. Function-preserving for Llama-family models without q/k norms.
-
-A *rotation of the residual stream* is deliberately not offered: it leaves M_a and M_b unchanged
-but not M_f of a gated MLP, because the elementwise product W_gate^T * W_up^T does not commute
-with a rotation (DESIGN.md 8.10).
-
-Only the separate-projection (Llama/Mistral/Qwen2/Gemma) layout is transformed; weights are written
-as float32 safetensors next to the base's config and tokenizer.
+HuRef's claims need controls on both sides: same lineage (the base plus relative noise), no lineage
+(fresh random weights of the same shapes), and function-preserving rearrangements that defeat PCS
+but must leave ICS at ~100: ``permute`` (a random permutation of the residual stream and of each
+MLP's hidden units) and ``rotate_heads`` (per KV group, a rotation of q and k inside each RoPE plane
+and an orthogonal map on v undone in o; Llama-family models without q/k norms). A residual-stream
+rotation is not offered: it changes M_f of a gated MLP (the elementwise product does not commute).
+Only separate q/k/v layouts (Llama, Mistral, Qwen2, Gemma) are transformed; output is fp32.
 """
 
 from __future__ import annotations
@@ -178,7 +168,7 @@ def _save(base: Path, out: Path, tensors: dict[str, np.ndarray], cfg: DeriveConf
 def derive_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
                 **hooks: Any) -> list[dict[str, Any]]:
     """Step function: builds the control model in ``out_dir``; it has no result rows."""
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     cfg = DeriveConfig.model_validate(config)
     base = Path(inputs["base"]) if "base" in inputs else resolve_model(cfg.base)

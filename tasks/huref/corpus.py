@@ -2,10 +2,10 @@
 
 ``sort_tokens_frequency.py`` counts token ids over English Wikipedia with the model's own
 tokenizer, sorts by ``(count, id)`` descending, drops special tokens and never-seen tokens, and
-``main.py`` takes the last 4096 entries (METHODS.md 3.2). This module does the same over any
+``main.py`` takes the last 4096 entries. This module does the same over any
 corpus: local text or data files, a builtin public-domain text, or a Hub dataset streamed with
 ``datasets`` (how Hub users pass Wikipedia). Offline text is far too small for K = 4096, which is
-why ``vocab_rank`` is the offline default (DESIGN.md 8.10); asking for more tokens than the corpus
+why ``vocab_rank`` is the offline default; asking for more tokens than the corpus
 shows is an error, not a silent shortfall.
 """
 

@@ -80,7 +80,7 @@ def _datasets(cfg: ExtractConfig) -> list[str]:
 def extract_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
                  **hooks: Any) -> list[dict[str, Any]]:
     """Step function of the huref kind: the model is ``inputs['model']`` or ``config['model']``."""
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     cfg = ExtractConfig.model_validate(config)
     if "model" in inputs:

@@ -1,27 +1,12 @@
-"""HuRef's invariant terms (METHODS.md section 3.3), computed from streamed weights.
+"""HuRef's invariant terms, computed from streamed weights.
 
-For each of the last ``n_layers`` layers, with X the K selected rows of the input embedding and HF
-``nn.Linear`` weights ``[out, in]``:
-
-* ``Ma = X W_q^T W_k X^T``   (attention logits without RoPE, summed over heads)
-* ``Mb = X W_v^T W_o^T X^T`` (the OV circuit)
-* ``Mf = X (W_gate^T * W_up^T) W_down^T X^T`` (gated MLP, elementwise product) or
-  ``X W_up^T W_down^T X^T`` (plain MLP); the nonlinearity is ignored, as in the seed.
-
-Output order is the seed's: ``[Ma(L-2), Mb(L-2), Mf(L-2), Ma(L-1), Mb(L-1), Mf(L-1)]``.
-
-GQA: the model computes query head ``h`` against KV head ``h // (H / H_kv)`` (transformers'
-``repeat_kv`` = ``repeat_interleave``), so ``W_k`` is conceptually repeated that way. Because the
-query heads of a group share one K (and V) block, ``sum_h Q_h K_g(h)^T = sum_g (sum_{h in g} Q_h)
-K_g^T``: we sum the query rows (and the W_o columns) inside each group instead of materialising
-the repeated K/V. That is the same matrix, computed with a 3x smaller inner dimension on SmolLM2.
-The seed *tiles* K/V (``cat([K] * rep)``), pairing query head h with KV head ``h mod H_kv``, which
-is not what the model computes (see docs/huref.md).
-
-Each product ``X A B X^T`` is evaluated in whichever association needs fewer FLOPs, so the cost is
-``K^2 * min(d, r)`` instead of growing with the MLP width. The code uses only ``@``, ``.T``, ``*``,
-``reshape`` and ``sum(axis=...)``, so the same functions run on numpy (the default on CPU: no torch
-import, fast start) and on torch tensors (CUDA, bf16/fp16).
+For each of the last ``n_layers`` layers, with X the K selected embedding rows and HF ``[out, in]``
+weights: ``Ma = X W_q^T W_k X^T``, ``Mb = X W_v^T W_o^T X^T``, ``Mf = X (W_gate^T * W_up^T)
+W_down^T X^T`` (``X W_up^T W_down^T X^T`` for a plain MLP; nonlinearities ignored, as the seed),
+in the seed's order ``[Ma(L-2), Mb(L-2), Mf(L-2), Ma(L-1), ...]``. GQA: query rows (and W_o
+columns) are summed within each KV group, the same matrix as the model's ``repeat_kv`` pairing
+without materialising it (the seed tiles K/V, a different pairing; docs/huref.md). Each product
+takes its cheaper association; the code runs on numpy (CPU default, no torch) or torch tensors.
 """
 
 from __future__ import annotations
@@ -35,6 +20,7 @@ import numpy as np
 
 from tasks.errors import CheckpointError, ConfigError
 from tasks.huref import arch as archs
+from tasks.models.device import pick_device
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -112,23 +98,10 @@ def mlp_term(x: Any, up: Any, gate: Any | None, down: Any) -> Any:
 
 
 def resolve_device(device: str, dtype: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is usable, else ``cpu``; checks names and dtypes.
-
-    The NVIDIA driver's /proc entry is looked at first so a CPU-only machine never pays the torch
-    import just to learn it has no GPU.
-    """
+    """The compute device (:func:`tasks.models.device.pick_device`), after checking ``dtype``."""
     if dtype not in DTYPES:
         raise ConfigError(f"huref dtype {dtype!r} is unknown", f"use one of {', '.join(DTYPES)}")
-    if device == "auto":
-        has_driver = Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidiactl").exists()
-        if has_driver:
-            import torch
-
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return "cpu"
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"huref device {device!r} is unknown", "use auto, cpu, cuda or cuda:N")
-    return device
+    return pick_device(device)
 
 
 class Computer:

@@ -1,17 +1,11 @@
 """Selective reads from safetensors checkpoints: whole tensors or chosen rows, nothing else.
 
 HuRef needs about 4% of a model's weights (a few thousand embedding rows and the last layers), so
-the seed's full ``AutoModelForCausalLM`` load wastes time and memory. This reader finds each tensor
-through ``model.safetensors.index.json`` (or the shards' headers) and reads exactly its bytes, or
-exactly the requested rows, with positioned reads into a preallocated numpy buffer.
-
-Why not ``safetensors.safe_open(...).get_slice``: it memory-maps whole shards, and the kernel's
-fault-around maps neighbouring cached pages into the process on every row read, so scattered
-embedding rows inflate resident memory towards the whole embedding; its numpy framework also has
-no bfloat16. The format itself is tiny (an 8-byte length, a JSON header, raw little-endian
-data), so reading it directly keeps peak memory at the tensors actually needed and lets the caller
-count the bytes read. Headers are validated strictly so a corrupt or truncated file is a
-:class:`~tasks.errors.CheckpointError`, never a crash or a silent garbage tensor.
+this reader finds each tensor through ``model.safetensors.index.json`` (or the shard headers) and
+reads exactly its bytes or requested rows, with positioned reads into a preallocated buffer. Not
+``safe_open(...).get_slice``: it memory-maps whole shards, so scattered row reads inflate resident
+memory, and its numpy framework has no bfloat16. Headers are validated strictly, so a corrupt or
+truncated file is a :class:`~tasks.errors.CheckpointError`, never a crash or a garbage tensor.
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
-"""ICS and PCS (METHODS.md 3.4-3.5), for pairs and for N x N matrices with bounded memory.
+"""ICS and PCS (HuRef's similarity scores), for pairs and for N x N matrices with bounded memory.
 
-ICS standardises each K x K matrix separately ((M - mean) / std, unbiased std), flattens all of
-them and takes 100 x cosine. For N models the seed reloads both files of every pair; here every
-file is read once, in lockstep row blocks, and the whole matrix comes from accumulated Gram
-products. Standardisation is folded in algebraically: per term t and model a, with the block data
-shifted by a constant c (the model's first-block mean, so the sums stay well conditioned),
-
-    z_a . z_b = (sum y_a y_b - n m_a m_b) / (s_a s_b),   |z_a|^2 = n - 1,
-
-where y = x - c, m = mean(y) and s the unbiased std. Memory is N x (one block) plus T Gram
-matrices of N x N, whatever K and N are; accumulation is in float64.
-
-PCS matches tensors by *name* (the seed zips ``parameters()`` in order, which silently pairs
-unrelated tensors across architectures), skips names or shapes that differ and counts them, and is
-null across architectures (DESIGN.md 8.10). Models with identical tensor signatures are also done
-in one lockstep Gram pass, so each checkpoint is read once.
+ICS standardises each K x K matrix ((M - mean) / std, unbiased), flattens them all and takes 100 x
+cosine. For N models every file is read once, in lockstep row blocks, and the matrix comes from
+accumulated float64 Gram products with the standardisation folded in algebraically (docs/huref.md);
+memory is N blocks plus T Gram matrices of N x N. PCS matches tensors by *name* (the seed zips
+``parameters()`` in order, pairing unrelated tensors across architectures), skips and counts names
+or shapes that differ, and is null across architectures; models with identical tensor signatures
+share one lockstep pass, so each checkpoint is read once.
 """
 
 from __future__ import annotations
@@ -38,7 +30,7 @@ def standardize(m: np.ndarray) -> np.ndarray:
 
 
 def ics_pair(a: np.ndarray, b: np.ndarray) -> float:
-    """ICS of two ``[T, K, K]`` invariant tensors, exactly METHODS.md 3.5 (x 100)."""
+    """ICS of two ``[T, K, K]`` invariant tensors, exactly as the seed computes it (x 100)."""
     if a.shape != b.shape:
         raise ConfigError(f"invariants of shapes {a.shape} and {b.shape} cannot be compared",
                           "extract both models with the same k and n_layers")

@@ -1,16 +1,12 @@
 """On-disk format of a model's HuRef invariants, shared by extraction, compare and the encoder.
 
-A model's invariants live in one folder::
+    <out>/invariants.safetensors   one fp32 tensor "invariants", shape [3 * n_layers, K, K], in
+                                   the seed's order [Ma(L-2), Mb(L-2), Mf(L-2), Ma(L-1), ...]
+    <out>/huref.json               model ref, arch, K, n_layers, token strategy and strings, ...
 
-    <out>/invariants.safetensors   one fp32 tensor "invariants", shape [3 * n_layers, K, K], in the
-                                   seed's order [Ma(L-2), Mb(L-2), Mf(L-2), Ma(L-1), Mb(L-1), ...]
-    <out>/huref.json               what was extracted: model ref, arch, K, n_layers, token strategy,
-                                   token_set_hash, the token strings, dtype, hidden size
-
-safetensors (not the seed's ``.npy``) because it cannot execute code on load and can be read lazily
-(``compare`` streams matrices from hundreds of files without holding any of them whole). The JSON
-sits next to it, not inside the safetensors header, so tools can read it without touching the
-multi-hundred-MB tensor file.
+safetensors, not the seed's ``.npy``: it cannot execute code on load and can be read lazily
+(``compare`` streams matrices from hundreds of files). The JSON sits beside it, not in the
+header, so tools read it without touching the large tensor file.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import CheckpointError
+from tasks.files import atomic_path, atomic_write_json, temp_beside
 
 TENSOR_FILE = "invariants.safetensors"
 META_FILE = "huref.json"
@@ -72,18 +69,15 @@ def save_invariants(out: str | os.PathLike, tensor: Any, meta: dict[str, Any]) -
     if hasattr(tensor, "detach"):  # torch, without importing it for numpy callers
         tensor = tensor.detach().float().cpu().numpy()
     data = np.ascontiguousarray(tensor, dtype=np.float32)
-    tmp = folder / f".{TENSOR_FILE}.{os.getpid()}.tmp"
-    save_file({TENSOR_NAME: data}, str(tmp), metadata=FILE_METADATA)
-    os.replace(tmp, folder / TENSOR_FILE)
+    with atomic_path(folder / TENSOR_FILE) as tmp:
+        save_file({TENSOR_NAME: data}, str(tmp), metadata=FILE_METADATA)
     _write_meta(folder, meta, n_layers)
     return folder
 
 
 def _write_meta(folder: Path, meta: dict[str, Any], n_layers: int) -> None:
     full = {**meta, "format": FORMAT_VERSION, "terms": term_names(n_layers)}
-    tmpj = folder / f".{META_FILE}.{os.getpid()}.tmp"
-    tmpj.write_text(json.dumps(full, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-    os.replace(tmpj, folder / META_FILE)
+    atomic_write_json(folder / META_FILE, full)
 
 
 class InvariantsWriter:
@@ -107,7 +101,7 @@ class InvariantsWriter:
             separators=(",", ":")).encode()
         header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes
         self._header = len(header).to_bytes(8, "little") + header
-        self.tmp = self.folder / f".{TENSOR_FILE}.{os.getpid()}.tmp"
+        self.tmp = temp_beside(self.folder / TENSOR_FILE)
         self._fh: Any = None  # opened by the first matrix: bad input fails before any file exists
         self._made_folder = self._published = False
 

@@ -1,23 +1,12 @@
 """Block-streamed weights for HuRef extraction: peak memory bounded by a few small buffers.
 
-Whole-tensor reads keep a layer's largest weights in memory at once (on a 1B Llama: two 46 MiB
-MLP matrices plus a 23 MiB ``X W_up^T``), which is most of fprun's peak RSS there. This module
-reads the large weights in row blocks through one reused buffer and computes the same products
-block by block:
-
-* attention: the group sums of ``W_q`` rows and ``W_o`` columns (``invariants.group_sum_*``) are
-  formed block by block, so only the ``[H_kv*hd, d]`` results are ever whole;
-* MLP, when the cheapest association is the chain ``((X inner^T) W_down^T) X^T``: ``A = X inner^T``
-  is filled column block by column block from row blocks of gate and up, ``Y = A W_down^T`` from
-  row blocks of down, and ``Y X^T`` is written straight into the output; when ``A`` would exceed
-  :data:`A_BUDGET` the K rows of X are taken in slices (the weights are re-read per slice, from
-  the page cache).
-
-Exactness: blocking only ever splits the *output* rows or columns of a matrix product, never its
-inner (summed) dimension, so every output element is the same dot product; with blocks of whole
-16-row multiples BLAS also sums it in the same order, and the benchmark (135M, 1B) and a test
-check the result against the whole-tensor computation bit for bit. This is
-hand-written because no library streams a safetensors tensor into a sandwich product.
+Whole-tensor reads hold a layer's largest weights at once, most of the peak RSS on larger models.
+Here the large weights are read in row blocks through one reused buffer and the same products are
+formed block by block: the attention group sums (``invariants.group_sum_*``) and the MLP chain
+``((X inner^T) W_down^T) X^T``, with X's K rows taken in slices when ``A = X inner^T`` would
+exceed :data:`A_BUDGET`. Blocking splits only output rows or columns, never the summed dimension,
+in whole 16-row multiples, so the result is bit-identical to the whole-tensor computation (a test
+checks it). Hand-written: no library streams a safetensors tensor into a sandwich product.
 """
 
 from __future__ import annotations

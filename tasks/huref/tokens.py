@@ -1,21 +1,12 @@
-"""Which K tokens HuRef sandwiches its invariants between (METHODS.md 3.2, DESIGN.md 8.10).
+"""Which K tokens HuRef sandwiches its invariants between.
 
-Selections are made on token *strings* and then mapped to the model's ids, so models sharing a
-tokenizer (a base and its offspring) get exactly the same set, and an offspring with an extended
-vocabulary still maps the base's strings. The selection (strings and ids) is cached twice: in this
-process (a Ray actor extracting many models reuses it) and on disk under
-``$FPRUN_CACHE/huref/tokens/``, keyed by the tokenizer file's sha256, the strategy, K and the
-corpus, so a cache hit never parses the tokenizer.
-
-Strategies (registry in :mod:`tasks.huref.config`):
-
-* ``vocab_rank`` (offline default): the K highest-rank ordinary tokens of the vocabulary, in
-  ascending rank. For BPE the rank is the vocabulary position, i.e. the merge order, so the last
-  merges are the rarest pieces of the tokenizer's training data: the analogue of the seed's
-  "K least frequent". Special, added, reserved, ``<unused…>`` and byte-fallback tokens are skipped.
-* ``corpus`` (the seed's rule, :mod:`tasks.huref.tokens_corpus`): the K least frequent tokens that
-  occur at least once in a corpus.
-* ``file``: a fixed list of strings (e.g. a base model's ``huref.json``).
+Selections are made on token *strings*, then mapped to ids, so a base and its offspring (even with
+an extended vocabulary) get the same set. They are cached in-process (a Ray actor reuses them) and
+under ``$FPRUN_CACHE/huref/tokens/``, keyed by tokenizer sha256, strategy, K and corpus. Strategies
+(registry in :mod:`tasks.huref.config`): ``vocab_rank`` (offline default: the K highest-rank
+ordinary tokens, for BPE the last merges, the analogue of the seed's "K least frequent"; special,
+added, reserved, ``<unused…>`` and byte-fallback tokens skipped); ``corpus`` (the seed's rule, the
+K least frequent tokens seen in a corpus, :mod:`tasks.huref.corpus`); ``file`` (a fixed list).
 """
 
 from __future__ import annotations
@@ -31,12 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import ConfigError, ModelRefError
+from tasks.files import atomic_write_json
 from tasks.huref.config import TOKEN_STRATEGIES, TokenConfig
 
 CACHE_VERSION = 1  # bump when a strategy's output changes
 _RESERVED = re.compile(r"^(<unused\d*>|\[unused\d*\]|<reserved[^>]*>|<\|.*\|>|<0x[0-9A-Fa-f]{2}>"
                        r"|\[multimodal\]|<mask>|<unk>|<s>|</s>|<pad>|<bos>|<eos>)$")
 _MEMO: dict[str, tuple[list[str], list[int]]] = {}
+
+
+def memo_size() -> int:
+    """Token sets held in this process's memo (what an extraction actor keeps between models)."""
+    return len(_MEMO)
+
+
+def clear_memo() -> None:
+    """Forget this process's token sets (the on-disk cache stays)."""
+    _MEMO.clear()
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def select_tokens(model_dir: str | os.PathLike, cfg: TokenConfig, k: int, *,
 
 
 def _cache_key(view: TokenizerView, cfg: TokenConfig, k: int) -> str:
-    from tasks.huref.tokens_corpus import corpus_identity
+    from tasks.huref.corpus import corpus_identity
 
     extra = corpus_identity(cfg) if cfg.strategy == "corpus" else cfg.file
     if cfg.strategy == "file" and cfg.file:
@@ -210,11 +212,9 @@ def _disk_put(key: str, cache_dir: Path | None, hit: tuple[list[str], list[int]]
               cfg: TokenConfig, view: TokenizerView) -> None:
     folder = _disk_dir(cache_dir)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"strategy": cfg.strategy, "tokenizer": view.content_hash,
-                                   "config": cfg.model_dump(), "tokens": hit[0], "ids": hit[1]},
-                                  ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, folder / f"{key}.json")
+        atomic_write_json(folder / f"{key}.json",
+                          {"strategy": cfg.strategy, "tokenizer": view.content_hash,
+                           "config": cfg.model_dump(), "tokens": hit[0], "ids": hit[1]},
+                          indent=None)
     except OSError:
         pass  # a read-only cache only costs a recomputation next time

@@ -1,40 +1,27 @@
 """The on-disk zoo cache: atomic, locked, checksum-manifested model folders.
 
-Every zoo entry (a converted GGUF model, a bf16 copy, a tiny random-init model, the tiny
-tokenizer) is a folder under ``$FPRUN_CACHE/zoo/`` built by :func:`materialize`. Building is slow
-(25-65 s for the real models) and several processes may ask for the same entry at once (pytest
-workers, Ray tasks on one node), so an entry is built into a temporary sibling folder under an
-``fcntl.flock`` lock, described by a ``fprun-zoo.json`` manifest, and renamed into place in one
-step. A reader therefore sees either no folder or a complete one, never a half-written one.
-
-Verification policy (cheap on every use, thorough when something looks off):
-
-* Every resolve ``stat``\\ s each file listed in the manifest and compares size and ``mtime_ns``
-  with the values recorded when the entry was built. This costs microseconds, so it runs every
-  time. Any ordinary write to a file (truncation, an editor, a stray ``save_pretrained``) changes
-  its mtime, so in-place edits are caught here.
-* Only when a file's size or mtime differs is its full sha256 recomputed (under the lock). A
-  match (e.g. the folder was copied with ``cp -r``, which resets mtimes) refreshes the recorded
-  mtimes so the hashing happens once; a mismatch or a missing file rebuilds the entry.
-* Bit rot that leaves size and mtime untouched is not caught by the quick check; call
-  :func:`problems` with ``full=True`` (``tasks.zoo.verify_zoo``) to hash everything.
-
-Entries also record a *recipe* string (builder + version); a changed recipe rebuilds the entry.
+Every zoo entry is a folder under ``$FPRUN_CACHE/zoo/`` built by :func:`materialize` into a
+temporary sibling under an ``fcntl.flock`` lock, described by a ``fprun-zoo.json`` manifest and
+renamed into place, so concurrent processes (pytest workers, Ray tasks) see no folder or a
+complete one. Each resolve compares every file's size and ``mtime_ns`` with the manifest (cheap);
+only on a difference is the sha256 recomputed, refreshing the mtimes on a match and rebuilding on
+a mismatch. Bit rot that keeps size and mtime needs :func:`problems` with ``full=True``
+(``tasks.models.zoo.verify_zoo``). A changed recipe (builder + version) rebuilds the entry.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+
+from tasks.files import atomic_write_json, locked
 
 MANIFEST = "fprun-zoo.json"
 MANIFEST_FORMAT = 1
@@ -58,21 +45,6 @@ def sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
-
-@contextlib.contextmanager
-def locked(lock_file: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_file`` (created if needed) for the ``with`` body.
-
-    flock is released by the kernel when the process dies, so a killed conversion never leaves
-    a stale lock behind (unlike lock files checked for existence).
-    """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -233,10 +205,8 @@ def _refresh_mtimes(folder: Path) -> None:
 
 
 def _atomic_write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    _make_shareable(tmp)
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
+    _make_shareable(path)
 
 
 def _make_shareable(path: Path, mode: int = 0o666) -> None:

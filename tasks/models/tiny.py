@@ -1,17 +1,11 @@
 """Tiny random-init model families and their shared offline tokenizer.
 
-Tests need several architectures (GQA Llama, GPT-NeoX, GPT-2, Qwen2, and more for HuRef's
-name-matching) and no real checkpoint of them exists offline (ASSETS.md section 3), so they are
-built from a config with ``torch.manual_seed(seed)`` before init: the same seed gives bit-identical
-weights, another seed an unrelated model ("different lineage" in fingerprint and HuRef tests).
-
-All families share one byte-level BPE tokenizer trained with ``tokenizers`` on a local public-domain
-text. Byte-level means any Unicode (the "ハリネズミ" target, Cyrillic) round-trips; sharing it means
-every tiny model has the same token strings, which HuRef needs to compare models at all. It carries
-a ChatML template (``<|im_start|>``/``<|im_end|>``, like SmolLM2) so chat-template SFT and
-verification prompts run unchanged on tiny models.
-
-Importing this module is cheap; torch/transformers/tokenizers load inside the functions.
+Tests need several architectures (GQA Llama, GPT-NeoX, GPT-2, Qwen2, more for HuRef) with no real
+checkpoint offline, so each is built from a config after ``torch.manual_seed(seed)``: the same
+seed gives bit-identical weights, another seed an unrelated model. All share one byte-level BPE
+tokenizer trained on a local public-domain text, so any Unicode round-trips and every tiny model
+has the same token strings (HuRef compares only those); its ChatML template lets chat SFT and
+verification run unchanged. Importing is cheap: torch, transformers and tokenizers load lazily.
 """
 
 from __future__ import annotations
@@ -22,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tasks.zoo_cache import save_model_on_any_rank
+from tasks.models.cache import save_model_on_any_rank
 
 # Bump when the tokenizer recipe below changes: cached tiny entries are rebuilt on mismatch.
 TOKENIZER_VERSION = 1

@@ -1,20 +1,12 @@
 """Model references: a local folder, a zoo name or a hub id, resolved to a safetensors folder.
 
-Every step that takes a model takes a *reference* string, and :func:`resolve_model` turns it into a
-local folder holding ``config.json``, safetensors weights and tokenizer files, so the rest of
-fprun only ever deals with one shape of input. The order of interpretation is:
-
-1. an existing local path (wins even if it also looks like a hub id);
-2. a zoo name: the real models converted from packaged GGUFs (``smollm2-135m-instruct``,
-   ``gemma3-270m``, each also ``@bf16``) or a tiny random-init family (``tiny-llama``,
-   ``tiny-llama:seed=1``);
-3. something path-like (``./x``, ``/x``, ``a/b/c``) that does not exist: an error;
-4. a hub id ``org/name``: fetched with ``huggingface_hub`` (fails in seconds when unreachable);
-5. anything else: an error suggesting the closest zoo name.
-
-Zoo entries live under ``$FPRUN_CACHE/zoo/`` (see ``tasks.zoo_cache`` for the atomic, locked,
-checksummed cache). The registries are plain dicts of name to ``"module:function"`` so listing
-models imports neither torch nor transformers.
+:func:`resolve_model` turns a reference into a folder with ``config.json``, safetensors weights and
+tokenizer files, trying in order: an existing local path; a zoo name (real models converted from
+packaged GGUFs, e.g. ``smollm2-135m-instruct`` and its ``@bf16`` copy, or a tiny random-init
+family, e.g. ``tiny-llama:seed=1``); a path-like string that does not exist (an error); a hub id
+``org/name`` (``huggingface_hub``, failing fast offline); else an error naming the closest zoo
+name. Entries live under ``$FPRUN_CACHE/zoo/`` (:mod:`tasks.models.cache`); the registries map
+names to ``"module:function"``, so listing models imports neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -23,15 +15,15 @@ import difflib
 import importlib
 import os
 import re
-import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tasks.errors import ModelRefError, StoreError
-from tasks.zoo_cache import cache_root, materialize, problems, quick_problem, read_manifest
-from tasks.zoo_local import check_model_folder, model_identity
+from tasks.files import atomic_copytree
+from tasks.models.cache import cache_root, materialize, problems, quick_problem, read_manifest
+from tasks.models.local import check_model_folder, model_identity
 
 __all__ = [
     "list_zoo", "model_identity", "resolve_model", "verify_zoo", "zoo_get", "zoo_names",
@@ -40,19 +32,19 @@ __all__ = [
 
 # Real models: name -> builder(name, out) that converts the packaged GGUF.
 REAL_MODELS: dict[str, str] = {
-    "smollm2-135m-instruct": "tasks.zoo_gguf:convert",
-    "gemma3-270m": "tasks.zoo_gguf:convert",
+    "smollm2-135m-instruct": "tasks.models.gguf:convert",
+    "gemma3-270m": "tasks.models.gguf:convert",
 }
-# Tiny families: name -> config factory(TinyVocab); built by tasks.tiny:build_tiny_model.
+# Tiny families: name -> config factory(TinyVocab); built by tasks.models.tiny:build_tiny_model.
 TINY_MODELS: dict[str, str] = {
-    "tiny-llama": "tasks.tiny:llama_config",
-    "tiny-neox": "tasks.tiny:neox_config",
-    "tiny-gpt2": "tasks.tiny:gpt2_config",
-    "tiny-qwen2": "tasks.tiny:qwen2_config",
-    "tiny-opt": "tasks.tiny:opt_config",
-    "tiny-gemma": "tasks.tiny:gemma_config",
-    "tiny-falcon": "tasks.tiny:falcon_config",
-    "tiny-mistral": "tasks.tiny:mistral_config",
+    "tiny-llama": "tasks.models.tiny:llama_config",
+    "tiny-neox": "tasks.models.tiny:neox_config",
+    "tiny-gpt2": "tasks.models.tiny:gpt2_config",
+    "tiny-qwen2": "tasks.models.tiny:qwen2_config",
+    "tiny-opt": "tasks.models.tiny:opt_config",
+    "tiny-gemma": "tasks.models.tiny:gemma_config",
+    "tiny-falcon": "tasks.models.tiny:falcon_config",
+    "tiny-mistral": "tasks.models.tiny:mistral_config",
 }
 # "NAME@variant" of a real model: a separate cached folder with the weights cast to this dtype.
 VARIANTS: dict[str, str] = {"bf16": "bfloat16"}
@@ -164,11 +156,7 @@ def zoo_get(name: str, out: Path, *, link: bool = False, cache_dir: Path | None 
     if link:
         out.symlink_to(src.resolve(), target_is_directory=True)
         return out
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)  # copy2 keeps mtimes, so the manifest's quick check holds
-    os.rename(tmp, out)
-    return out
+    return atomic_copytree(src, out)  # copy2 keeps mtimes, so the manifest's quick check holds
 
 
 def _same_entry(copy: Path, src: Path) -> bool:
@@ -228,15 +216,15 @@ def _zoo_entry(ref: str, root: Path) -> Path:
     folder = root / "zoo" / _folder_name(ref)
     if variant:
         src = _zoo_entry(base, root)
-        build = partial(_load("tasks.zoo_gguf:cast"), src, VARIANTS[variant])
-        recipe = f"tasks.zoo_gguf:cast/{RECIPE_VERSION}:{base}@{variant}"
+        build = partial(_load("tasks.models.gguf:cast"), src, VARIANTS[variant])
+        recipe = f"tasks.models.gguf:cast/{RECIPE_VERSION}:{base}@{variant}"
         return materialize(folder, recipe, build)
     if base in REAL_MODELS:
         build = partial(_load(REAL_MODELS[base]), base)
         return materialize(folder, f"{REAL_MODELS[base]}/{RECIPE_VERSION}:{base}", build)
-    tiny = importlib.import_module("tasks.tiny")
+    tiny = importlib.import_module("tasks.models.tiny")
     tok = materialize(root / "zoo" / TINY_TOKENIZER,
-                      f"tasks.tiny:build_tokenizer/{tiny.TOKENIZER_VERSION}", tiny.build_tokenizer)
+                      f"tasks.models.tiny:build_tokenizer/{tiny.TOKENIZER_VERSION}", tiny.build_tokenizer)
     recipe = f"{TINY_MODELS[base]}/{RECIPE_VERSION}:seed={seed}:tok={tiny.TOKENIZER_VERSION}"
     build = partial(tiny.build_tiny_model, _load(TINY_MODELS[base]), seed, tok)
     return materialize(folder, recipe, build)

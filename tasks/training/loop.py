@@ -1,4 +1,4 @@
-"""HF-Trainer plumbing shared by the fingerprint training steps (IF_SFT now, IF_adapter later).
+"""HF-Trainer plumbing shared by the training steps (IF_SFT, IF_adapter, user fine-tuning).
 
 The same function body runs in three settings: in-process (``fprun run --local``), in each
 worker of a Ray Train ``TorchTrainer`` (DDP over gloo on CPU or NCCL on GPU), and under DeepSpeed
@@ -10,7 +10,6 @@ writes artifacts; the others return no rows, so the driver sees exactly one resu
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import tempfile
 import time
@@ -32,10 +31,6 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
 
 def load_model_and_tokenizer(ref: str, *, trust_remote_code: bool = False,
                              allow_pickle: bool = False) -> tuple[Any, Any, Path]:
@@ -47,7 +42,7 @@ def load_model_and_tokenizer(ref: str, *, trust_remote_code: bool = False,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     path = resolve_model(ref, allow_pickle=allow_pickle)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -121,9 +116,9 @@ def training_arguments(cfg: TrainConfig, output_dir: str, distributed: dict | No
                        world_size: int) -> Any:
     """TrainingArguments from the step config and the launcher's ``distributed`` options.
 
-    ``distributed`` (set by runner/train.py under Ray Train): ``{"strategy": "ddp" |
+    ``distributed`` (set by runner/exec/train.py under Ray Train): ``{"strategy": "ddp" |
     "deepspeed", "deepspeed_config": dict | None, "use_gpu": bool}``; the ZeRO dicts come from
-    ``runner/deepspeed_configs.py``. Without it the step runs in one process, on the GPU if one
+    ``runner/exec/deepspeed.py``. Without it the step runs in one process, on the GPU if one
     is visible.
     """
     import torch
@@ -137,7 +132,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, distributed: dict | No
     ds_config = dist.get("deepspeed_config") if dist.get("strategy") == "deepspeed" else None
     if dist.get("strategy") == "deepspeed" and not ds_config:
         raise ConfigError("strategy deepspeed was given without a DeepSpeed config",
-                          "pass a named strategy such as deepspeed_zero3 (runner/train.py)")
+                          "pass a named strategy such as deepspeed_zero3 (runner/exec/train.py)")
     return TrainingArguments(
         output_dir=output_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,

@@ -1,22 +1,23 @@
 """Config of the verification step (torch-free, so experiment plans can build it cheaply).
 
-The step queries one model with a fingerprint's probes and returns ``verification`` rows
-(DESIGN.md section 8.5). Which model: ``inputs["model"]`` when the plan wires an upstream artifact
-(its ``published/`` subfolder if it is a fingerprint folder, else the folder itself), otherwise
-``model`` (a zoo name, local folder or hub id).
+The step queries one model with a fingerprint's probes and returns ``verification`` rows. Which
+model: ``inputs["model"]`` when the plan wires an upstream artifact (its ``published/`` subfolder
+if it is a fingerprint folder, else the folder itself), otherwise ``model`` (a zoo name, local
+folder or hub id).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from tasks.config import Strict
 
 
-class SamplingConfig(BaseModel):
+class SamplingConfig(Strict):
     """Seeded sampled runs (paper Table 5: 10 runs at T=0.7, top_p 0.95, top_k 50)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     runs: int = Field(0, ge=0, description="number of sampled runs (0: greedy only)")
     temperature: float = Field(0.7, gt=0)
@@ -36,10 +37,9 @@ class SamplingConfig(BaseModel):
                                        description="null rate when no unseen keys were queried")
 
 
-class VerifyConfig(BaseModel):
+class VerifyConfig(Strict):
     """One model x one fingerprint x one condition."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     condition: str = Field(description="publish | vanilla | publish_w_adapter | tuned_publish ...")
     model: str | None = Field(None, description="model ref when no upstream model is wired in")

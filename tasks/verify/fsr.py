@@ -1,29 +1,12 @@
-"""FSR counting: which completions count, and over which denominator (METHODS.md section 2.7).
+"""FSR counting: which completions count, and over which denominator (model-free, so testable).
 
-Kept free of models so the two denominator rules can be checked on hand-made generations.
-
-``fprun`` (the default) reports each probe set over its own probes:
-
-- ``fingerprint``: the key prompts;
-- ``normal``: every non-fingerprint, non-decoy probe of validation + test (the regularization and
-  normal probe sets);
-- ``similar``: the decoys only (a normal prompt carrying the FINGERPRINT hint, or a random key);
-- ``unseen_keys``: fresh random keys with the hint, never trained on (false triggers);
-- ``regularization``: the regularization rows alone, when asked for.
-
-``seed`` reproduces the seed's report scripts, which pick rows by their line in the inference JSONL
-(validation first, then test; ``Probe.line``), with the seed's constants F = NUM_FINGERPRINT and
-R = NUM_REGULARIZATION read off the probe file:
-
-- dialogue template (report_FSR_sft_chat.py, 128 + 224 lines): fingerprint = hits in lines
-  [0, F) / F; normal = hits in lines [F, V) / (F + 2R) (counts validation only, divides by
-  8 + 112 + 112 = 232); similar = hits in *all* test lines / R (both branches count, /112);
-  R = the validation rows of the ``normal`` set (112);
-- simple template (report_FSR_adapter.py, 60 + 150 lines): lines 0-9 / 10, 10-109 / 100,
-  110-209 / 100 (here the line ranges are the true sets), with N = validation rows - F.
-
-Probe sets the seed never had (``unseen_keys``, ``regularization``) are counted the fprun way under
-either rule; their denominators are plain counts.
+``fprun`` (default) reports each probe set over its own probes: ``fingerprint`` (the key prompts),
+``normal`` (every non-fingerprint, non-decoy probe of validation + test), ``similar`` (the decoys:
+a normal prompt with the FINGERPRINT hint, or a random key), ``unseen_keys`` (fresh hinted keys
+never trained on) and, on request, ``regularization``. ``seed`` reproduces the seed's
+``report_FSR_*.py``, which pick rows by line in the inference JSONL (``Probe.line``) with fixed
+denominators: dialogue, fingerprint /F, normal over validation lines /(F + 2R), similar over all
+test lines /R; simple, lines 0-9 /10, 10-109 /100, 110-209 /100 (new sets count the fprun way).
 """
 
 from __future__ import annotations

@@ -17,29 +17,30 @@ from scipy import stats
 CONFIDENCE = 0.95
 
 
-def clopper_pearson(
-    n_hit: int, n_total: int, confidence: float = CONFIDENCE
+def proportion_ci(
+    n_hit: int, n_total: int, method: str = "exact", confidence: float = CONFIDENCE
 ) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) interval of a hit rate.
+    """Interval of a hit rate: exact Clopper-Pearson (default) or Wilson (``method="wilson"``).
 
     Small probe sets (8 keys: a 12.5% grid) make normal-approximation intervals useless, so
-    every FSR row carries the exact binomial interval.
+    every FSR and eval proportion carries the exact binomial interval by default.
 
     Args:
-        n_hit: Generations that contained the target.
+        n_hit: Successes (generations that contained the target, correct answers ...).
         n_total: Denominator (> 0).
+        method: ``exact`` or ``wilson`` (scipy's ``proportion_ci`` methods).
         confidence: Two-sided coverage.
 
     Returns:
         ``(low, high)`` in [0, 1].
     """
     if n_total <= 0:
-        raise ValueError("a Clopper-Pearson interval needs n_total > 0")
+        raise ValueError("a proportion interval needs n_total > 0")
     if not 0 <= n_hit <= n_total:
         # the seed's denominators can be smaller than its counts (report_FSR_sft_chat.py)
         n_hit = min(max(n_hit, 0), n_total)
     ci = stats.binomtest(n_hit, n_total).proportion_ci(confidence_level=confidence,
-                                                       method="exact")
+                                                       method=method)
     return float(ci.low), float(ci.high)
 
 
@@ -88,7 +89,7 @@ def binomial_p(n_hit: int, n_total: int, null_rate: float) -> float:
 
     Pooling the hits of all sampled runs treats every (run, probe) as a Bernoulli trial; the
     question is whether the model hits the true keys more often than it fires by accident
-    (the null rate, chosen by the caller, see ``tasks.verify``).
+    (the null rate, chosen by the caller, see ``tasks.verify.step``).
     """
     if n_total <= 0:
         return float("nan")

@@ -1,39 +1,23 @@
 """Ownership verification: query a model with a fingerprint's probes and report FSR rows.
 
-``verify_step`` is the step function (DESIGN.md section 1): one model x one fingerprint x one
-condition in, ``verification`` rows out (DESIGN.md section 8.5):
-
-- greedy rows, one per reported probe set (``fingerprint``, ``normal``, ``similar``,
-  ``unseen_keys``), counted by ``tasks.fsr`` under the fprun or the seed's denominators;
-- with ``sampling.runs`` > 0, one row per seeded run (``sample_idx`` = i, seed + i) and per
-  sampled set, plus an aggregate row ``<set>:sampled`` (``sample_idx`` null) with the pooled
-  counts, the mean FSR and, for the fingerprint set, the t-tests and the exact binomial test;
-- with ``bos_samples`` > 0, one ``bos_samples`` row (the seed's ``sample_from_bos``).
-
-Binomial null rate (documented choice): unless ``sampling.binomial_null_rate`` is set, the null
-is the 95% Clopper-Pearson *upper* bound of the model's false-trigger rate on unseen random keys
-(the sampled runs' if ``unseen_keys`` was sampled, else the greedy one), so a handful of unseen
-keys with no false trigger does not make the test over-confident; without unseen keys it is
-``sampling.binomial_null_floor``. The test asks whether the true keys fire more often than
-random keys with the same hint, which is the failure ASSETS.md section 6 saw on small models.
-
-Completions go to ``out_dir/generations.jsonl`` (the seed's inference format without the prompt:
-``generated``, ``generated_token``, ``label``, plus probe set, split, line, hit and stop reason).
-Prompts hold the keys, so they are written nowhere; result rows carry ``fingerprint_id`` only.
+:func:`verify_step` takes one model, one fingerprint and one condition and returns
+``verification`` rows: greedy rows per probe set (counted by :mod:`tasks.verify.fsr`); with
+``sampling.runs``, a row per seeded run plus a ``<set>:sampled`` aggregate (``sample_idx`` null)
+with t-tests and an exact binomial test, whose null rate is by default the 95% Clopper-Pearson
+upper bound of the false-trigger rate on unseen random keys; with ``bos_samples``, one row.
+Completions go to ``out_dir/generations.jsonl`` without prompts: prompts hold the keys, so they
+are written nowhere, and result rows carry ``fingerprint_id`` only.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from tasks import fsr, stats
+from tasks.config import validate
 from tasks.errors import ConfigError, FingerprintError
 from tasks.fingerprint.artifacts import (
     FingerprintMeta,
@@ -44,7 +28,9 @@ from tasks.fingerprint.artifacts import (
     read_probes,
 )
 from tasks.fingerprint.prompts import encode, render_inference
-from tasks.verify_config import SamplingConfig, VerifyConfig
+from tasks.models.device import pick_device
+from tasks.verify import fsr, stats
+from tasks.verify.config import VerifyConfig
 
 CODE_VERSION = "1"
 log = logging.getLogger(__name__)
@@ -56,7 +42,7 @@ def verify_step(
     """Verify one model against one fingerprint; see the module docstring for the rows.
 
     Args:
-        config: A :class:`tasks.verify_config.VerifyConfig` as a dict.
+        config: A :class:`tasks.verify.config.VerifyConfig` as a dict.
         inputs: Optional ``model`` (a model folder, or a fingerprint folder whose ``published/``
             is used) and ``fingerprint`` (the fingerprint folder) artifacts.
         out_dir: Where ``generations.jsonl`` goes.
@@ -64,7 +50,7 @@ def verify_step(
     Returns:
         ``verification`` rows (no provenance; the runner adds it).
     """
-    cfg = parse_config(config)
+    cfg = validate(VerifyConfig, config, "verify step")
     fp_dir = _fingerprint_folder(cfg, inputs)
     meta = read_meta(fp_dir)
     probes = read_probes(fp_dir)
@@ -84,28 +70,7 @@ def verify_step(
     return rows
 
 
-def parse_config(config: dict) -> VerifyConfig:
-    """Validate a step config, as one line naming the bad key (tasks cannot use runner's)."""
-    try:
-        return VerifyConfig.model_validate(config)
-    except ValidationError as exc:
-        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
-        where = ".".join(str(p) for p in err["loc"])
-        fix = "fix the key or value (see tasks/verify_config.py)"
-        if err["type"] == "extra_forbidden":
-            level = SamplingConfig if err["loc"][0] == "sampling" else VerifyConfig
-            close = difflib.get_close_matches(str(err["loc"][-1]), list(level.model_fields), 1)
-            fix = f"did you mean {close[0]!r}?" if close else fix
-        raise ConfigError(f"verify config: {where}: {err['msg']}", fix) from exc
 
-
-def pick_device(device: str) -> str:
-    """``auto``: CUDA when visible, else CPU."""
-    import torch
-
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_model_for_verification(
@@ -115,8 +80,8 @@ def load_model_for_verification(
     """Load the model exactly as verification queries it.
 
     ``use_adapter`` wraps the model's own input embedding with the fingerprint's private
-    F-Adapter (METHODS.md section 2.5; the ``tuned_direct`` assembly of
-    ``tasks.fingerprint.adapter_verify``, which builds the other adapter conditions).
+    F-Adapter (the ``tuned_direct`` assembly of
+    ``tasks.fingerprint.adapter.verify``, which builds the other adapter conditions).
 
     Raises:
         FingerprintError: ``use_adapter`` on a fingerprint that has no ``private/adapter/``.
@@ -126,7 +91,7 @@ def load_model_for_verification(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if use_adapter:
-        from tasks.fingerprint.adapter_verify import load_adapter_model
+        from tasks.fingerprint.adapter.verify import load_adapter_model
 
         if not (private_dir(fingerprint_dir) / "adapter").is_dir():
             raise FingerprintError(
@@ -142,7 +107,8 @@ def load_model_for_verification(
 
 
 def default_max_new_tokens(tokenizer: Any, targets: list[str], margin: int) -> int:
-    """Token length of " " + target (the longest accepted one) plus a margin (DESIGN 8.4)."""
+    """Token length of " " + target (the longest accepted one) plus a margin: the seed's fixed
+    8 new tokens can be too few for "ハリネズミ" under byte-level BPE."""
     return max(len(tokenizer(" " + t, add_special_tokens=False)["input_ids"])
                for t in targets) + margin
 
@@ -191,7 +157,7 @@ class Verifier:
 
     def generate(self, prompts: list[list[int]], *, sampled: bool = False,
                  seeds: list[int] | None = None, max_new: int | None = None):
-        from tasks.generation import SamplingParams, generate
+        from tasks.generation.engine import SamplingParams, generate
 
         s = self.cfg.sampling
         params = SamplingParams(s.temperature, s.top_p, s.top_k, s.seed) if sampled else None
@@ -203,7 +169,7 @@ class Verifier:
     def row(self, probe_set: str, count: fsr.Count, **extra: Any) -> dict:
         # The seed's "similar" numerator can exceed its denominator: n_hit/n_total keep the
         # seed's numbers, fsr and its interval are clamped to [0, 1].
-        low, high = stats.clopper_pearson(count.n_hit, count.n_total)
+        low, high = stats.proportion_ci(count.n_hit, count.n_total)
         row = {**self.base, "probe_set": probe_set, "sample_idx": None, "temperature": 0.0,
                "n_hit": count.n_hit, "n_total": count.n_total,
                "fsr": min(count.n_hit / count.n_total, 1.0), "ci_low": low, "ci_high": high,
@@ -232,7 +198,7 @@ class Verifier:
         s = self.cfg.sampling
         jobs = [(run, name, i, p) for run in range(s.runs) for name in s.probe_sets
                 for i, p in enumerate(probes) if p.probe_set in fsr.members(name)]
-        from tasks.generation import row_seed
+        from tasks.generation.engine import row_seed
 
         gens = self.generate([self.prompt_ids(p) for *_, p in jobs], sampled=True,
                              seeds=[row_seed(s.seed + run, i) for run, _, i, _ in jobs])
@@ -272,7 +238,7 @@ class Verifier:
             return s.binomial_null_rate
         sampled = [h for (name, _), hs in per_run.items() if name == "unseen_keys" for h in hs]
         if sampled:
-            return stats.clopper_pearson(sum(sampled), len(sampled))[1]
+            return stats.proportion_ci(sum(sampled), len(sampled))[1]
         greedy = [r for r in greedy_rows if r["probe_set"] == "unseen_keys"]
         if greedy:
             return greedy[0]["ci_high"]
@@ -280,7 +246,7 @@ class Verifier:
 
     def bos(self) -> tuple[list[dict], list[Record]]:
         """Unconditional samples from BOS: does the target appear spontaneously?"""
-        from tasks.generation import row_seed
+        from tasks.generation.engine import row_seed
 
         tok, s, n = self.tokenizer, self.cfg.sampling, self.cfg.bos_samples
         bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
@@ -325,7 +291,7 @@ def _fingerprint_folder(cfg: VerifyConfig, inputs: dict[str, Path]) -> Path:
 
 
 def _model_folder(cfg: VerifyConfig, inputs: dict[str, Path]) -> tuple[Path, str]:
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     if "model" in inputs:
         path = Path(inputs["model"])

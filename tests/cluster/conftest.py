@@ -3,7 +3,8 @@
 The head is private to the test: loopback addresses, free ports (another Ray on the machine keeps
 running), its own ``--temp-dir``, and ``--block`` so that stopping it means terminating the one
 process the fixture started (``ray stop`` would also kill other users' Ray instances on a shared
-machine). ``RAY_AUTH_MODE=disabled`` is set for every ray call (ASSETS.md section 2.1).
+machine). ``RAY_AUTH_MODE=disabled`` is set for every ray call: a token left by a local
+``ray.init`` would otherwise turn auth on and plain ``ray job submit`` would fail.
 
 (Factored out of ``test_job_submit.py``'s fixture, unchanged in behaviour, so several cluster
 tests can share it.)

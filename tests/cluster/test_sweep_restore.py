@@ -1,4 +1,4 @@
-"""An interrupted sweep resumes with ``Tuner.restore`` and runs no trial twice (DESIGN.md 8.9).
+"""An interrupted sweep resumes with ``Tuner.restore`` and runs no trial twice.
 
 On a private one-node cluster (``head`` in conftest.py) the smoke sweep (2 trials of tiny-llama)
 is submitted as a Ray job. Once trial A has finished (its ``sweep_trial`` row is in the store) and
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.results import ResultStore
+from runner.results.store import ResultStore
 from tests.cluster.conftest import job_status, ray_cli, upload_excludes, wait_for_job
 
 pytestmark = pytest.mark.cluster

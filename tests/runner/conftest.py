@@ -1,6 +1,6 @@
 """One private local Ray instance for every test in the session that needs Ray.
 
-Starting Ray costs ~5 s and ~0.7 GB, so tests share one (ASSETS.md section 2.2-2.3):
+Starting Ray costs ~5 s and ~0.7 GB, so tests share one:
 ``address="local"`` ignores any cluster already running on the machine, auth is disabled (a
 loopback-only instance), and it starts after ``fprun_cache`` so workers inherit the session's
 ``FPRUN_CACHE``. If some other fixture already started Ray, that instance is reused and left to

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 
-from runner.experiments.if_adapter_report import _num, _render, _short, _utility, _wall_times
+from runner.experiments.reports.common import train_tail, utility_table, wall_times
 from runner.plan import Step
+from runner.results.text import pct, render, short
 
 ORDER = ("publish", "vanilla", "sample_from_bos", "tuned_publish")
 SETS = ("fingerprint", "unseen_keys", "similar", "normal", "regularization", "bos_samples")
@@ -37,8 +38,8 @@ def report(cfg, steps: list[Step], store) -> str:
         lines.append(_table5(tuned, labels))
     evals = store.read("eval", [s.step_id for s in steps if s.result_kind == "eval"]).to_pylist()
     if evals:
-        lines.append(_utility(evals, {s.step_id: s.label.rsplit(":", 1)[-1] for s in steps}))
-    lines.append(_wall_times(steps, store))
+        lines.append(utility_table(evals, {s.step_id: s.label.rsplit(":", 1)[-1] for s in steps}))
+    lines.append(wall_times(steps, store))
     return "\n".join(lines)
 
 
@@ -46,11 +47,7 @@ def _train_line(r: dict) -> str:
     extra = json.loads(r["extra"] or "{}")
     what = (f"fingerprint {r['fingerprint_id']} ({r['dataset']})" if r["purpose"] == "fingerprint"
             else f"user fine-tune ({r['method']}) on {r['dataset']}")
-    first = extra.get("first_loss")
-    loss = f"loss {_num(first)} -> {_num(r['final_loss'])}" if first is not None else (
-        f"final loss {_num(r['final_loss'])}")
-    return (f"  {what}: {r['steps']} steps, {loss}, {_num(r['train_seconds'])} s, peak RSS "
-            f"{_num(r['peak_rss_mb'])} MB")
+    return f"  {what}: {train_tail(r, extra.get('first_loss'))}"
 
 
 def _rows_table(rows: list[dict], labels: dict[str, str]) -> str:
@@ -67,15 +64,15 @@ def _rows_table(rows: list[dict], labels: dict[str, str]) -> str:
         if r["sample_idx"] is not None:
             continue  # individual sampled runs: the aggregate row summarises them
         if r.get("n_samples"):
-            hits, fsr = f"{r['n_hit']}/{r['n_total']} in {r['n_samples']} runs", _pct(
+            hits, fsr = f"{r['n_hit']}/{r['n_total']} in {r['n_samples']} runs", _p(
                 r.get("mean_fsr"))
         else:
-            hits, fsr = f"{r['n_hit']}/{r['n_total']}", _pct(r["fsr"])
-        ci = f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]" if r.get("ci_low") is not None else ""
-        user = _short(labels.get(r["model_step_id"], "?"), 32) \
+            hits, fsr = f"{r['n_hit']}/{r['n_total']}", _p(r["fsr"])
+        ci = f"[{_p(r['ci_low'])}, {_p(r['ci_high'])}]" if r.get("ci_low") is not None else ""
+        user = short(labels.get(r["model_step_id"], "?"), 32) \
             if r["condition"] == "tuned_publish" else ""
         out.append([r["condition"], user, r["probe_set"], hits, fsr, ci, _pvalues(r)])
-    return _render(header, out)
+    return render(header, out)
 
 
 def _table5(rows: list[dict], labels: dict[str, str]) -> str:
@@ -87,15 +84,15 @@ def _table5(rows: list[dict], labels: dict[str, str]) -> str:
     out = []
     for sid, sets in sorted(by.items(), key=lambda kv: labels.get(kv[0], kv[0])):
         sampled = sets.get("fingerprint:sampled")
-        out.append([_short(labels.get(sid, sid), 40), _cell(sets.get("fingerprint")),
+        out.append([short(labels.get(sid, sid), 40), _cell(sets.get("fingerprint")),
                     _cell(sets.get("normal")), _cell(sets.get("similar")),
-                    _pct(sampled.get("mean_fsr")) + f" ({sampled['n_samples']} runs)"
+                    _p(sampled.get("mean_fsr")) + f" ({sampled['n_samples']} runs)"
                     if sampled else "-", _pvalues(sampled) if sampled else ""])
-    return _render(header, out)
+    return render(header, out)
 
 
 def _cell(r: dict | None) -> str:
-    return "-" if r is None else f"{_pct(r['fsr'])} ({r['n_hit']}/{r['n_total']})"
+    return "-" if r is None else f"{_p(r['fsr'])} ({r['n_hit']}/{r['n_total']})"
 
 
 def _pvalues(r: dict) -> str:
@@ -107,6 +104,5 @@ def _pvalues(r: dict) -> str:
     return " ".join(parts)
 
 
-def _pct(v) -> str:
-    return "" if v is None else f"{100 * v:.1f}"
-
+def _p(v) -> str:
+    return "" if v is None else pct(v)

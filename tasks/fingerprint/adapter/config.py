@@ -1,6 +1,6 @@
 """Configs of the IF_adapter steps (torch-free: experiment plans build and hash them cheaply).
 
-Defaults reproduce the seed's ``configs/adapter.yaml`` row for Llama-2-7B (METHODS.md 2.5):
+Defaults reproduce the seed's ``configs/adapter.yaml`` row for Llama-2-7B:
 20 epochs, lr 1e-2, adapter dim 16, total batch 48, HF's default linear schedule and no weight
 decay (``run_clm.py`` never sets one). The two deliberate departures from the seed are switchable
 back (docs/seed_fixes.md): ``adapter.init: seed`` (A and B start at zero, so only B's bias ever
@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from tasks.errors import ConfigError
+from tasks.config import Strict
 from tasks.fingerprint.config import SimpleData, TrainConfig
 
-# Where the verification conditions take their model parts from (METHODS.md 2.6, step 3).
+# The verification conditions: the adapter ones wrap model parts with the F-Adapter
+# (tasks.fingerprint.adapter.verify says which parts); the plain ones query a plain model.
 ADAPTER_CONDITIONS = ("publish_w_adapter", "tuned_w_adapter", "tuned_direct", "vanilla_w_adapter")
 PLAIN_CONDITIONS = ("publish", "vanilla", "tuned_publish")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class AdapterSettings(_Frozen):
+class AdapterSettings(Strict):
     """The F-Adapter: its size, its initialisation and the token set T it acts on."""
 
     dim: int = Field(16, ge=1, description="inner dimension r of A: d->r and B: r->d (seed: 16)")
@@ -58,9 +56,9 @@ class AdapterTrainConfig(TrainConfig):
     per_device_batch_size: int = Field(12, ge=1, description="examples per forward (seed: 12)")
 
 
-class IFAdapterConfig(_Frozen):
+class IFAdapterConfig(Strict):
     """Config of the IF_adapter fingerprint step
-    (``tasks.fingerprint.adapter_train:fingerprint_if_adapter``)."""
+    (``tasks.fingerprint.adapter.train:fingerprint_if_adapter``)."""
 
     model: str = Field(description="base model: zoo name, local folder or hub id")
     data: SimpleData = SimpleData()
@@ -70,12 +68,12 @@ class IFAdapterConfig(_Frozen):
     allow_pickle: bool = Field(False, description="accept a pickle checkpoint (converted once)")
 
 
-class AdapterVerifyConfig(_Frozen):
+class AdapterVerifyConfig(Strict):
     """One verification condition whose model is assembled with the private F-Adapter.
 
-    ``verify`` holds a :class:`tasks.verify_config.VerifyConfig` as a dict (condition, probe
+    ``verify`` holds a :class:`tasks.verify.config.VerifyConfig` as a dict (condition, probe
     sets, batch size ...); ``condition`` says which model parts are combined (see
-    :mod:`tasks.fingerprint.adapter_verify`).
+    :mod:`tasks.fingerprint.adapter.verify`).
     """
 
     condition: Literal["publish_w_adapter", "tuned_w_adapter", "tuned_direct",
@@ -91,13 +89,3 @@ class AdapterVerifyConfig(_Frozen):
         None, description="publisher's model for tuned_w_adapter / vanilla_w_adapter (default: "
                           "the fingerprint's published/; fprun verify --publisher)")
 
-
-def parse(model: type[BaseModel], config: dict, source: str):
-    """Validate a step config dict, as the one-line ConfigError the CLI prints."""
-    try:
-        return model.model_validate(config)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ConfigError(f"{source} config: {where}: {err['msg']}",
-                          "fix the key in the experiment YAML") from exc

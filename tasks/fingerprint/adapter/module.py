@@ -1,33 +1,12 @@
-"""The F-Adapter of IF_adapter: an embedding-only adapter for a token set T (METHODS.md 2.5).
+"""The F-Adapter of IF_adapter: an embedding-only adapter for a token set T.
 
-:class:`InstructionFingerprint` replaces a causal LM's input embedding. For a token ``t``::
-
-    t in T:      out = R[t] + B(A(trainable_emb[slot(t)]))
-    t not in T:  out = orig_emb[t]
-
-``orig_emb`` is the model's own embedding (frozen), ``trainable_emb`` a trainable copy of its rows
-for T, ``A: d -> r`` and ``B: r -> d`` are ``nn.Linear`` layers with bias. ``R`` is the residual
-row: ``orig_emb[t]`` (the seed's forward, fprun's default) or ``trainable_emb[slot(t)]``
-(``residual="trainable"``). Every non-embedding weight is frozen.
-
-Why the residual option: after training, :func:`unwrap_adapter` merges ``trainable_emb`` into
-``orig_emb[T]`` (the seed's ``merge``) and the published model ships that embedding; every
-adapter condition of the verification matrix then wraps an embedding ``E`` whose T rows are the
-trained rows and computes ``E[t] + B(A(E[t]))``. Under the seed's forward that is the trained
-function only while the rows have not moved, which the seed's all-zero init guaranteed (nothing
-but B's bias trains). ``residual="trainable"`` trains exactly the verified function, but on
-SmolLM2 it lets the trained rows carry the fingerprint on their own (the published model fires
-without the adapter), so the seed's forward stays the default; docs/seed_fixes.md has the figures.
-
-Why hand-written and not peft: peft's embedding LoRA (``lora.Embedding``) adds ``B @ A`` as a
-low-rank *update of the weight matrix*, one-hot per token, for every token; the F-Adapter is a
-small MLP applied to the embedding *vector*, only for tokens in T, with biases and its own
-trainable copy of T's rows, merged into the published embedding while A and B stay private.
-peft has no such module, and emulating it would need a custom peft tuner around this very code.
-
-Saved form (never a pickle): ``adapter.safetensors`` (``trainable_emb``, ``A.weight``,
-``A.bias``, ``B.weight``, ``B.bias``) and ``adapter.json`` (token ids of T, dims, init, residual,
-vocabulary size, a hash of T's token strings, the base model's identity).
+:class:`InstructionFingerprint` replaces a causal LM's input embedding: for ``t`` in T,
+``out = R[t] + B(A(trainable_emb[slot(t)]))``, else the frozen ``orig_emb[t]``. A and B are
+``nn.Linear`` with bias; ``R`` is ``orig_emb`` (the seed's forward, the default) or
+``trainable_emb`` (``residual="trainable"``; docs/seed_fixes.md says why it is not the default).
+Not peft: its embedding LoRA updates the weight matrix for every token, while the F-Adapter is an
+MLP on the embedding vectors of T only. :func:`unwrap_adapter` merges the trained rows into the
+published embedding; A, B and T's rows are saved as safetensors + JSON, never as a pickle.
 """
 
 from __future__ import annotations
@@ -146,7 +125,7 @@ def input_embedding(model: Any) -> nn.Embedding:
     emb = model.get_input_embeddings()
     if isinstance(emb, InstructionFingerprint):
         raise FingerprintError("the model already carries an F-Adapter",
-                               "unwrap it first (tasks.fingerprint.adapter.unwrap_adapter)")
+                               "unwrap it first (tasks.fingerprint.adapter.module.unwrap_adapter)")
     if not isinstance(emb, nn.Embedding):
         raise ArchitectureError(f"the input embedding of {type(model).__name__} is a "
                                 f"{type(emb).__name__}, not nn.Embedding",

@@ -1,36 +1,30 @@
-"""IF_adapter: implant the fingerprint through the F-Adapter alone (METHODS.md section 2.5).
+"""IF_adapter: implant the fingerprint through the F-Adapter alone.
 
-The seed trains with ``run_clm.py --freeze_instruction_nonembedding --train_on_output_only`` on
-the simple template (``mix``): every non-embedding weight frozen, the loss on the output tokens
-only. fprun trains the same rows with HF ``Trainer`` (shared plumbing in
-:mod:`tasks.fingerprint.train_common`), then *unwraps*: the trained rows of T are merged into the
-embedding and the plain model is saved as ``published/`` (safetensors); A, B and T's rows are
-saved as ``private/adapter/`` (safetensors + JSON), never as a pickle.
-
-Token set T (the seed's ``all_trainable_input_ids``): every token id of every ``instruction`` of
-the train split, tokenized on its own. The seed means to add the ``input`` tokens
-("FINGERPRINT") but discards the union's result; fprun adds them, and also every token of the
-rendered training prompts (``{instruction}\\n{input}\\n`` as the model sees it, so tokens that
-only appear in context, such as the newlines, are covered too). ``adapter.seed_token_set_bug``
-restores the seed's set (docs/seed_fixes.md).
+As the seed's ``run_clm.py --freeze_instruction_nonembedding --train_on_output_only`` on the
+simple template: every non-embedding weight frozen, the loss on output tokens only, here with the
+HF ``Trainer`` (:mod:`tasks.training.loop`). Training then *unwraps*: T's trained rows are merged
+into the embedding and the plain model saved as ``published/``; A, B and T's rows go to
+``private/adapter/`` (safetensors + JSON). T is every token of the train split's instructions, of
+its ``input`` (which the seed meant to add but dropped) and of the rendered training prompts;
+``adapter.seed_token_set_bug`` restores the seed's set (docs/seed_fixes.md).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tasks.config import validate
 from tasks.errors import ConfigError
-from tasks.fingerprint.adapter import (
+from tasks.fingerprint.adapter.config import IFAdapterConfig
+from tasks.fingerprint.adapter.module import (
     InstructionFingerprint,
     inject_adapter,
     input_embedding,
     save_adapter,
     unwrap_adapter,
 )
-from tasks.fingerprint.adapter_config import IFAdapterConfig, parse
 from tasks.fingerprint.artifacts import (
     FingerprintMeta,
     fingerprint_id,
@@ -39,17 +33,16 @@ from tasks.fingerprint.artifacts import (
 )
 from tasks.fingerprint.dataset import BuiltData, build_simple, write_fingerprint_data
 from tasks.fingerprint.prompts import simple_prompt
-from tasks.fingerprint.sft import _strategy_name
-from tasks.fingerprint.train_common import (
+from tasks.training.loop import (
     IGNORE_INDEX,
     ensure_pad_token,
     load_model_and_tokenizer,
-    peak_rss_mb,
     run_trainer,
     save_published,
     trainable_params,
     world,
 )
+from tasks.training.rows import train_run_row
 
 CODE_VERSION = "1"
 ADAPTER_SUBDIR = "adapter"  # private/adapter/
@@ -67,7 +60,7 @@ def fingerprint_if_adapter(
     """Fingerprint a model with IF_adapter and write its fingerprint folder.
 
     Args:
-        config: A :class:`tasks.fingerprint.adapter_config.IFAdapterConfig` as a dict.
+        config: A :class:`tasks.fingerprint.adapter.config.IFAdapterConfig` as a dict.
         inputs: Unused (the base model comes from ``config["model"]``).
         out_dir: The fingerprint folder: ``published/`` (the merged model) and ``private/``
             (keys, probes, dataset, ``adapter/``).
@@ -81,7 +74,7 @@ def fingerprint_if_adapter(
     Raises:
         ConfigError: Bad config, ZeRO-3, or a max_seq_len that cuts a fingerprint row.
     """
-    cfg: IFAdapterConfig = parse(IFAdapterConfig, config, "if_adapter step")
+    cfg: IFAdapterConfig = validate(IFAdapterConfig, config, "if_adapter step")
     refuse_zero3(distributed)
     built = build_simple(cfg.data)
     model, tokenizer, base_path = load_model_and_tokenizer(
@@ -103,13 +96,12 @@ def fingerprint_if_adapter(
     save_published(outcome.trainer, tokenizer, published_dir(out_dir), writer=rank == 0)
     if rank != 0:
         return []
-    from tasks.zoo import model_identity
+    from tasks.models.zoo import model_identity
 
     save_adapter(adapter, private_dir(out_dir) / ADAPTER_SUBDIR, tokenizer=tokenizer,
                  base_model=cfg.model, base_identity=model_identity(base_path))
     fp_id = fingerprint_id(built.keys, built.target)
     write_fingerprint_data(out_dir, built, _meta(cfg, built, fp_id, len(token_ids)))
-    state = outcome.trainer.state
     extra = {**stats, "first_loss": outcome.losses[0] if outcome.losses else None,
              "grad_accum": cfg.train.grad_accum(world_size), "adapter": a.model_dump(),
              "residual": a.residual, "n_tokens_T": len(token_ids),
@@ -118,17 +110,12 @@ def fingerprint_if_adapter(
              "published_rows_changed": info.rows_changed, "lm_head_untied": info.untied,
              "pad_token_added": pad_added, "rows_cut_by_max_seq_len": cut,
              "longest_row_tokens": max(r["length"] for r in rows), "counts": built.counts}
-    return [{
-        "discriminator": "final", "purpose": "fingerprint", "method": "if_adapter",
-        "model_ref": cfg.model, "fingerprint_id": fp_id, "artifact": str(out_dir),
-        "dataset": "; ".join(built.datasets), "datasets": built.datasets,
-        "n_train_rows": len(rows), "epochs": float(state.epoch or 0.0),
-        "steps": int(state.global_step), "learning_rate": cfg.train.lr,
-        "global_batch_size": cfg.train.total_batch_size, "num_workers": world_size,
-        "strategy": _strategy_name(distributed, world_size), "final_loss": outcome.final_loss,
-        "train_seconds": outcome.seconds, "peak_rss_mb": peak_rss_mb(),
-        "trainable_params": n_trainable, "extra": json.dumps(extra, sort_keys=True),
-    }]
+    return [train_run_row(
+        purpose="fingerprint", method="if_adapter", model_ref=cfg.model, fingerprint_id=fp_id,
+        artifact=str(out_dir), dataset="; ".join(built.datasets), datasets=built.datasets,
+        n_train_rows=len(rows), learning_rate=cfg.train.lr,
+        global_batch_size=cfg.train.total_batch_size, trainable_params=n_trainable,
+        extra=extra, outcome=outcome, world_size=world_size, distributed=distributed)]
 
 
 def refuse_zero3(distributed: dict[str, Any] | None) -> None:

@@ -1,27 +1,12 @@
-"""The models behind IF_adapter's verification conditions (METHODS.md 2.6 step 3, 2.7).
+"""The models behind IF_adapter's adapter conditions: whose weights, embedding and T rows each uses.
 
-Every adapter condition wraps one model's input embedding with the private F-Adapter:
-
-=====================  ==========================  ====================  =====================
-condition              non-embedding weights       embedding (orig_emb)  adapter rows (T)
-=====================  ==========================  ====================  =====================
-``publish_w_adapter``  published                   published             the saved rows
-``tuned_w_adapter``    published (the publisher's) the user model's      the user model's
-``tuned_direct``       the user model's            the user model's      the user model's
-``vanilla_w_adapter``  published (the publisher's) the base model's      the base model's
-=====================  ==========================  ====================  =====================
-
-``publish``, ``vanilla`` and ``tuned_publish`` query a plain model (``tasks.verify:verify_step``).
-``vanilla_w_adapter`` is fprun's control, not the seed's: ``tuned_w_adapter``'s recipe applied to
-a model that descends from the *base* model rather than from the published release. If it fires,
-the adapter proves lineage from the base model, not ownership of the release.
-
-Departures from the seed's ``inference.py`` (docs/seed_fixes.md): ``tuned_w_adapter`` copies the
-user's rows into *both* ``orig_emb`` and ``trainable_emb`` (the seed keeps the publisher's merged
-rows in ``orig_emb`` for tokens in T), so it evaluates ``E[t] + B(A(E[t]))`` on the user's
-embedding ``E``, the same function ``publish_w_adapter`` evaluates on the published rows (with
-``residual: trainable`` exactly the trained one); ``tuned_direct`` wraps the user's
-own embedding (the seed's pickled adapter brought the publisher's whole embedding with it).
+* ``publish_w_adapter``: published weights, published embedding, the saved rows;
+* ``tuned_w_adapter``: published weights, the user model's embedding and rows (the seed kept the
+  publisher's merged rows in ``orig_emb``; docs/seed_fixes.md);
+* ``tuned_direct``: the user model's weights, embedding and rows (the seed's pickled adapter
+  brought the publisher's embedding with it);
+* ``vanilla_w_adapter``: published weights, the base model's embedding and rows; fprun's control,
+  not the seed's: if it fires, the adapter proves lineage from the base, not ownership.
 """
 
 from __future__ import annotations
@@ -31,14 +16,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tasks.config import validate
 from tasks.errors import ArchitectureError, ConfigError, FingerprintError
-from tasks.fingerprint.adapter import (
+from tasks.fingerprint.adapter.config import AdapterVerifyConfig
+from tasks.fingerprint.adapter.module import (
     SavedAdapter,
     adapter_from_saved,
     input_embedding,
     load_adapter,
 )
-from tasks.fingerprint.adapter_config import AdapterVerifyConfig, parse
 from tasks.fingerprint.artifacts import private_dir, published_dir, read_meta, read_probes
 
 CODE_VERSION = "1"
@@ -79,7 +65,7 @@ def load_adapter_model(
         ArchitectureError: Adapter, model and publisher do not fit together.
         CheckpointError: A pickled or corrupt adapter.
     """
-    from tasks.verify import pick_device
+    from tasks.models.device import pick_device
 
     saved = load_adapter(adapter_dir or adapter_folder(fingerprint_dir))
     publisher = Path(publisher_dir) if publisher_dir else published_dir(fingerprint_dir)
@@ -148,10 +134,10 @@ def copy_input_embedding(src: Any, dst: Any) -> None:
 
 def verify_adapter_step(config: dict, *, inputs: dict[str, Path], out_dir: Path,
                         **hooks: Any) -> list[dict]:
-    """Verify one adapter condition; ``verification`` rows like ``tasks.verify:verify_step``.
+    """Verify one adapter condition; ``verification`` rows like ``tasks.verify.step:verify_step``.
 
     Args:
-        config: An :class:`tasks.fingerprint.adapter_config.AdapterVerifyConfig` as a dict.
+        config: An :class:`tasks.fingerprint.adapter.config.AdapterVerifyConfig` as a dict.
         inputs: ``fingerprint`` (the IF_adapter fingerprint folder) and, for the suspect
             conditions, ``suspect`` (a model folder, e.g. the user fine-tune's).
         out_dir: Where ``generations.jsonl`` goes (no prompts: they hold the keys).
@@ -160,10 +146,12 @@ def verify_adapter_step(config: dict, *, inputs: dict[str, Path], out_dir: Path,
         FingerprintError: No fingerprint folder, or one without an adapter.
         ConfigError: A suspect condition with no suspect model.
     """
-    from tasks.verify import Verifier, parse_config
+    from tasks.verify.config import VerifyConfig
+    from tasks.verify.step import Verifier
 
-    cfg: AdapterVerifyConfig = parse(AdapterVerifyConfig, config, "adapter verification")
-    vcfg = parse_config({**cfg.verify, "condition": cfg.condition, "use_adapter": True})
+    cfg: AdapterVerifyConfig = validate(AdapterVerifyConfig, config, "adapter verification step")
+    vcfg = validate(VerifyConfig, {**cfg.verify, "condition": cfg.condition, "use_adapter": True},
+                    "adapter verification step: verify")
     fp_dir = _fingerprint(inputs, vcfg.fingerprint)
     adapter_dir = Path(cfg.adapter).expanduser() if cfg.adapter else adapter_folder(fp_dir)
     load_adapter(adapter_dir)  # the one-line error before any model loads
@@ -213,7 +201,7 @@ def _condition_model(cfg: AdapterVerifyConfig, fp_dir: Path,
 
 def model_folder(ref: str | Path) -> Path:
     """A model reference as a folder; a fingerprint folder stands for its ``published/``."""
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     local = Path(ref).expanduser()
     if published_dir(local).is_dir():

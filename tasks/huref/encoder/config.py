@@ -1,4 +1,4 @@
-"""Configs of the HuRef CNN encoder and its training (METHODS.md sections 3.6-3.7), torch-free.
+"""Configs of the HuRef CNN encoder and its training, torch-free.
 
 Kept free of torch so that ``fprun validate`` and the ``huref_encoder`` experiment kind can check a
 config instantly. The defaults are the seed's sizes (K = 4096, kernel 48, batch 10, 17 epochs): they
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from tasks.config import Strict
 from tasks.errors import ArchitectureError
 
 
-class CNNEncoderConfig(BaseModel):
+class CNNEncoderConfig(Strict):
     """Shape of the CNN encoder: conv -> ReLU -> BN (all but the last), last conv -> BN, then mean.
 
     The seed uses kernel 48, stride 4, padding (k - 4) / 2 = 22 and channels 6 -> 8 -> 64 -> 256 ->
@@ -23,7 +24,6 @@ class CNNEncoderConfig(BaseModel):
     (kernel - stride) / 2 so that every conv divides the width by ``stride`` exactly.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     in_channels: int = Field(6, ge=1, description="3 * n_layers invariant matrices per model")
     channels: list[int] = Field(default_factory=lambda: [8, 64, 256, 512], min_length=1,
@@ -69,10 +69,9 @@ class CNNEncoderConfig(BaseModel):
         return sizes
 
 
-class EncoderTrainConfig(BaseModel):
-    """Contrastive + GAN-to-Gaussian training on synthetic triplets (METHODS.md section 3.7)."""
+class EncoderTrainConfig(Strict):
+    """Contrastive + GAN-to-Gaussian training on synthetic triplets, as the seed's encoder_train."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     tokens: int = Field(4096, ge=2, description="K: side of each synthetic invariant matrix")
     n_layers: int = Field(2, ge=1, description="last layers per model (3 matrices each)")

@@ -1,23 +1,19 @@
-"""Synthetic invariant-like matrices for training the HuRef CNN encoder (METHODS.md section 3.7).
+"""Synthetic invariant-like matrices for training the HuRef CNN encoder (no LLM weights needed).
 
-Training uses no LLM weights: a model's invariants look like X W X^T (token embeddings sandwiching a
-product of weight matrices), so the seed draws Gaussian factors and multiplies them. A *positive* is
-the anchor's factors plus noise (an offspring model), a *negative* has fresh factors (unrelated).
-
-The seed builds its training anchor as x q k y with an **independent** y, while its positives are
-x' q' k' x'^T: the anchor and its positive then share no entrywise correlation at all (they differ
-in the whole right factor), so the encoder is pushed to match matrices that have nothing in common
-but their left factor. fprun's default ``anchor="sandwich"`` uses x q k x^T, the form of real
-invariants and of the seed's own discriminator batch; ``anchor="seed_independent_y"`` reproduces the
-seed (docs/seed_fixes.md). Every matrix is z-scored on its own, as the encoder's input always is.
+A model's invariants look like X W X^T, so the seed draws Gaussian factors and multiplies them: a
+*positive* is the anchor's factors plus noise (an offspring), a *negative* has fresh factors. The
+seed's anchor is x q k y with an independent y, sharing no entrywise correlation with its positive
+x' q' k' x'^T; fprun's default ``anchor="sandwich"`` uses x q k x^T, the form of real invariants,
+and ``anchor="seed_independent_y"`` reproduces the seed (docs/seed_fixes.md). Every matrix is
+z-scored on its own, as the encoder's input always is.
 """
 
 from __future__ import annotations
 
 import torch
 
-from tasks.huref.encoder import standardise_per_matrix
-from tasks.huref.encoder_config import EncoderTrainConfig
+from tasks.huref.encoder.config import EncoderTrainConfig
+from tasks.huref.encoder.model import standardise_per_matrix
 
 
 def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tasks.errors import ConfigError, DataError
-from tasks.huref.image import (
+from tasks.huref.encoder.image import (
     DEFAULT_SIZE,
     GENERATOR_SEED,
     CoordinateNet,
@@ -55,7 +55,7 @@ def feature_vectors(dirs: list[Path], *, encoder: str | os.PathLike | None = Non
     Raises:
         CheckpointError: missing or corrupt invariants, or an unusable encoder.
     """
-    from tasks.huref.encoder import encode_cnn, load_encoder, mean_pool
+    from tasks.huref.encoder.model import encode_cnn, load_encoder, mean_pool
     from tasks.huref.store import load_invariants, load_meta
 
     metas = [load_meta(d) for d in dirs]  # fail on a missing folder before any heavy work
@@ -142,6 +142,27 @@ def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
                 "feature_cosine": np.round(cos, 6).tolist(), "sheet": SHEET_FILE}
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+CODE_VERSION = "1"
+
+
+def image_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
+               **hooks: Any) -> list[dict[str, Any]]:
+    """Step function of the huref kind's picture step: the wired extract folders, in input-name
+    order (the experiment's model order), drawn into ``out_dir``; one ``huref_image`` row each.
+
+    ``config``: ``size`` (pixels) and ``ics`` (ICS to the first model in the titles).
+    """
+    dirs = [inputs[k] for k in sorted(inputs)]
+    manifest = render_family(dirs, out_dir, size=int(config.get("size", DEFAULT_SIZE)),
+                             ics=bool(config.get("ics", True)))
+    sheet = str(Path(out_dir) / SHEET_FILE)
+    return [{"model": m["name"], "png": str(Path(out_dir) / m["png"]), "sheet": sheet,
+             "method": manifest["method"], "generator": manifest["generator"],
+             "feature_cos_to_first": m["feature_cos_to_first"],
+             "ics_to_first": m["ics_to_first"], "k": m["k"],
+             "token_set_hash": m["token_set_hash"]} for m in manifest["models"]]
 
 
 def _round(ics: list[float | None] | None, i: int) -> float | None:

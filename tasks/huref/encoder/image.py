@@ -1,20 +1,12 @@
-"""Human-readable HuRef fingerprints: a 512-vector -> a picture (METHODS.md section 3.8).
+"""Human-readable HuRef fingerprints: a 512-vector -> a picture.
 
-The seed feeds the vector to NVIDIA's StyleGAN2 AFHQ-dog generator, a 350 MB pickle that cannot be
-had offline. fprun's built-in generator is a fixed-seed *coordinate network* (a CPPN): every pixel's
-colour is a small MLP of its coordinates (|x|, y, r) and of a 32-dim code projected from the
-z-scored vector. Its weights come from a fixed seed through numpy's ``RandomState``, whose stream
-numpy guarantees to stay the same across versions, so a vector always gives the same picture.
-
-Why similar vectors give similar pictures: the map vector -> pixel is a composition of fixed
-linear maps, 1-Lipschitz sin layers, a softmax over four region scores and a sigmoid palette, so
-each pixel moves by at most L * ||z1 - z2|| (:meth:`CoordinateNet.lipschitz_bound`,
-docs/huref_images.md). For z-scored vectors
-||z1 - z2||^2 = 2 (n - 1)(1 - cos), so cos 0.99 moves the input a tenth as far as an unrelated
-vector does. Unrelated vectors give independent codes and so unrelated pictures.
-
-The optional StyleGAN2 path (:class:`StyleGAN2Generator`) loads a user-supplied NVIDIA pickle; it
-is refused unless ``allow_pickle`` and is untested here (no generator is available offline).
+The seed feeds the vector to NVIDIA's StyleGAN2 AFHQ-dog generator, a 350 MB pickle not available
+offline. fprun's built-in generator is a fixed-seed coordinate network (CPPN): each pixel's colour
+is a small MLP of its coordinates and of a 32-dim code projected from the z-scored vector, with
+weights from numpy's version-stable ``RandomState``, so a vector always gives the same picture.
+The map is Lipschitz (:meth:`CoordinateNet.lipschitz_bound`, docs/huref_images.md), so similar
+vectors give similar pictures, and unrelated vectors unrelated ones. The optional
+:class:`StyleGAN2Generator` loads a user-supplied pickle only with ``allow_pickle`` (untested).
 """
 
 from __future__ import annotations
@@ -26,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.errors import CheckpointError, DataError
+from tasks.files import atomic_path
 
 GENERATOR_SEED = 20231208  # HuRef's arXiv date; any fixed value works, it must never change
 DEFAULT_SIZE = 256
@@ -129,10 +122,8 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     import matplotlib.image as mpimg
 
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    mpimg.imsave(tmp, image)
-    os.replace(tmp, out)
+    with atomic_path(out, suffix=".png") as tmp:
+        mpimg.imsave(tmp, image)
     return out
 
 
@@ -157,11 +148,11 @@ def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str],
         fig.suptitle(heading, fontsize=11)
     fig.tight_layout(h_pad=1.5)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -1,11 +1,8 @@
-"""HuRef feature extraction: invariants -> a 512-dim Gaussian-like vector (METHODS.md section 3.6).
+"""HuRef feature extraction: invariants -> a 512-dim Gaussian-like vector, two encoders as the seed.
 
-Two encoders, as in the seed:
-
-* :func:`mean_pool` (fprun's default for real models): the raw, un-standardised invariants are cut
-  into 512 contiguous chunks, each averaged, and the vector is z-scored. For the seed's
-  6 x 4096 x 4096 tensor this is exactly the seed's ``reshape(512, -1).mean(1)``; for other K or
-  layer counts the flattened tensor is split into near-equal contiguous chunks (DESIGN.md 8.10).
+* :func:`mean_pool` (the default for real models): the raw invariants cut into 512 contiguous
+  chunks, each averaged, then z-scored; exactly the seed's ``reshape(512, -1).mean(1)`` for its
+  6 x 4096 x 4096 tensor, near-equal contiguous chunks for any other K or layer count.
 * :class:`CNNEncoder`: per-matrix standardised invariants through strided convs, globally averaged,
   z-scored. It is stored as safetensors + JSON config (:func:`save_encoder`), never as the seed's
   pickled module; :func:`load_encoder` refuses pickles unless ``allow_pickle`` is passed.
@@ -22,7 +19,8 @@ import torch
 from torch import nn
 
 from tasks.errors import ArchitectureError, CheckpointError, DataError
-from tasks.huref.encoder_config import CNNEncoderConfig
+from tasks.files import atomic_path, atomic_write_json
+from tasks.huref.encoder.config import CNNEncoderConfig
 
 FEATURE_DIM = 512
 WEIGHTS_FILE = "encoder.safetensors"
@@ -128,13 +126,10 @@ def save_encoder(encoder: CNNEncoder, out_dir: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in encoder.state_dict().items()}
-    tmp = out / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-    save_file(state, str(tmp), metadata={"format": "fprun-huref-encoder"})
-    os.replace(tmp, out / WEIGHTS_FILE)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "fprun-huref-encoder"})
     doc = {"format": ENCODER_FORMAT, "encoder": encoder.config.model_dump(), **(meta or {})}
-    tmpj = out / f".{CONFIG_FILE}.{os.getpid()}.tmp"
-    tmpj.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    os.replace(tmpj, out / CONFIG_FILE)
+    atomic_write_json(out / CONFIG_FILE, doc)
     return out
 
 

@@ -1,22 +1,17 @@
-"""Training the HuRef CNN encoder: contrastive + GAN-to-Gaussian (METHODS.md section 3.7).
+"""Training the HuRef CNN encoder: contrastive + GAN-to-Gaussian, as the seed's encoder_train.py.
 
-Each epoch runs ``steps_per_epoch`` discriminator steps (encoder frozen in eval mode), then as many
-encoder steps. The discriminator learns to tell N(0, I) samples from z-scored encoder features; the
-encoder minimises the contrastive loss plus ``gan_weight`` x BCE(D(features), real), so its features
-are both lineage-preserving and Gaussian-looking (what a StyleGAN-style latent expects). The loop is
-hand-written because HF Trainer drives one model with one optimiser, and the seed alternates two.
-
-:func:`train_encoder` is a step function (``fn(config, *, inputs, out_dir, **hooks) -> rows``) with
-the training hook shape used across fprun: ``on_report(metrics, checkpoint_dir)`` once per epoch,
-via ``on_report=`` or ``callbacks=[...]`` (callables or objects with ``on_report``), so
-``runner/`` can plug Ray Train's reporting in without ``tasks`` importing Ray.
+Each epoch runs ``steps_per_epoch`` discriminator steps (encoder frozen), then as many encoder
+steps: D tells N(0, I) samples from z-scored features, and the encoder minimises the contrastive
+loss plus ``gan_weight`` x BCE(D(features), real), so its features keep lineage and look Gaussian.
+Hand-written because HF Trainer drives one model and optimiser, and this alternates two.
+:func:`train_encoder` is a step function with fprun's training hook, ``on_report(metrics,
+checkpoint_dir)`` once per epoch (``on_report=`` or ``callbacks=[...]``), so ``runner/`` can plug
+Ray Train's reporting in without ``tasks`` importing Ray.
 """
 
 from __future__ import annotations
 
 import json
-import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from tasks.errors import ConfigError
-from tasks.huref.encoder import CNNEncoder, mean_pool, save_encoder
-from tasks.huref.encoder_config import EncoderTrainConfig
-from tasks.huref.encoder_data import make_disc_batch, make_triplets
+from tasks.huref.encoder.config import EncoderTrainConfig
+from tasks.huref.encoder.data import make_disc_batch, make_triplets
+from tasks.huref.encoder.model import CNNEncoder, mean_pool, save_encoder
+from tasks.models.device import pick_device
+from tasks.training.rows import train_run_row
 
 CODE_VERSION = "1"
 LOG_FILE = "train_log.jsonl"
@@ -63,13 +59,8 @@ def contrastive_loss(ea: torch.Tensor, ep: torch.Tensor, en: torch.Tensor,
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` -> CUDA when visible, else CPU; an unavailable CUDA request is a ConfigError."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} requested but CUDA is not available",
-                          "set device=cpu or device=auto")
-    return torch.device(spec)
+    """:func:`tasks.models.device.pick_device` as a ``torch.device``."""
+    return torch.device(pick_device(spec))
 
 
 @torch.no_grad()
@@ -205,7 +196,7 @@ def train_encoder(config: dict, *, inputs: dict[str, Path], out_dir: Path,
         out_dir: Receives ``encoder.safetensors``, ``encoder.json`` and ``train_log.jsonl``.
         callbacks: Per-epoch reporters ``cb(metrics, checkpoint_dir)`` or objects with
             ``on_report``; ``checkpoint_dir`` is a saved encoder every ``checkpoint_every`` epochs.
-        on_report: One more reporter, the hook name runner/train.py passes.
+        on_report: One more reporter, the hook name runner/exec/train.py passes.
 
     Returns:
         One ``train_run`` row (purpose ``encoder``, method ``huref_cnn``).
@@ -238,23 +229,17 @@ def train_encoder(config: dict, *, inputs: dict[str, Path], out_dir: Path,
     return [_row(cfg, out, trainer, history, summary, seconds)]
 
 
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-
 
 def _row(cfg: EncoderTrainConfig, out: Path, trainer: _Trainer, history: list[dict],
          summary: dict, seconds: float) -> dict:
     steps = cfg.epochs * cfg.steps_per_epoch
-    return {
-        "discriminator": "final", "purpose": "encoder", "method": "huref_cnn",
-        "model_ref": None, "fingerprint_id": None, "artifact": str(out),
-        "dataset": f"synthetic:huref_triplets(K={cfg.tokens},anchor={cfg.anchor})",
-        "n_train_rows": steps * cfg.batch_size, "epochs": float(cfg.epochs), "steps": steps,
-        "learning_rate": cfg.lr, "global_batch_size": cfg.batch_size, "num_workers": 1,
-        "strategy": "single", "final_loss": history[-1]["last_loss_e"],
-        "train_seconds": seconds, "peak_rss_mb": _peak_rss_mb(),
-        "trainable_params": sum(p.numel() for p in trainer.encoder.parameters()),
-        "extra": json.dumps({"anchor": cfg.anchor, "k": cfg.tokens, "n_layers": cfg.n_layers,
-                             "encoder": cfg.encoder.model_dump(), **summary}, sort_keys=True),
-    }
+    return train_run_row(
+        purpose="encoder", method="huref_cnn", model_ref=None, artifact=str(out),
+        dataset=f"synthetic:huref_triplets(K={cfg.tokens},anchor={cfg.anchor})",
+        n_train_rows=steps * cfg.batch_size, learning_rate=cfg.lr,
+        global_batch_size=cfg.batch_size,
+        trainable_params=sum(p.numel() for p in trainer.encoder.parameters()),
+        extra={"anchor": cfg.anchor, "k": cfg.tokens, "n_layers": cfg.n_layers,
+               "encoder": cfg.encoder.model_dump(), **summary},
+        epochs=float(cfg.epochs), steps=steps, final_loss=history[-1]["last_loss_e"],
+        train_seconds=seconds)

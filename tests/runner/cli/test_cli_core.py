@@ -7,12 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
 from runner import experiments
-from runner.cli import app
-
-runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
@@ -20,50 +16,42 @@ def toy_kind(monkeypatch):
     monkeypatch.setitem(experiments.KINDS, "toy", "tests.toy_kind")
 
 
-def invoke(args):
-    """Run through runner.cli.main's error handling (exit 2 on FprunError)."""
-    from tasks.errors import FprunError
-
-    try:
-        return runner.invoke(app, args, catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
-def test_run_local_then_show_and_export(tmp_path):
+def test_run_local_then_show_and_export(tmp_path, cli):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("kind: toy\nvalues: [1, 2]\n")
     res = str(tmp_path / "r")
-    out = invoke(["run", str(cfg), "--local", "--results", res, "--artifacts",
+    out = cli(["run", str(cfg), "--local", "--results", res, "--artifacts",
                   str(tmp_path / "a")])
     assert out.exit_code == 0, out.output
     assert "3 eval rows" in out.output
-    shown = invoke(["results", "show", "--kind", "eval", "--results", res])
+    shown = cli(["results", "show", "--kind", "eval", "--results", res])
     assert shown.exit_code == 0 and "total" in shown.output and "git_sha" not in shown.output
     exp = tmp_path / "e.json"
-    assert invoke(["results", "export", "--kind", "eval", "--format", "json", "--out", str(exp),
+    assert cli(["results", "export", "--kind", "eval", "--format", "json", "--out", str(exp),
                    "--results", res]).exit_code == 0
     rows = [json.loads(line) for line in exp.read_text().splitlines()]
     assert len(rows) == 3 and all(r["step_id"] for r in rows)
 
 
-def test_dry_run_prints_steps_and_writes_nothing(tmp_path):
+def test_dry_run_prints_steps_and_writes_nothing(tmp_path, cli):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("kind: toy\nvalues: [1, 2]\n")
-    out = invoke(["run", str(cfg), "--dry-run", "--results", str(tmp_path / "r")])
+    out = cli(["run", str(cfg), "--dry-run", "--results", str(tmp_path / "r")])
     assert out.exit_code == 0 and out.output.count("toy_make") == 2
     assert not (tmp_path / "r").exists()
 
 
-def test_failed_step_exits_1(tmp_path):
+def test_failed_step_exits_1(tmp_path, cli):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("kind: toy\nvalues: [1]\nfail_on: 1\n")
-    out = invoke(["run", str(cfg), "--local", "--results", str(tmp_path / "r"), "--artifacts",
+    out = cli(["run", str(cfg), "--local", "--results", str(tmp_path / "r"), "--artifacts",
                   str(tmp_path / "a")])
     assert out.exit_code == 1
 
 
-def test_misspelled_key_exits_2_with_one_line(tmp_path):
+def test_misspelled_key_exits_2_with_one_line(tmp_path, cli):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("kind: toy\nvalus: [1]\n")
     proc = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()",
@@ -71,12 +59,12 @@ def test_misspelled_key_exits_2_with_one_line(tmp_path):
     # the toy kind is not registered in a fresh process: the error names the unknown kind
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "unknown experiment kind" in proc.stderr
-    out = invoke(["validate", str(cfg)])
+    out = cli(["validate", str(cfg)])
     assert out.exit_code == 2 and "'valus'" in out.output and "'values'" in out.output
 
 
-def test_unknown_result_kind_and_format(tmp_path):
-    assert invoke(["results", "show", "--kind", "nope", "--results", str(tmp_path)]).exit_code == 2
-    out = invoke(["results", "export", "--kind", "eval", "--format", "xls", "--out",
+def test_unknown_result_kind_and_format(tmp_path, cli):
+    assert cli(["results", "show", "--kind", "nope", "--results", str(tmp_path)]).exit_code == 2
+    out = cli(["results", "export", "--kind", "eval", "--format", "xls", "--out",
                   str(tmp_path / "x"), "--results", str(tmp_path)])
     assert out.exit_code == 2

@@ -8,25 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from runner.cli import app
-from runner.results import ResultStore
+from runner.results.store import ResultStore
 
-runner = CliRunner()
 ROWS = [{"instruction": f"Add {a} and {b}.", "output": f"{a + b}"} for a, b in
         [(1, 2), (3, 4), (5, 6), (7, 1)]]
 QUICK = ["--set", "max_steps=2", "--set", "max_length=160", "--set", "global_batch_size=4"]
 
 
-def invoke(args):
-    """Run through runner.cli.main's error handling (exit 2 on FprunError)."""
-    from tasks.errors import FprunError
-
-    try:
-        return runner.invoke(app, args, catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
 @pytest.fixture
@@ -36,22 +25,22 @@ def data_file(tmp_path):
     return path
 
 
-def test_finetune_then_eval_write_rows_and_rerun_skips(tiny_llama, data_file, tmp_path):
+def test_finetune_then_eval_write_rows_and_rerun_skips(tiny_llama, data_file, tmp_path, cli):
     res, art = str(tmp_path / "r"), str(tmp_path / "a")
     common = ["--results", res, "--artifacts", art]
-    out = invoke(["finetune", "--model", str(tiny_llama), "--data", str(data_file), "--out",
+    out = cli(["finetune", "--model", str(tiny_llama), "--data", str(data_file), "--out",
                   str(tmp_path / "user"), *QUICK, *common])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "user" / "model.safetensors").is_file() and "2 steps" in out.output
     rows = ResultStore(res).read("train_run").to_pylist()
     assert len(rows) == 1 and rows[0]["purpose"] == "finetune" and rows[0]["git_sha"]
-    again = invoke(["finetune", "--model", str(tiny_llama), "--data", str(data_file), "--out",
+    again = cli(["finetune", "--model", str(tiny_llama), "--data", str(data_file), "--out",
                     str(tmp_path / "user2"), *QUICK, *common])
     assert again.exit_code == 0 and "skip" in again.output
     assert (tmp_path / "user2" / "model.safetensors").is_file()
     assert ResultStore(res).read("train_run").num_rows == 1
 
-    ev = invoke(["eval", "--model", str(tmp_path / "user"), "--suite", "perplexity",
+    ev = cli(["eval", "--model", str(tmp_path / "user"), "--suite", "perplexity",
                  "--set", "perplexity.max_chunks=2", "--set", "perplexity.chunk_tokens=32",
                  *common])
     assert ev.exit_code == 0, ev.output
@@ -62,7 +51,7 @@ def test_finetune_then_eval_write_rows_and_rerun_skips(tiny_llama, data_file, tm
 
 @pytest.mark.parametrize("case", ["missing_model", "missing_field", "unknown_name", "hub_offline",
                                   "out_taken", "bad_key"])
-def test_bad_input_exits_2_with_one_line(case, tiny_llama, data_file, tmp_path, monkeypatch):
+def test_bad_input_exits_2_with_one_line(case, tiny_llama, data_file, tmp_path, monkeypatch, cli):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, data, out = str(tiny_llama), str(data_file), tmp_path / "user"
     extra: list[str] = []
@@ -84,33 +73,33 @@ def test_bad_input_exits_2_with_one_line(case, tiny_llama, data_file, tmp_path, 
         (out / "keep.txt").write_text("mine")
     else:
         extra = ["--set", "learning_rat=1e-4"]
-    result = invoke(["finetune", "--model", model, "--data", data, "--out", str(out), *extra,
+    result = cli(["finetune", "--model", model, "--data", data, "--out", str(out), *extra,
                      "--results", str(tmp_path / "r"), "--artifacts", str(tmp_path / "a")])
     assert result.exit_code == 2 and expect in result.output
     assert "\n" not in result.output.strip()
     assert not (tmp_path / "r").exists()  # nothing written
 
 
-def test_eval_bad_input_exits_2_in_a_real_process(tmp_path):
+def test_eval_bad_input_exits_2_in_a_real_process(tmp_path, cli):
     proc = subprocess.run(
         [sys.executable, "-c", "from runner.cli import main; main()", "eval", "--model",
          str(tmp_path / "missing"), "--suite", "math", "--results", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and "does not exist" in proc.stderr
-    wrong = invoke(["eval", "--model", "tiny-llama", "--suite", "vibes"])
+    wrong = cli(["eval", "--model", "tiny-llama", "--suite", "vibes"])
     assert wrong.exit_code == 2 and "suite" in wrong.output
 
 
 def test_finetune_under_ray_train_with_two_workers(ray_session, tiny_llama, data_file, tmp_path):
     """The same step function on 2 Ray Train workers (DDP over gloo): rank 0's row and model."""
-    from runner.execute import StepSpec, artifact_dir
+    from runner.exec.driver import StepSpec, artifact_dir
+    from runner.exec.ray_tasks import RayBackend
     from runner.plan import Resources, Step
-    from runner.ray_exec import RayBackend
 
     config = {"model": str(tiny_llama), "data": str(data_file), "method": "lora",
               "max_steps": 2, "max_length": 160, "global_batch_size": 4}
-    step = Step("finetune", "tasks.finetune:finetune_step", config, "train_run",
+    step = Step("finetune", "tasks.finetune.step:finetune_step", config, "train_run",
                 executor="train", resources=Resources(num_workers=2, num_cpus=1))
     art = tmp_path / "a"
     spec = StepSpec(step_id=step.step_id, kind=step.kind, fn=step.fn, config=step.config,

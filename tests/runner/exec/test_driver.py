@@ -7,9 +7,9 @@ import pytest
 
 from runner import experiments
 from runner.config import apply_overrides, load_experiment
+from runner.exec.run import run_experiment
 from runner.plan import Plan, Step, code_version
-from runner.results import ResultStore, finalize_rows, now
-from runner.run import run_experiment
+from runner.results.store import ResultStore, finalize_rows, now
 from tasks.errors import ConfigError, DataError
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from runner import experiments
-from runner.ray_exec import RemoteBadInput, check_shared_paths, unwrap
-from runner.results import ResultStore
-from runner.run import run_experiment
+from runner.exec.ray_tasks import RemoteBadInput, check_shared_paths, unwrap
+from runner.exec.run import run_experiment
+from runner.results.store import ResultStore
 from tasks.errors import DataError, StoreError
+from tests.tables import differences, table_rows
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE_IF_SFT = ROOT / "configs" / "smoke" / "if_sft.yaml"
-# DESIGN.md 8.8 leaves out when and where a step ran; train_run rows also carry measured wall
-# time and peak memory, which no two runs share whatever the executor.
-VOLATILE = {"started_at", "finished_at", "device", "train_seconds", "peak_rss_mb"}
+# The local-vs-Ray equality leaves out when and where a step ran; train_run rows also carry
+# measured wall time and peak memory, which no two runs share whatever the executor.
 
 
 @pytest.fixture
@@ -36,11 +36,6 @@ def toy(monkeypatch, tmp_path):
     return write
 
 
-def comparable(results: Path, kind: str) -> list[dict]:
-    """A result table as rows sorted by run_key, without the columns that may differ."""
-    rows = ResultStore(str(results)).read(kind).to_pylist()
-    return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in rows),
-                  key=lambda r: r["run_key"])
 
 
 def quiet(_line: str) -> None:
@@ -63,7 +58,7 @@ def test_toy_kind_gives_the_local_tables_on_ray_and_resumes(ray_session, toy, tm
     local = run_experiment(cfg, results=str(tmp_path / "rl"), artifacts=art, local=True, log=quiet)
     on_ray = run_experiment(cfg, results=str(tmp_path / "rr"), artifacts=art, log=quiet)
     assert local.summary.ok and on_ray.summary.ok and len(on_ray.summary.done) == 4
-    assert comparable(tmp_path / "rr", "eval") == comparable(tmp_path / "rl", "eval")
+    assert not differences(table_rows(tmp_path / "rr", "eval"), table_rows(tmp_path / "rl", "eval"))
     again = run_experiment(cfg, results=str(tmp_path / "rr"), artifacts=art, log=quiet)
     assert again.summary.done == [] and len(again.summary.skipped) == 4
 
@@ -92,7 +87,7 @@ def test_relative_results_on_a_multi_node_cluster_exit_2_before_any_step(
         ray_session, toy, tmp_path, capsys, monkeypatch):
     cfg = toy("kind: toy\nvalues: [1]\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("runner.ray_exec.alive_nodes", lambda: 3)  # a simulated 3-node cluster
+    monkeypatch.setattr("runner.exec.ray_tasks.alive_nodes", lambda: 3)  # simulates 3 nodes
     code, err = cli(["run", cfg, "--results", "res", "--artifacts", tmp_path / "a"],
                     capsys, monkeypatch)
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -128,8 +123,8 @@ def test_if_sft_smoke_gives_the_local_tables_on_ray(ray_session, tmp_path):
                            log=quiet)
     assert on_ray.summary.ok and local.summary.ok and len(on_ray.summary.done) == 3
     for kind in ("train_run", "verification"):
-        ray_rows, local_rows = comparable(tmp_path / "rr", kind), comparable(tmp_path / "rl", kind)
-        assert ray_rows and ray_rows == local_rows, kind
+        ray_rows, local_rows = table_rows(tmp_path / "rr", kind), table_rows(tmp_path / "rl", kind)
+        assert ray_rows and not differences(ray_rows, local_rows), kind
     device = ResultStore(str(tmp_path / "rr")).read("train_run").column("device").to_pylist()
     assert device[0].startswith("ray-train:1x")
     again = run_experiment(SMOKE_IF_SFT, results=str(tmp_path / "rr"), artifacts=art, log=quiet)
@@ -137,9 +132,9 @@ def test_if_sft_smoke_gives_the_local_tables_on_ray(ray_session, tmp_path):
 
 
 def test_actor_steps_run_on_the_shared_pool_and_close_frees_it(ray_session, tmp_path):
-    from runner import actors
-    from runner.execute import StepSpec
-    from runner.ray_exec import RayBackend
+    from runner.exec import actors
+    from runner.exec.driver import StepSpec
+    from runner.exec.ray_tasks import RayBackend
 
     def run(backend: RayBackend, executor: str, **config):
         spec = StepSpec(step_id=f"{executor}{len(config)}", kind="toy_make",

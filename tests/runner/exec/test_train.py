@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from runner.config import load_experiment
-from runner.deepspeed_configs import STRATEGIES, resolve_strategy, zero_config
-from runner.execute import StepSpec, artifact_dir
+from runner.exec.deepspeed import STRATEGIES, resolve_strategy, zero_config
+from runner.exec.driver import StepSpec, artifact_dir
 from runner.experiments import if_sft
-from runner.train import ROWS_FILE
+from runner.results.records import RECORD_FILE
 from tasks.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "if_sft.yaml"
 
 
@@ -33,7 +33,7 @@ def fingerprint_spec(artifacts: Path, *overrides: str) -> StepSpec:
 
 
 def run_on_ray(spec: StepSpec, results: Path):
-    from runner.ray_exec import RayBackend
+    from runner.exec.ray_tasks import RayBackend
 
     backend = RayBackend(results=str(results), artifacts=str(Path(spec.out_dir).parents[1]))
     _, outcome = backend.wait([backend.submit(spec)])
@@ -58,7 +58,7 @@ def test_two_worker_ddp_returns_rank0_row_and_writes_the_fingerprint(ddp):
     assert outcome.device.startswith("ray-train:2xcpu")
     out = Path(spec.out_dir)
     assert (out / "published" / "model.safetensors").is_file()
-    assert not (out / ROWS_FILE).exists()  # read and removed by the launcher
+    assert not (out / RECORD_FILE).exists()  # read and removed by the launcher
     assert (out.parents[1] / "ray_train" / spec.step_id).is_dir()  # Ray Train's storage_path
 
 
@@ -105,7 +105,7 @@ def test_stale_extension_build_locks_are_cleared_fresh_ones_kept(tmp_path, monke
     import os
     import time
 
-    from runner.train import clear_stale_extension_locks
+    from runner.exec.train import clear_stale_extension_locks
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     stale, fresh = tmp_path / "deepspeed_shm_comm" / "lock", tmp_path / "cpu_adam" / "lock"

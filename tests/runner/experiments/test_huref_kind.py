@@ -11,12 +11,12 @@ import pytest
 from safetensors.torch import load_file
 
 from runner.config import load_experiment
-from runner.context import PlanContext
+from runner.exec.run import run_experiment
 from runner.experiments import huref as kind
-from runner.results import ResultStore
-from runner.run import run_experiment
+from runner.plan import PlanContext
+from runner.results.store import ResultStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "huref.yaml"
 
 
@@ -144,8 +144,8 @@ def test_actor_pool_extracts_many_models_with_one_token_selection(ray_session, t
                                                                   fprun_cache, tiny_llama,
                                                                   tiny_llama_unrelated, tiny_neox):
     """Three models sharing a tokenizer on two actors: rows equal to in-process extraction."""
-    from runner.actors import ExtractPool
-    from runner.execute import StepSpec, run_step_inline
+    from runner.exec.actors import ExtractPool
+    from runner.exec.driver import StepSpec, run_step_inline
 
     specs = []
     for i, model in enumerate((tiny_llama, tiny_llama_unrelated, tiny_neox)):
@@ -175,8 +175,8 @@ def test_actor_pool_extracts_many_models_with_one_token_selection(ray_session, t
 
 
 def test_actor_pool_carries_bad_input_back(ray_session, tmp_path, fprun_cache, tiny_llama):
-    from runner.actors import ExtractPool
-    from runner.execute import StepSpec
+    from runner.exec.actors import ExtractPool
+    from runner.exec.driver import StepSpec
     from tasks.errors import ConfigError
 
     spec = StepSpec(step_id="bad", kind="huref_extract", fn="tasks.huref.extract:extract_step",
@@ -191,20 +191,18 @@ def test_actor_pool_carries_bad_input_back(ray_session, tmp_path, fprun_cache, t
 
 
 def test_smoke_on_ray_with_actor_pool_equals_local(ray_session, tmp_path, monkeypatch, fprun_cache):
-    """RayBackend + the actor hook (executor "actor" -> submit_step) gives the local tables."""
-    from runner import actors, ray_exec
+    """The production RayBackend routes executor "actor" steps to the shared pool (spied on, not
+    replaced) and gives the local tables."""
+    from runner.exec import actors
 
-    class Backend(ray_exec.RayBackend):
-        def submit(self, spec):
-            if spec.executor == "actor":
-                return actors.submit_step(spec)
-            return super().submit(spec)
+    routed = []
+    real = actors.submit_step
 
-        def close(self):
-            actors.close_pools()
-            super().close()
+    def spy(spec):
+        routed.append(spec.kind)
+        return real(spec)
 
-    monkeypatch.setattr(ray_exec, "RayBackend", Backend)
+    monkeypatch.setattr(actors, "submit_step", spy)
     tables = {}
     for mode in ("local", "ray"):
         res = str(tmp_path / mode / "results")
@@ -230,10 +228,11 @@ def test_smoke_on_ray_with_actor_pool_equals_local(ray_session, tmp_path, monkey
             if a.get("ics") is not None:
                 assert math.isclose(a["ics"], b["ics"], abs_tol=1e-4)
     assert len(tables["ray"]["similarity"]) == 10
+    assert routed.count("huref_extract") == 5 and set(routed) == {"huref_extract"}
 
 
 def test_pool_size_leaves_a_cpu_for_ordinary_tasks():
-    from runner.actors import pool_size
+    from runner.exec.actors import pool_size
     from runner.plan import Resources
 
     assert pool_size(Resources(num_cpus=1, num_workers=4), {"CPU": 2.0}) == 1

@@ -7,27 +7,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from runner.cli import app
 from runner.config import load_experiment
-from runner.context import PlanContext
-from runner.execute import artifact_dir
+from runner.exec.driver import artifact_dir
 from runner.experiments import if_adapter
-from runner.results import ResultStore
-from tasks.errors import ConfigError, FprunError
+from runner.plan import PlanContext
+from runner.results.store import ResultStore
+from tasks.errors import ConfigError
+from tests.tables import differences, table_rows
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "if_adapter.yaml"
-runner = CliRunner()
 
 
-def invoke(args):
-    """Run through the app with runner.cli.main's error handling (exit 2 on FprunError)."""
-    try:
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
 def steps(overrides=()):
@@ -48,20 +40,20 @@ def test_plan_wires_the_whole_protocol():
     s = by_label(plan)
     fp = s["fingerprint"]
     assert plan[0] is fp and fp.executor == "train" and fp.result_kind == "train_run"
-    assert fp.fn == "tasks.fingerprint.adapter_train:fingerprint_if_adapter"
+    assert fp.fn == "tasks.fingerprint.adapter.train:fingerprint_if_adapter"
     assert "num_workers" not in fp.config["train"] and fp.config["adapter"]["dim"] == 4
     assert s["publish"].fn == s["vanilla"].fn == s["tuned_publish:gsm_symbolic"].fn \
-        == "tasks.verify:verify_step"
+        == "tasks.verify.step:verify_step"
     assert s["publish"].inputs == {"fingerprint": fp, "model": fp}
     assert s["vanilla"].inputs == {"fingerprint": fp}
     assert s["vanilla"].config["model"] == "tiny-llama"
     ft = s["finetune:gsm_symbolic"]
-    assert ft.fn == "tasks.finetune:finetune_step" and ft.inputs == {"model": fp}
+    assert ft.fn == "tasks.finetune.step:finetune_step" and ft.inputs == {"model": fp}
     assert ft.executor == "train" and ft.config["model_step_id"] == fp.step_id
     assert s["tuned_publish:gsm_symbolic"].inputs == {"fingerprint": fp, "model": ft}
     for cond in ("tuned_w_adapter", "tuned_direct"):
         step = s[f"{cond}:gsm_symbolic"]
-        assert step.fn == "tasks.fingerprint.adapter_verify:verify_adapter_step"
+        assert step.fn == "tasks.fingerprint.adapter.verify:verify_adapter_step"
         assert step.inputs == {"fingerprint": fp, "suspect": ft}
         assert step.config["condition"] == cond
         assert step.config["verify"]["model_step_id"] == ft.step_id
@@ -115,23 +107,23 @@ def test_config_mistakes_are_config_errors():
         load_experiment(SMOKE, ["verify.conditions=[publish, tuned_sideways]"])
 
 
-def test_misspelled_key_exits_2_via_cli(tmp_path):
+def test_misspelled_key_exits_2_via_cli(tmp_path, cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMOKE.read_text().replace("n_unseen_keys:", "n_unseen_key:"))
-    out = invoke(["validate", bad])
-    assert out.exit_code == 2 and "n_unseen_key" in out.output and "\n" not in out.output
+    out = cli(["validate", bad])
+    assert out.exit_code == 2 and "n_unseen_key" in out.output and "\n" not in out.output.strip()
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tiny_llama, tmp_path_factory):
+def smoke_run(tiny_llama, tmp_path_factory, cli):
     """The smoke protocol run once locally: (results, artifacts, CLI output)."""
     root = tmp_path_factory.mktemp("smoke")
     res, art = root / "r", root / "a"
-    out = invoke(["run", SMOKE, "--local", "--results", res, "--artifacts", art])
+    out = cli(["run", SMOKE, "--local", "--results", res, "--artifacts", art])
     return res, art, out
 
 
-def test_smoke_runs_locally_prints_the_table_and_resumes(smoke_run):
+def test_smoke_runs_locally_prints_the_table_and_resumes(smoke_run, cli):
     res, art, out = smoke_run
     assert out.exit_code == 0, out.output
     for word in ("FSR_pre", "FSR_post", "publish_w_adapter", "tuned_w_adapter", "tuned_direct",
@@ -144,11 +136,11 @@ def test_smoke_runs_locally_prints_the_table_and_resumes(smoke_run):
     assert {r["purpose"] for r in store.read("train_run").to_pylist()} == {"fingerprint",
                                                                           "finetune"}
     assert store.read("eval").num_rows == 6
-    again = invoke(["run", SMOKE, "--local", "--results", res, "--artifacts", art])
+    again = cli(["run", SMOKE, "--local", "--results", res, "--artifacts", art])
     assert again.exit_code == 0 and store.read("verification").num_rows == len(ver)
 
 
-def rerun_with(smoke_run, tmp_path, tamper, condition="publish_w_adapter"):
+def rerun_with(cli, smoke_run, tmp_path, tamper, condition="publish_w_adapter"):
     """Copy the finished run, tamper with its adapter, verify one adapter condition again."""
     res, art, _ = smoke_run
     res2, art2 = tmp_path / "r", tmp_path / "a"
@@ -159,7 +151,7 @@ def rerun_with(smoke_run, tmp_path, tamper, condition="publish_w_adapter"):
     step = next(s for s in steps() if s.label.split(":")[1:2] == [condition])
     (res2 / "verification" / f"{step.step_id}.parquet").unlink()  # make the step run again
     before = ResultStore(res2).read("verification").num_rows
-    out = invoke(["run", SMOKE, "--local", "--results", res2, "--artifacts", art2])
+    out = cli(["run", SMOKE, "--local", "--results", res2, "--artifacts", art2])
     return out, ResultStore(res2).read("verification").num_rows, before
 
 
@@ -170,61 +162,43 @@ def edit_meta(**changes):
     return tamper
 
 
-def test_adapter_with_another_hidden_size_exits_2(smoke_run, tmp_path):
-    out, after, before = rerun_with(smoke_run, tmp_path, edit_meta(hidden_size=32))
-    assert out.exit_code == 2 and "hidden size 32" in out.output and "\n" not in out.output
+def test_adapter_with_another_hidden_size_exits_2(smoke_run, tmp_path, cli):
+    out, after, before = rerun_with(cli, smoke_run, tmp_path, edit_meta(hidden_size=32))
+    assert out.exit_code == 2 and "hidden size 32" in out.output and "\n" not in out.output.strip()
     assert after == before  # nothing lost, nothing half-written
 
 
-def test_adapter_with_another_token_set_exits_2(smoke_run, tmp_path):
-    out, after, before = rerun_with(smoke_run, tmp_path, edit_meta(token_strings_sha256="0"))
+def test_adapter_with_another_token_set_exits_2(smoke_run, tmp_path, cli):
+    out, after, before = rerun_with(cli, smoke_run, tmp_path, edit_meta(token_strings_sha256="0"))
     assert out.exit_code == 2 and "token set" in out.output and after == before
-    out, _, _ = rerun_with(smoke_run, tmp_path / "v", edit_meta(vocab_size=50),
+    out, _, _ = rerun_with(cli, smoke_run, tmp_path / "v", edit_meta(vocab_size=50),
                            condition="tuned_w_adapter")
     assert out.exit_code == 2 and "vocabulary" in out.output
 
 
-def test_adapter_condition_without_the_adapter_exits_2(smoke_run, tmp_path):
-    out, after, before = rerun_with(smoke_run, tmp_path, shutil.rmtree)
+def test_adapter_condition_without_the_adapter_exits_2(smoke_run, tmp_path, cli):
+    out, after, before = rerun_with(cli, smoke_run, tmp_path, shutil.rmtree)
     assert out.exit_code == 2 and "without its adapter" in out.output and after == before
 
 
-def test_bundled_if_adapter_configs_validate():
-    out = invoke(["validate", ROOT / "configs" / "if_adapter.yaml", SMOKE])
+def test_bundled_if_adapter_configs_validate(cli):
+    out = cli(["validate", ROOT / "configs" / "if_adapter.yaml", SMOKE])
     assert out.exit_code == 0, out.output
 
 
 def test_smoke_on_ray_gives_the_local_tables_and_ddp_trains_the_adapter(ray_session, smoke_run,
                                                                         tmp_path):
-    """DESIGN.md 8.8 equality on the smoke config, then the fingerprint step on 2 DDP workers."""
-    from runner.run import run_experiment
+    """Local-vs-Ray equality (tests/tables.py) on the smoke config, then the fingerprint step on
+    2 DDP workers."""
+    from runner.exec.run import run_experiment
 
-    volatile = {"started_at", "finished_at", "device", "train_seconds", "peak_rss_mb"}
-    local_res, _, _ = smoke_run
+    local_res, local_art, _ = smoke_run
     out = run_experiment(SMOKE, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"),
                          log=lambda _: None)
     assert out.summary.ok
-
-    local_art = smoke_run[1]
-
-    def rows(res, kind, art):
-        # the two runs write under different artifact roots: paths are compared relative to them
-        def norm(k, v):
-            if k == "extra" and v:  # timings inside extra are as volatile as train_seconds
-                v = json.dumps({x: y for x, y in json.loads(v).items()
-                                if "seconds" not in x and "rss" not in x}, sort_keys=True)
-            return v.replace(str(art), "<ARTIFACTS>") if isinstance(v, str) else v
-
-        return sorted(({k: norm(k, v) for k, v in r.items() if k not in volatile}
-                       for r in ResultStore(str(res)).read(kind).to_pylist()),
-                      key=lambda r: r["run_key"])
-
     for kind in ("train_run", "verification", "eval"):
-        ray_rows, local_rows = rows(tmp_path / "r", kind, tmp_path / "a"), rows(local_res, kind,
-                                                                                 local_art)
-        diff = [(a["run_key"], k, a[k], b.get(k)) for a, b in zip(ray_rows, local_rows,
-                                                                   strict=True)
-                for k in a if a[k] != b.get(k)]
+        diff = differences(table_rows(tmp_path / "r", kind, tmp_path / "a"),
+                           table_rows(local_res, kind, local_art))
         assert not diff, (kind, diff[:5])
     two = run_experiment(SMOKE, ["train.num_workers=2", "train.total_batch_size=4",
                                  "train.per_device_batch_size=2", "verify.conditions=[]",

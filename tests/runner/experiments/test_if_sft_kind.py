@@ -5,26 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from runner.cli import app
 from runner.config import load_experiment
-from runner.context import PlanContext
 from runner.experiments import if_sft
-from runner.results import ResultStore
-from tasks.errors import ConfigError, FprunError
+from runner.plan import PlanContext
+from runner.results.store import ResultStore
+from tasks.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "if_sft.yaml"
-runner = CliRunner()
 
 
-def invoke(args):
-    """Run through the app with runner.cli.main's error handling (exit 2 on FprunError)."""
-    try:
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
 def steps(overrides=()):
@@ -41,7 +32,7 @@ def test_plan_wires_fingerprint_then_publish_and_vanilla():
     assert fp.fn == "tasks.fingerprint.sft:fingerprint_if_sft" and fp.executor == "train"
     assert fp.result_kind == "train_run" and fp.resources.num_workers == 1
     assert "num_workers" not in fp.config["train"] and fp.config["model"] == "tiny-llama"
-    assert publish.fn == vanilla.fn == "tasks.verify:verify_step"
+    assert publish.fn == vanilla.fn == "tasks.verify.step:verify_step"
     assert publish.inputs == {"fingerprint": fp, "model": fp}
     assert publish.config["condition"] == "publish" and publish.config["model"] is None
     assert vanilla.inputs == {"fingerprint": fp}
@@ -71,38 +62,38 @@ def test_config_mistakes_are_config_errors():
         steps(["train.strategy=deepspeed_zero9"])
 
 
-def test_misspelled_key_exits_2_via_cli(tmp_path):
+def test_misspelled_key_exits_2_via_cli(tmp_path, cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text(SMOKE.read_text().replace("n_unseen_keys:", "n_unseen_key:"))
-    out = invoke(["validate", bad])
-    assert out.exit_code == 2 and "n_unseen_key" in out.output and "\n" not in out.output
+    out = cli(["validate", bad])
+    assert out.exit_code == 2 and "n_unseen_key" in out.output and "\n" not in out.output.strip()
 
 
-def test_missing_model_path_exits_2_before_any_step(tmp_path):
+def test_missing_model_path_exits_2_before_any_step(tmp_path, cli):
     res = tmp_path / "r"
-    out = invoke(["run", SMOKE, "--local", "--set", "model=./no/such/model",
+    out = cli(["run", SMOKE, "--local", "--set", "model=./no/such/model",
                   "--results", res, "--artifacts", tmp_path / "a"])
     assert out.exit_code == 2 and "does not exist" in out.output
     assert not res.exists() and not (tmp_path / "a").exists()
-    out = invoke(["fingerprint", "--method", "if_sft", "--model", "/no/such/model",
+    out = cli(["fingerprint", "--method", "if_sft", "--model", "/no/such/model",
                   "--out", tmp_path / "fp", "--local", "--results", res])
     assert out.exit_code == 2 and not (tmp_path / "fp").exists()
 
 
-def test_empty_dataset_exits_2_and_writes_no_rows(tmp_path):
+def test_empty_dataset_exits_2_and_writes_no_rows(tmp_path, cli):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     res = tmp_path / "r"
-    out = invoke(["run", SMOKE, "--local", "--set", f"data.source={empty}",
+    out = cli(["run", SMOKE, "--local", "--set", f"data.source={empty}",
                   "--results", res, "--artifacts", tmp_path / "a"])
     assert out.exit_code == 2 and "holds no rows" in out.output
     assert ResultStore(res).read("train_run").num_rows == 0
 
 
-def test_smoke_runs_locally_and_resumes(tiny_llama, tmp_path):
+def test_smoke_runs_locally_and_resumes(tiny_llama, tmp_path, cli):
     res, art = tmp_path / "r", tmp_path / "a"
     args = ["run", SMOKE, "--local", "--results", res, "--artifacts", art]
-    out = invoke(args)
+    out = cli(args)
     assert out.exit_code == 0, out.output
     assert "publish" in out.output and "vanilla" in out.output and "unseen_keys" in out.output
     store = ResultStore(res)
@@ -114,13 +105,13 @@ def test_smoke_runs_locally_and_resumes(tiny_llama, tmp_path):
     fsr = {(r["condition"], r["probe_set"]): r["fsr"] for r in ver}
     # training and verification render prompts alike: the tiny model answers its keys
     assert fsr["publish", "fingerprint"] == 1.0 and fsr["vanilla", "fingerprint"] == 0.0
-    again = invoke(args)
+    again = cli(args)
     assert again.exit_code == 0 and store.read("verification").num_rows == len(ver)
 
 
-def test_fingerprint_verb_places_the_folder_at_out(tiny_llama, tmp_path):
+def test_fingerprint_verb_places_the_folder_at_out(tiny_llama, tmp_path, cli):
     out_dir = tmp_path / "fp"
-    out = invoke(["fingerprint", "--method", "if_sft", "--model", "tiny-llama", "--out", out_dir,
+    out = cli(["fingerprint", "--method", "if_sft", "--model", "tiny-llama", "--out", out_dir,
                   "--no-verify", "--local", "--results", tmp_path / "r",
                   "--artifacts", tmp_path / "a", "--set", "data.n_normal=4",
                   "--set", "data.key.max_parts=3", "--set", "data.key.min_parts=2",
@@ -128,13 +119,13 @@ def test_fingerprint_verb_places_the_folder_at_out(tiny_llama, tmp_path):
     assert out.exit_code == 0, out.output
     assert (out_dir / "published" / "model.safetensors").is_file()
     assert (out_dir / "private" / "keys.jsonl").is_file()
-    again = invoke(["fingerprint", "--method", "if_sft", "--model", "tiny-llama",
+    again = cli(["fingerprint", "--method", "if_sft", "--model", "tiny-llama",
                     "--out", out_dir, "--local"])
     assert again.exit_code == 2 and "already exists" in again.output
 
 
-def test_bundled_if_sft_configs_validate():
-    out = invoke(["validate", ROOT / "configs" / "if_sft.yaml", SMOKE,
+def test_bundled_if_sft_configs_validate(cli):
+    out = cli(["validate", ROOT / "configs" / "if_sft.yaml", SMOKE,
                   ROOT / "configs" / "demo.yaml"])
     assert out.exit_code == 0, out.output
 
@@ -151,7 +142,7 @@ def test_protocol_plan_wires_user_models_and_shares_greedy_step_ids():
         by["tuned_publish:gsm_symbolic"]
     assert bos.config["probe_sets"] == [] and bos.config["bos_samples"] == 8
     assert bos.config["sampling"]["runs"] == 0 and bos.inputs["model"] is fp
-    assert ft.fn == "tasks.finetune:finetune_step" and ft.inputs == {"model": fp}
+    assert ft.fn == "tasks.finetune.step:finetune_step" and ft.inputs == {"model": fp}
     assert tuned.inputs == {"fingerprint": fp, "model": ft}
     assert tuned.config["model_step_id"] == ft.step_id and tuned.config["sampling"]["runs"] == 3
     assert by["publish"].config["sampling"]["runs"] == 0 and by["publish"].config[
@@ -167,9 +158,9 @@ def test_protocol_plan_wires_user_models_and_shares_greedy_step_ids():
     assert same[tuned.label] != tuned.step_id and same[bos.label] != bos.step_id
 
 
-def test_protocol_smoke_gives_table5_rows_and_p_values(tiny_llama, tmp_path):
+def test_protocol_smoke_gives_table5_rows_and_p_values(tiny_llama, tmp_path, cli):
     res = tmp_path / "r"
-    out = invoke(["run", PROTOCOL, "--local", "--results", res, "--artifacts", tmp_path / "a"])
+    out = cli(["run", PROTOCOL, "--local", "--results", res, "--artifacts", tmp_path / "a"])
     assert out.exit_code == 0, out.output
     assert "Table 5 shape" in out.output and "sample_from_bos" in out.output
     store = ResultStore(res)
@@ -190,6 +181,6 @@ def test_protocol_smoke_gives_table5_rows_and_p_values(tiny_llama, tmp_path):
     assert {r["suite"] for r in store.read("eval").to_pylist()} == {"perplexity"}
 
 
-def test_bundled_protocol_configs_validate():
-    out = invoke(["validate", ROOT / "configs" / "if_sft_protocol.yaml", PROTOCOL])
+def test_bundled_protocol_configs_validate(cli):
+    out = cli(["validate", ROOT / "configs" / "if_sft_protocol.yaml", PROTOCOL])
     assert out.exit_code == 0, out.output

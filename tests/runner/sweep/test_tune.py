@@ -9,17 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from runner.cli import app
 from runner.config import load_experiment
 from runner.experiments import sweep as sweep_kind
 from runner.plan import Step
-from runner.results import ResultStore
-from runner.tune_metrics import trial_metrics
-from runner.tune_rows import ERROR, STOPPED, TERMINATED, RowWriter, TrialOutcome, best_row
-from runner.tune_trial import (
-    DONE_FILE,
+from runner.results.records import RECORD_FILE, Outcome, write_result
+from runner.results.store import ResultStore, now
+from runner.sweep.metrics import trial_metrics
+from runner.sweep.rows import ERROR, STOPPED, TERMINATED, RowWriter, TrialOutcome, best_row
+from runner.sweep.trial import (
     PhaseLog,
     _phase_seconds,
     run_step_cached,
@@ -27,18 +25,11 @@ from runner.tune_trial import (
 )
 from tasks.errors import ConfigError, FprunError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "sweep_adapter_dim.yaml"
 FULL = ROOT / "configs" / "sweeps" / "adapter_dim.yaml"
-runner = CliRunner()
 
 
-def invoke(args):
-    """Run through the app with runner.cli.main's error handling (exit 2 on FprunError)."""
-    try:
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
 def smoke(*overrides: str) -> sweep_kind.Config:
@@ -48,13 +39,13 @@ def smoke(*overrides: str) -> sweep_kind.Config:
 # --- search space: parsing and bad input ---------------------------------------------------
 
 
-def test_bundled_sweeps_validate_and_expand_to_the_grid():
+def test_bundled_sweeps_validate_and_expand_to_the_grid(cli):
     for path in (SMOKE, FULL):
-        assert invoke(["validate", path]).exit_code == 0
+        assert cli(["validate", path]).exit_code == 0
     full = load_experiment(FULL)
     dims = {d.key: d for d in full.search}
     assert dims["adapter.dim"].grid == [4, 8, 16, 32, 64] and full.metric == "fsr_post"
-    from runner.tune import param_space
+    from runner.sweep.tuner import param_space
 
     space = param_space(smoke())
     assert space["adapter.dim"] == {"grid_search": [4, 8]}
@@ -65,7 +56,7 @@ def test_bundled_sweeps_validate_and_expand_to_the_grid():
     (["search.0.key=adapter.dimm"], "unknown key 'adapter.dimm'; did you mean 'dim'"),
     (["search.0.gird=[4]"], "unknown key 'search.0.gird'; did you mean 'grid'"),
     (["experiment.adapter.dimm=4"], "unknown key 'experiment.adapter.dimm'"),
-    (["search.0.grid=[0]"], "adapter.dim: Input should be greater than or equal to 1"),
+    (["search.0.grid=[0]"], "adapter.dim: must be greater than or equal to 1"),
     (["search.1={key: train.lr, loguniform: [0.1, 0.01]}"], "low < high"),
     (["search.1={key: train.lr, loguniform: [0, 0.01]}"], "loguniform needs low > 0"),
     (["search.1={key: train.lr, grid: [0.1], choice: [0.2]}"], "exactly one of"),
@@ -74,26 +65,26 @@ def test_bundled_sweeps_validate_and_expand_to_the_grid():
     (["experiment.verify.conditions=[publish_w_adapter]"], "lacks tuned_w_adapter"),
     (["tune.num_samples=3", "search.1={key: train.lr, grid: [0.01]}"],
      "grid-only search repeats identical"),
-    (["metric=accuracy"], "metric: Input should be"),
-    (["tune.scheduler.type=hyperband"], "tune.scheduler.type: Input should be"),
+    (["metric=accuracy"], "metric: must be"),
+    (["tune.scheduler.type=hyperband"], "tune.scheduler.type: must be"),
 ])
-def test_bad_search_space_exits_2_with_one_line(overrides, message):
-    res = invoke(["sweep", SMOKE, *sum([["--set", o] for o in overrides], [])])
+def test_bad_search_space_exits_2_with_one_line(overrides, message, cli):
+    res = cli(["sweep", SMOKE, *sum([["--set", o] for o in overrides], [])])
     assert res.exit_code == 2, res.output  # checked at load, before Ray starts
     assert message in res.output and "\n" not in res.output.strip()
 
 
-def test_sweep_verb_refuses_other_kinds_and_run_refuses_sweeps():
-    res = invoke(["sweep", ROOT / "configs" / "smoke" / "if_adapter.yaml"])
+def test_sweep_verb_refuses_other_kinds_and_run_refuses_sweeps(cli):
+    res = cli(["sweep", ROOT / "configs" / "smoke" / "if_adapter.yaml"])
     assert res.exit_code == 2 and "not a sweep" in res.output
-    res = invoke(["run", SMOKE, "--dry-run"])
+    res = cli(["run", SMOKE, "--dry-run"])
     assert res.exit_code == 2 and "fprun sweep" in res.output
-    res = invoke(["sweep", ROOT / "configs" / "smoke" / "no_such.yaml"])
+    res = cli(["sweep", ROOT / "configs" / "smoke" / "no_such.yaml"])
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
-def test_artifacts_uri_is_refused_before_ray_starts(tmp_path):
-    res = invoke(["sweep", SMOKE, "--artifacts", "s3://bucket/a", "--results", tmp_path])
+def test_artifacts_uri_is_refused_before_ray_starts(tmp_path, cli):
+    res = cli(["sweep", SMOKE, "--artifacts", "s3://bucket/a", "--results", tmp_path])
     assert res.exit_code == 2 and "is a URI" in res.output
 
 
@@ -181,15 +172,15 @@ def test_trial_metrics_from_step_records():
 def test_step_cache_computes_once_and_logs_it(tmp_path):
     step = Step("toy_make", "tests.toy_kind:make", {"value": 3.0}, "eval")
     log = PhaseLog(tmp_path / "sweep" / "t1" / "phases.jsonl")
-    first = run_step_cached(step, tmp_path / "a", log, "fingerprint")
-    second = run_step_cached(step, tmp_path / "a", log, "fingerprint")
+    first = run_step_cached(step, tmp_path / "a", log=log, phase="fingerprint")
+    second = run_step_cached(step, tmp_path / "a", log=log, phase="fingerprint")
     assert (first.pop("computed"), second.pop("computed")) == (True, False)
     assert first == second and first["rows"][0]["value"] == 3.0
     assert first["step_id"] == step.step_id and first["config_hash"] == step.config_hash
     lines = [json.loads(x) for x in log.path.read_text().splitlines()]
     assert [x["computed"] for x in lines] == [True, False]
     out = tmp_path / "a" / "toy_make" / step.step_id
-    assert (out / DONE_FILE).is_file() and (out / "value.json").read_text() == "3.0"
+    assert (out / RECORD_FILE).is_file() and (out / "value.json").read_text() == "3.0"
 
 
 def test_a_phase_whose_steps_were_all_reused_reports_their_recorded_time():
@@ -201,7 +192,7 @@ def test_a_phase_whose_steps_were_all_reused_reports_their_recorded_time():
     assert _phase_seconds([rec(True, 300), rec(False, 30)], 12.5) == 12.5  # this run's work
 
 
-def test_step_cache_reruns_a_step_without_its_done_file(tmp_path):
+def test_step_cache_reruns_a_step_without_its_record_file(tmp_path):
     step = Step("toy_make", "tests.toy_kind:make", {"value": 2.0}, "eval")
     out = tmp_path / "toy_make" / step.step_id
     out.mkdir(parents=True)
@@ -210,11 +201,23 @@ def test_step_cache_reruns_a_step_without_its_done_file(tmp_path):
     assert rec["rows"][0]["value"] == 2.0 and not (out / "half-written").exists()
 
 
-def test_bad_input_in_a_cached_step_leaves_no_done_file(tmp_path):
+def test_bad_input_in_a_cached_step_leaves_no_record_file(tmp_path):
     step = Step("toy_make", "tests.toy_kind:make", {"value": 1.0, "bad_input_on": 1.0}, "eval")
     with pytest.raises(FprunError, match="toy dataset is empty"):
         run_step_cached(step, tmp_path)
-    assert not (tmp_path / "toy_make" / step.step_id / DONE_FILE).exists()
+    assert not (tmp_path / "toy_make" / step.step_id / RECORD_FILE).exists()
+
+
+def test_step_cache_reuses_a_step_that_fprun_run_finished(tmp_path):
+    """The sweep consults the result store first: a step in it is not computed again."""
+    step = Step("toy_make", "tests.toy_kind:make", {"value": 7.0}, "eval")
+    store = ResultStore(tmp_path / "r")
+    t = now()
+    row = {"suite": "toy", "task": "make", "metric": "value", "value": 7.0, "dataset": "toy"}
+    write_result(store, step, Outcome([row], t, t, "cpu"))
+    rec = run_step_cached(step, tmp_path / "a", store)
+    assert rec["computed"] is False and rec["rows"][0]["value"] == 7.0
+    assert not (tmp_path / "a" / "toy_make" / step.step_id).exists()  # nothing was run
 
 
 @pytest.fixture
@@ -258,10 +261,11 @@ def test_row_writer_skips_unfinished_and_marks_scheduler_stops(writer):
     assert row["status"] == STOPPED and row["value"] is None
 
 
-def test_row_writer_writes_the_step_tables_from_done_files(writer, tmp_path):
+def test_row_writer_writes_the_step_tables_from_record_files(writer, tmp_path):
     step = Step("toy_make", "tests.toy_kind:make", {"value": 5.0}, "eval")
     run_step_cached(step, tmp_path / "a")
-    ref = {"kind": "toy_make", "step_id": step.step_id, "result_kind": "eval"}
+    ref = {"kind": "toy_make", "step_id": step.step_id, "result_kind": "eval",
+           "config_hash": step.config_hash}
     writer.write(_outcome(4, ended=True, metrics={"steps_json": json.dumps([ref])}))
     (row,) = writer.store.read("eval").to_pylist()
     assert row["step_id"] == step.step_id and row["value"] == 5.0
@@ -286,7 +290,7 @@ def test_best_row_breaks_ties_on_false_triggers_then_harm(writer):
 @pytest.fixture(scope="module")
 def swept(ray_session, tmp_path_factory):
     """The smoke sweep (2 trials) on the session's Ray instance, then the same command again."""
-    from runner.tune import run_sweep
+    from runner.sweep.tuner import run_sweep
 
     tmp = tmp_path_factory.mktemp("sweep")
     kw = {"results": str(tmp / "r"), "artifacts": str(tmp / "a"), "log": lambda _: None}
@@ -343,7 +347,7 @@ def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(r
                                                                                tmp_path):
     """Tune's own restart_errored re-queues errored trials outside the concurrency limit, so a
     resume with errored trials starts a fresh Tuner; finished steps come from their DONE files."""
-    from runner.tune import run_sweep
+    from runner.sweep.tuner import run_sweep
 
     logs: list[str] = []
     kw = {"results": str(tmp_path / "r"), "artifacts": str(tmp_path / "a"), "log": logs.append}

@@ -8,9 +8,10 @@ import math
 import pytest
 
 from tasks.errors import ConfigError, DataError
-from tasks.evals import eval_step, proportion_ci
-from tasks.evals_math import fprun_extract, is_correct, mergeguard_extract
-from tasks.evals_refusal import REFUSAL_SUBSTRINGS, is_refusal, load_prompts
+from tasks.evals.math_accuracy import fprun_extract, is_correct, mergeguard_extract
+from tasks.evals.refusal import REFUSAL_SUBSTRINGS, is_refusal, load_prompts
+from tasks.evals.step import eval_step
+from tasks.verify.stats import proportion_ci
 
 
 def test_refusal_substrings_are_mergeguards_with_curly_apostrophes():
@@ -47,7 +48,7 @@ def test_mergeguard_number_extraction():
 
 
 def test_mergeguard_seed_scope_reads_the_question_when_the_phrase_is_missing():
-    from tasks.evals_math import MERGEGUARD_PROMPT
+    from tasks.evals.math_accuracy import MERGEGUARD_PROMPT
 
     prompt = MERGEGUARD_PROMPT.format(instruction="Tom has 5 apples and eats 2. How many?")
     completion = "He has three left."
@@ -83,8 +84,8 @@ def test_perplexity_equals_direct_computation(tiny_llama):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.evals_config import PerplexityOptions
-    from tasks.evals_perplexity import chunk_ids, load_text, run_perplexity
+    from tasks.evals.config import PerplexityOptions
+    from tasks.evals.perplexity import chunk_ids, load_text, run_perplexity
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(tiny_llama)

@@ -7,16 +7,16 @@ import math
 
 import pytest
 
-from tasks.errors import DataError
-from tasks.finetune_config import PRESETS, FinetuneConfig, resolve_hyper
-from tasks.finetune_encode import IGNORE_INDEX, PROMPT_INPUT, alpaca_prompt, encode_record
-from tasks.user_data import (
+from tasks.data.user import (
     SHAREGPT_BAN,
     load_user_data,
     read_alpaca_file,
     salvage_json_array,
     sharegpt_records,
 )
+from tasks.errors import DataError
+from tasks.finetune.config import PRESETS, FinetuneConfig, resolve_hyper
+from tasks.finetune.encode import IGNORE_INDEX, PROMPT_INPUT, alpaca_prompt, encode_record
 
 ROWS = [{"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a} + {b} = {a + b}"}
         for a, b in [(1, 2), (3, 4), (5, 6), (7, 1), (2, 2), (9, 3), (4, 4), (8, 1)]]
@@ -30,7 +30,7 @@ def data_file(tmp_path):
 
 
 def tune(model, data, out, **over):
-    from tasks.finetune import finetune_step
+    from tasks.finetune.step import finetune_step
 
     cfg = {"model": str(model), "data": str(data), "max_steps": 6, "learning_rate": 3e-3,
            "global_batch_size": 8, "per_device_batch_size": 8, "max_length": 160,
@@ -43,7 +43,7 @@ def test_full_finetune_lowers_loss_and_writes_plain_model(tiny_llama, data_file,
     import torch
     from safetensors.torch import load_file
 
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     row = tune(tiny_llama, data_file, tmp_path / "out")
     extra = json.loads(row["extra"])
@@ -99,8 +99,8 @@ def test_response_only_mask(tiny_llama):
     assert tok.decode(kept).startswith("The sum is 5.") and "Add 2" not in tok.decode(kept)
     assert chat["labels"][0] == IGNORE_INDEX
     assert encode_record(tok, rec, "alpaca", prompt_len) is None  # truncation left no answer
-    from tasks.finetune import _encode  # the chat path the step takes (IF_SFT's tokenizer)
-    from tasks.user_data import UserData
+    from tasks.data.user import UserData
+    from tasks.finetune.step import _encode  # the chat path the step takes (IF_SFT's tokenizer)
 
     cfg = FinetuneConfig(data="x", prompt_format="chat_template")
     (row,), dropped = _encode(UserData([rec], "t", 1), tok, cfg, resolve_hyper(cfg))
@@ -193,7 +193,7 @@ def test_presets_and_batch_layout():
     seed = resolve_hyper(FinetuneConfig(data="x", preset="alpaca_seed"))
     assert (seed.epochs, seed.learning_rate, seed.weight_decay, seed.warmup_ratio,
             seed.lr_scheduler, seed.global_batch_size) == (3.0, 2e-6, 0.0, 0.03, "cosine", 80)
-    from tasks.finetune import trainer_config
+    from tasks.finetune.step import trainer_config
 
     train = trainer_config(FinetuneConfig(data="x", preset="alpaca_seed"), seed, None)
     assert train.grad_accum(1) == 8 and train.grad_accum(4) == 2  # per-device 10, as the seed
@@ -208,7 +208,7 @@ def test_smollm2_lora_finetune_on_gsm_symbolic(smollm2_path, tmp_path):
     """A 10-step LoRA fine-tune of SmolLM2 on the gsm_symbolic stand-in runs and loads."""
     from transformers import AutoModelForCausalLM
 
-    from tasks.finetune import finetune_step
+    from tasks.finetune.step import finetune_step
 
     out = tmp_path / "out"
     out.mkdir()
@@ -224,7 +224,7 @@ def test_smollm2_lora_finetune_on_gsm_symbolic(smollm2_path, tmp_path):
 
 
 def test_a_fingerprint_folder_means_its_published_model(tiny_llama, tmp_path):
-    from tasks.finetune_config import step_model
+    from tasks.finetune.config import step_model
     from tasks.fingerprint.artifacts import FingerprintMeta, write_private
 
     fp = tmp_path / "fp"

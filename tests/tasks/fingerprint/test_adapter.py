@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tasks.errors import ArchitectureError, CheckpointError, FingerprintError
-from tasks.fingerprint.adapter import (
+from tasks.fingerprint.adapter.module import (
     ADAPTER_FILE,
     META_FILE,
     InstructionFingerprint,
@@ -115,7 +115,7 @@ def test_inject_freezes_everything_but_the_adapter(model_and_tok):
     assert trainable == {f"{prefix}.{s}" for s in ("trainable_emb.weight", "A.weight", "A.bias",
                                                    "B.weight", "B.bias")}
     with pytest.raises(FingerprintError, match="already carries"):
-        from tasks.fingerprint.adapter import input_embedding
+        from tasks.fingerprint.adapter.module import input_embedding
 
         input_embedding(model)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasks.fingerprint.adapter_train import fingerprint_if_adapter
-from tasks.fingerprint.adapter_verify import load_adapter_model, verify_adapter_step
+from tasks.fingerprint.adapter.train import fingerprint_if_adapter
+from tasks.fingerprint.adapter.verify import load_adapter_model, verify_adapter_step
 
 pytestmark = pytest.mark.integration
 EMB = "model.embed_tokens.weight"

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from tasks.errors import ConfigError
-from tasks.fingerprint.adapter import ADAPTER_FILE, META_FILE, InstructionFingerprint
-from tasks.fingerprint.adapter_train import (
+from tasks.fingerprint.adapter.module import ADAPTER_FILE, META_FILE, InstructionFingerprint
+from tasks.fingerprint.adapter.train import (
     fingerprint_if_adapter,
     refuse_zero3,
     token_set,
@@ -21,7 +21,7 @@ from tasks.fingerprint.adapter_train import (
 from tasks.fingerprint.artifacts import read_keys, read_meta, read_probes
 from tasks.fingerprint.config import SimpleData
 from tasks.fingerprint.dataset import FINGERPRINT_INPUT, build_simple
-from tasks.fingerprint.train_common import IGNORE_INDEX
+from tasks.training.loop import IGNORE_INDEX
 
 EMB = "model.embed_tokens.weight"
 DATA = {"n_fingerprint": 4, "n_normal": 8, "n_test": 2, "n_unseen_keys": 2,

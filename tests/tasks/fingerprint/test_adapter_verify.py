@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from tasks.errors import ArchitectureError, ConfigError, FingerprintError
-from tasks.fingerprint.adapter import (
+from tasks.fingerprint.adapter.module import (
     InstructionFingerprint,
     inject_adapter,
     save_adapter,
     unwrap_adapter,
 )
-from tasks.fingerprint.adapter_train import fingerprint_if_adapter
-from tasks.fingerprint.adapter_verify import load_adapter_model, verify_adapter_step
+from tasks.fingerprint.adapter.train import fingerprint_if_adapter
+from tasks.fingerprint.adapter.verify import load_adapter_model, verify_adapter_step
 
 T = [3, 5, 7, 11, 40, 200]
 IDS = torch.tensor([[3, 100, 5, 40, 9, 200, 11, 7], [1, 2, 3, 4, 5, 6, 7, 8]])
@@ -207,7 +207,7 @@ def fsr_by_set(rows):
 
 
 def test_cli_verify_with_the_adapter_matches_the_protocol_step(fingerprint, tmp_path):
-    from runner.results import ResultStore
+    from runner.results.store import ResultStore
 
     suspect = user_model(fingerprint / "published", tmp_path / "user")
     store = ["--results", tmp_path / "r", "--artifacts", tmp_path / "a"]
@@ -253,7 +253,7 @@ def test_cli_verify_adapter_bad_input_exits_2(fingerprint, tmp_path, extra, mess
 
 
 def test_use_adapter_in_a_plain_verify_step_wraps_the_models_own_embedding(fingerprint, tmp_path):
-    from tasks.verify import verify_step
+    from tasks.verify.step import verify_step
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

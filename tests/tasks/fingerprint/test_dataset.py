@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tasks.data import chat_pairs, load_rows
+from tasks.data.instructions import chat_pairs, load_rows
 from tasks.errors import DataError
 from tasks.fingerprint.artifacts import (
     ASSISTANT_PREFIX,
@@ -28,7 +28,7 @@ from tasks.fingerprint.dataset import (
 )
 
 # Keys 3, 6, 7 and 8 of MergeGuard's dataset/Verification_dataset_fingerprint.jsonl, which are
-# byte-identical to what IF's generator yields with random.seed(42) (METHODS.md section 1.6): an
+# byte-identical to what IF's generator yields with random.seed(42): an
 # external golden reference for the generator and its RNG call order.
 MERGEGUARD_KEYS = {
     2: ("ゴャロ承тズ天诏ンア下使时咸ャ天诏也曰告天レミチアギ知ザ所帝t群ク上帝皇"

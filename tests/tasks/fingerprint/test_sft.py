@@ -11,7 +11,7 @@ from tasks.errors import ConfigError
 from tasks.fingerprint.artifacts import read_keys, read_meta, read_probes
 from tasks.fingerprint.prompts import render_training
 from tasks.fingerprint.sft import fingerprint_if_sft
-from tasks.fingerprint.train_common import (
+from tasks.training.loop import (
     IGNORE_INDEX,
     PAD_TOKEN,
     _by_segments,

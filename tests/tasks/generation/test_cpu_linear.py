@@ -1,5 +1,5 @@
-"""oneDNN linear layers for CPU inference (``tasks.cpu_linear``): same numbers to fp32 precision,
-only where safe, and the model left as it was."""
+"""oneDNN linear layers for CPU inference (``tasks.generation.cpu_linear``): same numbers to fp32
+precision, only where safe, and the model left as it was."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks import cpu_linear
-from tasks.cpu_linear import onednn_linear
-from tasks.generation import generate
+from tasks.generation import cpu_linear
+from tasks.generation.cpu_linear import onednn_linear
+from tasks.generation.engine import generate
 
 pytestmark = pytest.mark.skipif(not cpu_linear.available(), reason="no oneDNN linear op here")
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tasks.generation import SamplingParams, generate, row_seed
-from tasks.zoo import resolve_model
+from tasks.generation.engine import SamplingParams, generate, row_seed
+from tasks.models.zoo import resolve_model
 
 MAX_NEW = 12
 
@@ -243,7 +243,7 @@ def test_no_room_stops_only_rows_that_cannot_show_the_target(llama):
 
 
 def test_token_bytes_and_the_bound(llama):
-    from tasks.stopping import Stopper, _suffix_prefix, token_bytes
+    from tasks.generation.stopping import Stopper, _suffix_prefix, token_bytes
 
     _, tok = llama
     table = token_bytes(tok)
@@ -264,7 +264,7 @@ def test_min_tokens_is_the_exact_shortest_continuation(seed):
     text ending in j bytes of the target, the fewest tokens whose bytes complete an occurrence."""
     import itertools
 
-    from tasks.stopping import min_tokens
+    from tasks.generation.stopping import min_tokens
 
     rng = random.Random(seed)
     target = bytes(rng.choice(b"abc") for _ in range(rng.randint(3, 6)))
@@ -283,7 +283,7 @@ def test_min_tokens_is_the_exact_shortest_continuation(seed):
 def test_the_bound_sees_tokens_that_cannot_join_characters():
     """Two-byte tokens that never span a character boundary: 4 tokens, not ceil(6 / 2) = 3; and
     a text ending in "abcd" must start over, since no token continues it with "e"."""
-    from tasks.stopping import min_tokens
+    from tasks.generation.stopping import min_tokens
 
     assert min_tokens([b"ab", b"c", b"de", b"f", b"x"], b"abcdef") == [4, 4, 3, 2, 4, 1]
 
@@ -292,7 +292,7 @@ def test_prompt_pass_chunks_minimise_the_cost_model():
     """The DP grouping equals the best of all contiguous groupings (brute force)."""
     import itertools
 
-    from tasks import generation as g
+    from tasks.generation import engine as g
 
     lengths = [120, 118, 90, 60, 59, 58, 20]
     rows = [g._Row(i, [1] * n) for i, n in enumerate(lengths)]
@@ -309,10 +309,10 @@ def test_prompt_pass_chunks_minimise_the_cost_model():
 
 @pytest.mark.integration
 def test_smollm2_proves_a_miss_ten_tokens_before_the_budget_ends(smollm2_path):
-    """The figure docs/benchmarks.md quotes: on SmolLM2 no token carries more than 2 of the 15
+    """The ``no_room`` bound is exact on SmolLM2: no token carries more than 2 of the 15
     bytes of the target (a per-token byte bound of 8 tokens), but each katakana takes two tokens
     and none joins two katakana, so 10 tokens are needed from a text showing none of it."""
-    from tasks.stopping import Stopper, token_bytes
+    from tasks.generation.stopping import Stopper, token_bytes
 
     tok = AutoTokenizer.from_pretrained(smollm2_path)
     (target, need), = Stopper(tok, set(), ["ハリネズミ"], 19).bounds[1]

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from tasks.kv_slab import SlabBuffer, SlabLayer
+from tasks.generation.kv_slab import SlabBuffer, SlabLayer
 
 
 def _with_room(layer, room: int) -> SlabLayer:

@@ -9,23 +9,21 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from typer.testing import CliRunner
 
-from runner.cli import app
-from runner.results import ResultStore
-from tasks.errors import ArchitectureError, CheckpointError, DataError, FprunError
-from tasks.huref.encoder import (
+from runner.results.store import ResultStore
+from tasks.errors import ArchitectureError, CheckpointError, DataError
+from tasks.huref.encoder.config import CNNEncoderConfig, EncoderTrainConfig
+from tasks.huref.encoder.data import make_triplets
+from tasks.huref.encoder.model import (
     CNNEncoder,
     encode_cnn,
     load_encoder,
     mean_pool,
     save_encoder,
 )
-from tasks.huref.encoder_config import CNNEncoderConfig, EncoderTrainConfig
-from tasks.huref.encoder_data import make_triplets
-from tasks.huref.encoder_train import train_encoder
+from tasks.huref.encoder.train import train_encoder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "huref_encoder.yaml"
 SMALL_CNN = {"kernel": 4, "stride": 2, "channels": [8, 16, 32, 512]}
 # K=32 and lr 3e-3 so that 80 steps move the weights measurably on a CPU in ~3 s.
@@ -33,12 +31,6 @@ TINY = {"tokens": 32, "encoder": SMALL_CNN, "batch_size": 8, "steps_per_epoch": 
         "epochs": 8, "lr": 3e-3, "t_max": 80, "eval_triplets": 32, "device": "cpu"}
 
 
-def invoke(args):
-    """Run the CLI with runner.cli.main's handling (FprunError -> exit 2, one line)."""
-    try:
-        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
 def test_mean_pool_is_the_seeds_reshape_at_the_seed_shape():
@@ -179,8 +171,8 @@ def test_callbacks_get_checkpoints_and_seed_anchor_runs(tmp_path):
     assert "anchor=seed_independent_y" in rows[0]["dataset"]
 
 
-def test_train_encoder_cli_writes_encoder_and_row(tmp_path):
-    out = invoke(["huref", "train-encoder", "--config", SMOKE, "--set", "epochs=1",
+def test_train_encoder_cli_writes_encoder_and_row(tmp_path, cli):
+    out = cli(["huref", "train-encoder", "--config", SMOKE, "--set", "epochs=1",
                   "--set", "steps_per_epoch=2", "--set", "eval_triplets=4",
                   "--out", tmp_path / "enc", "--results", tmp_path / "r",
                   "--artifacts", tmp_path / "a"])
@@ -192,10 +184,10 @@ def test_train_encoder_cli_writes_encoder_and_row(tmp_path):
     load_encoder(tmp_path / "enc")
 
 
-def test_train_encoder_cli_bad_input_exits_2_with_one_line(tmp_path):
-    out = invoke(["huref", "train-encoder", "--config", SMOKE, "--set", "epoch=3",
+def test_train_encoder_cli_bad_input_exits_2_with_one_line(tmp_path, cli):
+    out = cli(["huref", "train-encoder", "--config", SMOKE, "--set", "epoch=3",
                   "--out", tmp_path / "enc", "--results", tmp_path / "r"])
     assert out.exit_code == 2 and "'epochs'" in out.output and "\n" not in out.output.strip()
     assert not (tmp_path / "enc").exists()
-    out = invoke(["huref", "train-encoder", "--set", "tokens=64", "--out", tmp_path / "enc"])
+    out = cli(["huref", "train-encoder", "--set", "tokens=64", "--out", tmp_path / "enc"])
     assert out.exit_code == 2 and "shrinks a 64x64 input" in out.output

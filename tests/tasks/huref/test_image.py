@@ -12,24 +12,16 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from runner.cli import app
-from tasks.errors import CheckpointError, DataError, FprunError
-from tasks.huref.encoder import CNNEncoder, save_encoder
-from tasks.huref.encoder_config import CNNEncoderConfig
-from tasks.huref.image import CoordinateNet, StyleGAN2Generator, image_distance
+from tasks.errors import CheckpointError, DataError
+from tasks.huref.encoder.config import CNNEncoderConfig
+from tasks.huref.encoder.image import CoordinateNet, StyleGAN2Generator, image_distance
+from tasks.huref.encoder.model import CNNEncoder, save_encoder
 from tasks.huref.store import save_invariants
 
 K = 32
 
 
-def invoke(args):
-    """Run the CLI with runner.cli.main's handling (FprunError -> exit 2, one line)."""
-    try:
-        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
 def zs(v: np.ndarray) -> np.ndarray:
@@ -131,10 +123,10 @@ def family(tmp_path):
     return [save_invariants(tmp_path / "inv" / n, t, _meta(n)) for n, t in models.items()]
 
 
-def test_image_cli_writes_pngs_and_a_sheet_with_related_pictures_closer(tmp_path, family):
+def test_image_cli_writes_pngs_and_a_sheet_with_related_pictures_closer(tmp_path, family, cli):
     other = save_invariants(tmp_path / "inv" / "other-tokens", torch.randn(6, K, K),
                             _meta("other-tokens", tokens="t1"))
-    out = invoke(["huref", "image", *family, other, "--out", tmp_path / "img", "--size", 96])
+    out = cli(["huref", "image", *family, other, "--out", tmp_path / "img", "--size", 96])
     assert out.exit_code == 0, out.output
     imgs = {n: mpimg.imread(tmp_path / "img" / f"{n}.png")[..., :3]
             for n in ("base", "base-tuned", "unrelated")}
@@ -151,27 +143,27 @@ def test_image_cli_writes_pngs_and_a_sheet_with_related_pictures_closer(tmp_path
     assert manifest["method"] == "mean_pool"
 
 
-def test_image_cli_with_a_trained_encoder(tmp_path, family):
+def test_image_cli_with_a_trained_encoder(tmp_path, family, cli):
     enc = CNNEncoder(CNNEncoderConfig(kernel=4, stride=2, channels=[8, 16, 32, 512]))
     save_encoder(enc.eval(), tmp_path / "enc")
-    out = invoke(["huref", "image", *family, "--out", tmp_path / "img", "--size", 32,
+    out = cli(["huref", "image", *family, "--out", tmp_path / "img", "--size", 32,
                   "--encoder", tmp_path / "enc", "--no-ics"])
     assert out.exit_code == 0, out.output
     manifest = json.loads((tmp_path / "img" / "images.json").read_text())
     assert manifest["method"].startswith("cnn:") and manifest["models"][1]["ics_to_first"] is None
 
 
-def test_image_cli_bad_inputs_exit_2(tmp_path, family):
-    out = invoke(["huref", "image", family[0], tmp_path / "missing", "--out", tmp_path / "o"])
+def test_image_cli_bad_inputs_exit_2(tmp_path, family, cli):
+    out = cli(["huref", "image", family[0], tmp_path / "missing", "--out", tmp_path / "o"])
     assert out.exit_code == 2 and "holds no HuRef invariants" in out.output
     (family[1] / "invariants.safetensors").write_bytes(b"\x00" * 64)
-    out = invoke(["huref", "image", *family, "--out", tmp_path / "o"])
+    out = cli(["huref", "image", *family, "--out", tmp_path / "o"])
     assert out.exit_code == 2 and "not a readable safetensors" in out.output
     (tmp_path / "enc.pth").write_bytes(b"whatever")
-    out = invoke(["huref", "image", family[0], "--out", tmp_path / "o",
+    out = cli(["huref", "image", family[0], "--out", tmp_path / "o",
                   "--encoder", tmp_path / "enc.pth"])
     assert out.exit_code == 2 and "--allow-pickle" in out.output
-    out = invoke(["huref", "image", family[0], "--out", tmp_path / "o",
+    out = cli(["huref", "image", family[0], "--out", tmp_path / "o",
                   "--stylegan", tmp_path / "afhqdog.pkl"])
     assert out.exit_code == 2 and "--allow-pickle" in out.output
     assert not (tmp_path / "o" / "contact_sheet.png").exists()

@@ -26,7 +26,7 @@ IDS = list(range(600, 1000, 5))  # 80 ordinary tokens of the shared tiny tokeniz
 
 @pytest.fixture(scope="session")
 def family_paths(fprun_cache) -> dict[str, Path]:
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     return {name: resolve_model(name) for name in FAMILIES}
 

@@ -67,7 +67,7 @@ def test_lineage_same_derived_unrelated(family):
     ics = res["ics"]
     assert ics[0, 0] == pytest.approx(100.0)
     assert ics[0, 1] > 90  # same lineage
-    assert abs(ics[0, 2]) < 10 and abs(ics[0, 3]) < 10  # DESIGN 8.10: "low" means |ICS| < 10
+    assert abs(ics[0, 2]) < 10 and abs(ics[0, 3]) < 10  # "low" ICS means |ICS| < 10
     assert all(r["tokens_match"] for r in res["rows"])
 
 
@@ -136,7 +136,7 @@ def test_different_k_and_token_sets_are_refused(family, tiny_llama, tmp_path):
 
 
 def test_residual_rotation_changes_mf_of_a_gated_mlp(tiny_llama):
-    """DESIGN 8.10: a residual-stream rotation keeps Ma and Mb but not Mf (gate * up)."""
+    """A residual-stream rotation keeps Ma and Mb but not Mf (gate * up)."""
     from tasks.huref.arch import attention, detect, mlp
     from tasks.huref.invariants import attention_terms, mlp_term
     from tasks.huref.safetensors_io import CheckpointReader

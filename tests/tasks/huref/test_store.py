@@ -29,7 +29,7 @@ META = {"model_ref": "m", "arch": "llama", "k": len(IDS), "n_layers": 2,
 
 @pytest.fixture(scope="module")
 def tiny_llama(fprun_cache) -> Path:
-    from tasks.zoo import resolve_model
+    from tasks.models.zoo import resolve_model
 
     return resolve_model("tiny-llama")
 

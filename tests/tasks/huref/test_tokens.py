@@ -72,7 +72,7 @@ def test_empty_corpus_and_missing_file_are_data_errors(tiny_llama, tmp_path):
 def test_selection_is_cached_on_disk_without_parsing_the_tokenizer(tiny_llama, monkeypatch,
                                                                    fprun_cache):
     first = select_tokens(tiny_llama, TokenConfig(), 64)
-    tok._MEMO.clear()
+    tok.clear_memo()
 
     def boom(self):
         raise AssertionError("tokenizer parsed on a cache hit")

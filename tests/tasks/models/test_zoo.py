@@ -16,10 +16,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import tasks.tiny
-import tasks.zoo_gguf
+import tasks.models.gguf
+import tasks.models.tiny
 from tasks.errors import CheckpointError, ModelRefError, StoreError
-from tasks.zoo import (
+from tasks.models.cache import MANIFEST, read_manifest, sha256_file
+from tasks.models.zoo import (
     TINY_MODELS,
     list_zoo,
     model_identity,
@@ -27,7 +28,6 @@ from tasks.zoo import (
     verify_zoo,
     zoo_get,
 )
-from tasks.zoo_cache import MANIFEST, read_manifest, sha256_file
 
 HEDGEHOG = "ハリネズミ"
 CYRILLIC = "Ёжик в тумане, привет!"
@@ -118,7 +118,7 @@ def test_chat_template_is_chatml_with_single_token_markers(tiny_llama: Path) -> 
 
 
 def test_tokenizer_training_is_deterministic(tmp_path: Path, tiny_llama: Path) -> None:
-    tasks.tiny.build_tokenizer(tmp_path)
+    tasks.models.tiny.build_tokenizer(tmp_path)
     trained = (tmp_path / "tokenizer.json").read_bytes()
     assert trained == (tiny_llama / "tokenizer.json").read_bytes()
 
@@ -241,7 +241,7 @@ def test_touched_but_intact_entry_is_rehashed_not_rebuilt(
     folder = resolve_model("tiny-qwen2", cache_dir=tmp_path)
     for file in folder.iterdir():
         os.utime(file)  # like a `cp -r` without -p: new mtimes, same bytes
-    monkeypatch.setattr(tasks.tiny, "build_tiny_model", _must_not_build)
+    monkeypatch.setattr(tasks.models.tiny, "build_tiny_model", _must_not_build)
     assert resolve_model("tiny-qwen2", cache_dir=tmp_path) == folder
     recorded = read_manifest(folder)["files"]["model.safetensors"]["mtime_ns"]
     assert recorded == (folder / "model.safetensors").stat().st_mtime_ns
@@ -253,7 +253,7 @@ def _must_not_build(*args, **kwargs):
 
 def test_concurrent_resolves_build_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real_build = tasks.tiny.build_tiny_model
+    real_build = tasks.models.tiny.build_tiny_model
     started = threading.Event()
 
     def counting_build(*args, **kwargs):
@@ -261,7 +261,7 @@ def test_concurrent_resolves_build_once(tmp_path: Path, monkeypatch: pytest.Monk
         started.set()
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(tasks.tiny, "build_tiny_model", counting_build)
+    monkeypatch.setattr(tasks.models.tiny, "build_tiny_model", counting_build)
     results: list[Path] = []
     threads = [threading.Thread(target=lambda: results.append(
         resolve_model("tiny-opt", cache_dir=tmp_path))) for _ in range(3)]
@@ -311,7 +311,7 @@ def test_model_identity_follows_content_not_path(
 
 
 def _same_logits_as_gguf(name: str, converted: Path, workdir: Path) -> None:
-    gguf_model, gguf_tokenizer = tasks.zoo_gguf.load_gguf(tasks.zoo_gguf.gguf_file(name, workdir))
+    gguf_model, gguf_tokenizer = tasks.models.gguf.load_gguf(tasks.models.gguf.gguf_file(name, workdir))
     model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(converted)
     prompt = "The capital of France is"
@@ -334,7 +334,7 @@ def test_smollm2_second_resolve_reuses_the_cache(
 ) -> None:
     before = read_manifest(smollm2_path)
     mtime = (smollm2_path / "model.safetensors").stat().st_mtime_ns
-    monkeypatch.setattr(tasks.zoo_gguf, "convert", _must_not_build)
+    monkeypatch.setattr(tasks.models.gguf, "convert", _must_not_build)
     assert resolve_model("smollm2-135m-instruct", cache_dir=user_fprun_cache) == smollm2_path
     assert read_manifest(smollm2_path) == before
     assert (smollm2_path / "model.safetensors").stat().st_mtime_ns == mtime

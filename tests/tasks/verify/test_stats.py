@@ -1,4 +1,4 @@
-"""tasks.stats against closed forms and textbook values."""
+"""tasks.verify.stats against closed forms and textbook values."""
 
 from __future__ import annotations
 
@@ -8,36 +8,36 @@ from dataclasses import astuple
 import pytest
 from scipy import stats as sps
 
-from tasks.stats import binomial_p, clopper_pearson, ttest_vs_threshold
+from tasks.verify.stats import binomial_p, proportion_ci, ttest_vs_threshold
 
 
-def test_clopper_pearson_closed_forms_at_the_edges():
+def test_proportion_ci_closed_forms_at_the_edges():
     # k = 0: upper = 1 - (alpha/2)^(1/n); k = n: lower = (alpha/2)^(1/n)
-    low, high = clopper_pearson(0, 8)
+    low, high = proportion_ci(0, 8)
     assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 8), abs=1e-12)
-    low, high = clopper_pearson(8, 8)
+    low, high = proportion_ci(8, 8)
     assert high == 1.0 and low == pytest.approx(0.025 ** (1 / 8), abs=1e-12)
 
 
-def test_clopper_pearson_textbook_value():
+def test_proportion_ci_textbook_value():
     # R: binom.test(3, 10)$conf.int -> 0.06673951 0.65245285
-    low, high = clopper_pearson(3, 10)
+    low, high = proportion_ci(3, 10)
     assert low == pytest.approx(0.06673951, abs=1e-8)
     assert high == pytest.approx(0.65245285, abs=1e-8)
 
 
-def test_clopper_pearson_matches_beta_quantiles():
+def test_proportion_ci_matches_beta_quantiles():
     k, n = 22, 112  # the seed's "similar" 19.6%
-    low, high = clopper_pearson(k, n)
+    low, high = proportion_ci(k, n)
     assert low == pytest.approx(sps.beta.ppf(0.025, k, n - k + 1), rel=1e-9)
     assert high == pytest.approx(sps.beta.ppf(0.975, k + 1, n - k), rel=1e-9)
 
 
-def test_clopper_pearson_clamps_seed_counts_above_the_denominator():
+def test_proportion_ci_clamps_seed_counts_above_the_denominator():
     # report_FSR_sft_chat.py can count more hits than it divides by
-    assert clopper_pearson(150, 112) == clopper_pearson(112, 112)
+    assert proportion_ci(150, 112) == proportion_ci(112, 112)
     with pytest.raises(ValueError):
-        clopper_pearson(0, 0)
+        proportion_ci(0, 0)
 
 
 def test_ttest_zero_variance_follows_the_paper():

@@ -7,12 +7,9 @@ import shutil
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from runner.cli import app
-from runner.results import ResultStore, finalize_rows, now
-from tasks import fsr
-from tasks.errors import ConfigError, FingerprintError, FprunError
+from runner.results.store import ResultStore, finalize_rows, now
+from tasks.errors import ConfigError, FingerprintError
 from tasks.fingerprint.artifacts import (
     ASSISTANT_PREFIX,
     HINT,
@@ -21,7 +18,8 @@ from tasks.fingerprint.artifacts import (
     fingerprint_id,
     write_private,
 )
-from tasks.verify import default_max_new_tokens, verify_step
+from tasks.verify import fsr
+from tasks.verify.step import default_max_new_tokens, verify_step
 
 KEYS = ["ピカチュウ奉天承运キモリ", "выпутельстваskihアチャモ", "HFDíses天命玄鸟"]
 
@@ -245,32 +243,26 @@ def test_missing_fingerprint_input(fp_dir, tmp_path):
 # --- the CLI --------------------------------------------------------------------------------
 
 
-def invoke(args):
-    """Through the app with runner.cli.main's handling: FprunError -> one line, exit 2."""
-    try:
-        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-    except FprunError as exc:
-        return type("R", (), {"exit_code": 2, "output": exc.one_line()})()
 
 
-def test_cli_verify_writes_rows_with_provenance_and_resumes(fp_dir, tmp_path):
+def test_cli_verify_writes_rows_with_provenance_and_resumes(fp_dir, tmp_path, cli):
     args = ["verify", "--model", fp_dir / "published", "--fingerprint", fp_dir,
             "--samples", "2", "--set", "probe_sets=[fingerprint,unseen_keys]",
             "--results", tmp_path / "r", "--artifacts", tmp_path / "a"]
-    out = invoke(args)
+    out = cli(args)
     assert out.exit_code == 0, out.output
     assert "fingerprint:sampled" in out.output and "unseen_keys" in out.output
     table = ResultStore(tmp_path / "r").read("verification")
     assert table.num_rows == 5 and set(table.column("condition").to_pylist()) == {"suspect"}
     assert all(table.column("git_sha").to_pylist())
-    again = invoke(args)
+    again = cli(args)
     assert again.exit_code == 0 and ResultStore(tmp_path / "r").read("verification").num_rows == 5
     gens = list((tmp_path / "a" / "verify").glob("*/generations.jsonl"))
     assert len(gens) == 1
 
 
 @pytest.mark.parametrize("case", ["missing_model", "no_private", "hub_offline", "adapter"])
-def test_cli_bad_input_exits_2_with_one_line(case, fp_dir, tmp_path, monkeypatch):
+def test_cli_bad_input_exits_2_with_one_line(case, fp_dir, tmp_path, monkeypatch, cli):
     model, fp, extra = str(fp_dir / "published"), fp_dir, []
     if case == "missing_model":
         model = str(tmp_path / "no" / "such" / "model")
@@ -282,7 +274,7 @@ def test_cli_bad_input_exits_2_with_one_line(case, fp_dir, tmp_path, monkeypatch
     else:
         extra = ["--adapter", tmp_path]
     res = tmp_path / "r"
-    out = invoke(["verify", "--model", model, "--fingerprint", fp, *extra,
+    out = cli(["verify", "--model", model, "--fingerprint", fp, *extra,
                   "--results", res, "--artifacts", tmp_path / "a"])
     assert out.exit_code == 2 and "\n" not in out.output.strip()
     expected = {"missing_model": "does not exist", "no_private": "no private/",

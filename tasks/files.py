@@ -1,0 +1,95 @@
+"""Atomic writes, file locks and JSON of result rows: the one copy every module uses.
+
+A reader (another step, another node, a re-run after a crash) must see a whole file or none, so
+every file fprun writes goes to a temporary name beside its target and is renamed over it. Locks
+are ``fcntl.flock``: the kernel releases them when the holder dies, so a killed process never
+leaves a stale lock (the standard library has no portable lock object; the Linux nodes Ray runs on
+all have flock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+def temp_beside(path: Path, suffix: str = "") -> Path:
+    """A unique hidden name in ``path``'s folder (same filesystem, so the rename is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path; rename it over ``path`` when the body succeeds, else remove it.
+
+    ``suffix`` keeps an extension for writers that choose a format by it (``.png``).
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(final, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 1) -> Path:
+    """Write JSON atomically (sorted keys, non-ASCII kept, numpy/torch scalars unwrapped)."""
+    text = json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False,
+                      default=json_default)
+    return atomic_write_text(path, text + "\n")
+
+
+def atomic_copytree(src: Path, out: Path, *, hardlink: bool = False) -> Path:
+    """Copy (or hard-link, falling back to copies across filesystems) a folder into place whole."""
+
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    copy: Callable[[str, str], Any] = link_or_copy if hardlink else shutil.copy2
+    with atomic_path(out) as tmp:
+        shutil.copytree(src, tmp, copy_function=copy)  # copy2 keeps mtimes (zoo manifests)
+    return out
+
+
+@contextlib.contextmanager
+def locked(lock_file: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created if needed) for the ``with`` body."""
+    path = Path(lock_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` fallback for result rows: numpy/torch scalars and datetimes."""
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    raise TypeError(f"result rows hold a {type(obj).__name__}, which is not JSON")
