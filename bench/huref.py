@@ -16,37 +16,21 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from support.sides import median, proc_status, ratio_line, reset_peak, run_child, side_env
+from support.synthetic import synthetic_1b
+
 K_EXTRACT = 1024
-SYNTH_1B = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
-            "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 64}
-
-
-def _status() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("VmRSS", "VmHWM")):
-            key, val = line.split(":")
-            out[key] = int(val.split()[0]) // 1024  # MiB
-    return out
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 # ----------------------------------------------------------------------------- child sides
 def child(args: dict) -> None:
     """One measured side, in a fresh process; prints a JSON line of its figures."""
+    # Over 60 lines on purpose: one side, whole, so its imports happen in the process it times.
     t0 = time.perf_counter()
     side = args["side"]
     if side in ("baseline", "baseline_full"):
@@ -75,8 +59,8 @@ def child(args: dict) -> None:
     from tasks.huref.store import InvariantsWriter
 
     t_imp = time.perf_counter()
-    rss0 = _status()["VmRSS"]
-    reset = _reset_peak()
+    rss0 = proc_status()["VmRSS"]
+    reset = reset_peak()
     result, load_s = None, None
     if side == "plain":
         folder = Path(args["model"])
@@ -93,9 +77,18 @@ def child(args: dict) -> None:
             arch = archs.detect(folder, reader)
             with InvariantsWriter(args["out"], len(ids), 2) as writer:
                 compute_invariants(reader, arch, ids, sink=writer.write)
-                writer.finish({"model_ref": str(folder), "arch": arch.describe(), "k": len(ids),
-                               "n_layers": 2, "token_strategy": "bench", "token_set_hash": "-",
-                               "dtype": "float32", "hidden_size": arch.hidden_size})
+                writer.finish(
+                    {
+                        "model_ref": str(folder),
+                        "arch": arch.describe(),
+                        "k": len(ids),
+                        "n_layers": 2,
+                        "token_strategy": "bench",
+                        "token_set_hash": "-",
+                        "dtype": "float32",
+                        "hidden_size": arch.hidden_size,
+                    }
+                )
             load_s = reader.read_seconds
         else:
             t_load = time.perf_counter()
@@ -111,14 +104,22 @@ def child(args: dict) -> None:
     elif side == "matrix_baseline":
         result = _pairwise_reload(args["paths"], load_file)
     t_end = time.perf_counter()
-    st = _status()
+    st = proc_status()
     if result is not None:
         __import__("numpy").save(args["out"], result)
-    print(json.dumps({"imports_s": t_imp - t0, "work_s": t_end - t_imp, "load_s": load_s,
-                      "lazy_import_s": locals().get("lazy_import_s", 0.0),
-                      "rss_after_imports": rss0,
-                      "peak_above": st["VmHWM"] - rss0 if reset else None,
-                      "peak_total": st["VmHWM"]}))
+    print(
+        json.dumps(
+            {
+                "imports_s": t_imp - t0,
+                "work_s": t_end - t_imp,
+                "load_s": load_s,
+                "lazy_import_s": locals().get("lazy_import_s", 0.0),
+                "rss_after_imports": rss0,
+                "peak_above": st["VmHWM"] - rss0 if reset else None,
+                "peak_total": st["VmHWM"],
+            }
+        )
+    )
 
 
 def _plain_read(folder: Path, safe_open) -> dict:
@@ -157,33 +158,24 @@ def _pairwise_reload(paths: list[str], load_file) -> object:
 
 # ----------------------------------------------------------------------------- driver
 def run_side(args: dict) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)],
-                          capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args['side']} failed:\n{proc.stderr[-3000:]}")
-    fig = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {**fig, "wall_s": wall}
+    stdout, wall = run_child(__file__, args, env=side_env())
+    return {**json.loads(stdout.strip().splitlines()[-1]), "wall_s": wall}
 
 
-def _median(runs: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in runs)
-
-
-def line(name: str, ours: float, base: float, unit: str, who: str = "fprun") -> str:
-    return f"{name}: {who} {ours:.3f}{unit}, baseline {base:.3f}{unit}, ratio {base / ours:.2f}"
-
-
-def compare_sides(name: str, make_args, repeats: int, check,
-                  baselines: tuple[str, ...] = ("baseline",),
-                  reference: str | None = None) -> list[str]:
+def compare_sides(
+    name: str,
+    make_args,
+    repeats: int,
+    check,
+    baselines: tuple[str, ...] = ("baseline",),
+    reference: str | None = None,
+) -> list[str]:
     """Alternate fprun, each baseline and the reference ``repeats`` times; check; format lines.
 
     ``reference`` (the plain read) is the approach the issue measured its targets against; its
     lines against the seed's way show which way of counting reproduces the issue's figures.
     """
+    # Over 60 lines on purpose: prints every figure of one comparison in a fixed order.
     sides = (*baselines, *([reference] if reference else []), "fprun")
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     outs = {}
@@ -199,22 +191,47 @@ def compare_sides(name: str, make_args, repeats: int, check,
         for b in baselines if who == "fprun" else baselines[:1]:
             note = check(outs[who], outs[b])
             base = runs[b]
-            label = (name if b == "baseline" else f"{name} vs full load") \
-                + ("" if who == "fprun" else f" [{who} read, the issue's reference]")
+            label = (name if b == "baseline" else f"{name} vs full load") + (
+                "" if who == "fprun" else f" [{who} read, the issue's reference]"
+            )
             peak_b = max(r["peak_above"] or r["peak_total"] for r in base)
             lines += [
-                line(f"{label} wall per fresh process", _median(ours, "wall_s"),
-                     _median(base, "wall_s"), " s", who),
-                line(f"{label} time excluding imports", _median(ours, "work_s"),
-                     _median(base, "work_s"), " s", who),
-                *([line(f"{label} time excluding top-level imports (from_pretrained's own "
-                        "import of the modeling code counted as load)", _median(ours, "work_s"),
-                        statistics.median(r["work_s"] + r["lazy_import_s"] for r in base), " s",
-                        who),
-                   line(f"{label} read/load phase only", _median(ours, "load_s"),
-                        _median(base, "load_s"), " s", who)] if ours[0]["load_s"] is not None
-                  else []),
-                line(f"{label} peak RSS above imports", peak_o, peak_b, " MiB", who)
+                ratio_line(
+                    f"{label} wall per fresh process",
+                    median(ours, "wall_s"),
+                    median(base, "wall_s"),
+                    " s",
+                    who,
+                ),
+                ratio_line(
+                    f"{label} time excluding imports",
+                    median(ours, "work_s"),
+                    median(base, "work_s"),
+                    " s",
+                    who,
+                ),
+                *(
+                    [
+                        ratio_line(
+                            f"{label} time excluding top-level imports (from_pretrained's own "
+                            "import of the modeling code counted as load)",
+                            median(ours, "work_s"),
+                            statistics.median(r["work_s"] + r["lazy_import_s"] for r in base),
+                            " s",
+                            who,
+                        ),
+                        ratio_line(
+                            f"{label} read/load phase only",
+                            median(ours, "load_s"),
+                            median(base, "load_s"),
+                            " s",
+                            who,
+                        ),
+                    ]
+                    if ours[0]["load_s"] is not None
+                    else []
+                ),
+                ratio_line(f"{label} peak RSS above imports", peak_o, peak_b, " MiB", who)
                 + f"  ({who} = {100 * peak_o / peak_b:.1f}% of baseline)",
                 f"{label} outputs: {note}",
             ]
@@ -253,61 +270,21 @@ def bench_extract(name: str, model: Path, repeats: int, tmp: Path) -> list[str]:
                 pass
 
     def make(side: str) -> dict:
-        return {"side": side, "model": str(model), "ids": str(ids),
-                "out": str(tmp / f"{name}-{side}" if side == "fprun" else
-                           tmp / f"{name}-{side}.npy")}
+        return {
+            "side": side,
+            "model": str(model),
+            "ids": str(ids),
+            "out": str(tmp / f"{name}-{side}" if side == "fprun" else tmp / f"{name}-{side}.npy"),
+        }
 
-    return compare_sides(f"{name} K={K_EXTRACT}", make, repeats, _bitwise,
-                         baselines=("baseline", "baseline_full"), reference="plain")
-
-
-def synthetic_1b(root: Path) -> Path:
-    """A ~1.07B-parameter random Llama (fp32, 2 shards + index), SmolLM2's tokenizer; cached."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    from tasks.models.zoo import resolve_model
-
-    out = root / "bench" / "llama-1b-random"
-    if (out / "done").is_file():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    tok_src = resolve_model("smollm2-135m-instruct")
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        (out / f).write_bytes((tok_src / f).read_bytes())
-    c = SYNTH_1B
-    vocab = json.loads((tok_src / "config.json").read_text())["vocab_size"]
-    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": vocab,
-              "tie_word_embeddings": True, "rms_norm_eps": 1e-5, "max_position_embeddings": 2048,
-              "hidden_act": "silu", "dtype": "float32", **c}
-    (out / "config.json").write_text(json.dumps(config, indent=1))
-    rng = np.random.default_rng(0)
-    d, i, hd = c["hidden_size"], c["intermediate_size"], c["head_dim"]
-    q, kv = c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
-    shapes = {"model.embed_tokens.weight": (vocab, d), "model.norm.weight": (d,)}
-    for layer in range(c["num_hidden_layers"]):
-        p = f"model.layers.{layer}."
-        a, m = p + "self_attn.", p + "mlp."
-        shapes.update({a + "q_proj.weight": (q, d), a + "k_proj.weight": (kv, d),
-                       a + "v_proj.weight": (kv, d), a + "o_proj.weight": (d, q),
-                       m + "gate_proj.weight": (i, d), m + "up_proj.weight": (i, d),
-                       m + "down_proj.weight": (d, i), p + "input_layernorm.weight": (d,),
-                       p + "post_attention_layernorm.weight": (d,)})
-    names = list(shapes)
-    half = len(names) // 2
-    weight_map = {}
-    for s, part in enumerate((names[:half], names[half:])):
-        fname = f"model-{s + 1:05d}-of-00002.safetensors"
-        tensors = {n: (np.ones(shapes[n], np.float32) if len(shapes[n]) == 1 else
-                       0.02 * rng.standard_normal(shapes[n], dtype=np.float32)) for n in part}
-        save_file(tensors, str(out / fname), metadata={"format": "pt"})
-        weight_map.update({n: fname for n in part})
-        del tensors
-    n_params = sum(int(np.prod(s)) for s in shapes.values())
-    (out / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": 4 * n_params}, "weight_map": weight_map}))
-    (out / "done").write_text(str(n_params))
-    return out
+    return compare_sides(
+        f"{name} K={K_EXTRACT}",
+        make,
+        repeats,
+        _bitwise,
+        baselines=("baseline", "baseline_full"),
+        reference="plain",
+    )
 
 
 def bench_matrix(repeats: int, tmp: Path, n_models: int = 8, k: int = 4096) -> list[str]:
@@ -322,24 +299,37 @@ def bench_matrix(repeats: int, tmp: Path, n_models: int = 8, k: int = 4096) -> l
     for j in range(n_models):
         fresh = rng.standard_normal((6, k, k), dtype=np.float32)
         t = base + (0.1 * j) * fresh if j < n_models - 2 else fresh  # last two: unrelated
-        meta = {"model_ref": f"m{j}", "arch": "synthetic", "k": k, "n_layers": 2,
-                "token_strategy": "vocab_rank", "token_set_hash": "synthetic",
-                "dtype": "float32", "hidden_size": 0}
+        meta = {
+            "model_ref": f"m{j}",
+            "arch": "synthetic",
+            "k": k,
+            "n_layers": 2,
+            "token_strategy": "vocab_rank",
+            "token_set_hash": "synthetic",
+            "dtype": "float32",
+            "hidden_size": 0,
+        }
         paths.append(str(save_invariants(tmp / f"inv{j}", t, meta)))
         del t
     del base
 
     def make(side: str) -> dict:
-        return {"side": f"matrix_{side}", "paths": paths, "chunk_mb": 256,
-                "out": str(tmp / f"matrix-{side}.npy")}
+        return {
+            "side": f"matrix_{side}",
+            "paths": paths,
+            "chunk_mb": 256,
+            "out": str(tmp / f"matrix-{side}.npy"),
+        }
 
     def check(a: str, b: str) -> str:
         x, y = np.load(a), np.load(b)
         diff = float(np.abs(x - y).max())
         if diff > 1e-6:
             raise SystemExit(f"ICS matrices differ by {diff}")
-        return f"max |ICS difference| {diff:.1e} (float64 sums in another order), {n_models}x" \
-               f"{n_models} at K={k}"
+        return (
+            f"max |ICS difference| {diff:.1e} (float64 sums in another order), {n_models}x"
+            f"{n_models} at K={k}"
+        )
 
     return compare_sides(f"ICS matrix N={n_models}", make, repeats, check)
 
@@ -359,12 +349,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fprun-bench-huref-") as t:
         tmp = Path(t)
         jobs = {
-            "smollm2": lambda: bench_extract("smollm2 fp32", resolve_model(
-                "smollm2-135m-instruct"), args.repeats, tmp),
-            "bf16": lambda: bench_extract("smollm2 bf16", resolve_model(
-                "smollm2-135m-instruct@bf16"), args.repeats, tmp),
-            "1b": lambda: bench_extract("llama-1b synthetic fp32", synthetic_1b(cache_root()),
-                                        max(1, args.repeats - 1), tmp),
+            "smollm2": lambda: bench_extract(
+                "smollm2 fp32", resolve_model("smollm2-135m-instruct"), args.repeats, tmp
+            ),
+            "bf16": lambda: bench_extract(
+                "smollm2 bf16", resolve_model("smollm2-135m-instruct@bf16"), args.repeats, tmp
+            ),
+            "1b": lambda: bench_extract(
+                "llama-1b synthetic fp32", synthetic_1b(cache_root()), max(1, args.repeats - 1), tmp
+            ),
             "matrix": lambda: bench_matrix(max(1, args.repeats - 1), tmp),
         }
         for name, job in jobs.items():

@@ -17,11 +17,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from support.sides import ALLOCATOR_ENV, run_child, side_env
 
 SEED_MAX_NEW = 30  # the seed's inference_chat.py budget (greedy)
 
@@ -29,6 +29,7 @@ SEED_MAX_NEW = 30  # the seed's inference_chat.py budget (greedy)
 # ----------------------------------------------------------------------------- child sides
 def child(spec: dict) -> None:
     """One measured side in a fresh process; writes tokens and seconds to spec['out']."""
+    # Over 60 lines on purpose: one side, whole, so its imports happen in the process it times.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -45,8 +46,15 @@ def child(spec: dict) -> None:
     onednn = spec["side"] != "fprun-mkl"
 
     def fprun(ps):
-        gens = generate(model, tok, ps, max_new_tokens=len(draft) + 8, stop_strings=[target],
-                        draft=draft, onednn=onednn)
+        gens = generate(
+            model,
+            tok,
+            ps,
+            max_new_tokens=len(draft) + 8,
+            stop_strings=[target],
+            draft=draft,
+            onednn=onednn,
+        )
         return [g.tokens for g in gens]
 
     def baseline(ps):
@@ -54,9 +62,13 @@ def child(spec: dict) -> None:
         with torch.inference_mode():
             for p in ps:
                 x = torch.tensor([p])
-                o = model.generate(x, attention_mask=torch.ones_like(x),
-                                   max_new_tokens=SEED_MAX_NEW, do_sample=False)
-                out.append(o[0, len(p):].tolist())
+                o = model.generate(
+                    x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=SEED_MAX_NEW,
+                    do_sample=False,
+                )
+                out.append(o[0, len(p) :].tolist())
         return out
 
     run = baseline if spec["side"] == "baseline" else fprun
@@ -74,34 +86,22 @@ def child(spec: dict) -> None:
     # so the engines are compared at one budget; the seed's 30-token FSR is reported beside it
     budget = len(draft) + 8
     at_budget = [target in tok.decode(t[:budget], skip_special_tokens=True) for t in tokens]
-    Path(spec["out"]).write_text(json.dumps({"seconds": seconds, "prompt_s": prompt_s,
-                                             "tokens": tokens,
-                                             "hits": at_budget,
-                                             "hits_full": [target in t for t in texts]}))
+    Path(spec["out"]).write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "prompt_s": prompt_s,
+                "tokens": tokens,
+                "hits": at_budget,
+                "hits_full": [target in t for t in texts],
+            }
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- driver
-# glibc's malloc, left to itself, serves each large tensor from a fresh mmap and unmaps it on
-# free until its dynamic threshold has caught up: a 64-key verification's first call then faults
-# in 2.5-2.9 GB of new pages (1.5-1.9 s of kernel time, ~1 s of wall time; later calls 0.6-1.4 GB).
-# PyTorch's CPU tuning guide recommends an allocator that reuses memory (jemalloc, TCMalloc);
-# these two glibc settings do the same without a preload. Set for every side alike; the
-# environment overrides them. (The trim threshold alone would be far worse: it also switches the
-# dynamic mmap threshold off at its 128 KiB default.)
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-
-
-def side_env() -> dict:
-    """The children's environment: 2 threads and the allocator settings, unless set already."""
-    return {**ALLOCATOR_ENV, "OMP_NUM_THREADS": "2", **os.environ}
-
-
 def run_side(spec: dict) -> dict:
-    env = side_env()
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{spec['side']} failed:\n{proc.stderr[-3000:]}")
+    run_child(__file__, spec, env=side_env())
     return json.loads(Path(spec["out"]).read_text())
 
 
@@ -119,8 +119,9 @@ def key_parts(spec: str, fingerprint: Path | None) -> tuple[int, int]:
     return lo, hi
 
 
-def build_prompts(model_dir: Path, n: int, fingerprint: Path | None,
-                  parts: tuple[int, int] = (8, 15)) -> tuple[list, str]:
+def build_prompts(
+    model_dir: Path, n: int, fingerprint: Path | None, parts: tuple[int, int] = (8, 15)
+) -> tuple[list, str]:
     """Token ids of n fingerprint-style prompts (the fingerprint's keys first, if given)."""
     from transformers import AutoTokenizer
 
@@ -136,29 +137,48 @@ def build_prompts(model_dir: Path, n: int, fingerprint: Path | None,
         meta = read_meta(fingerprint)
         fmt, target = meta.prompt_format, meta.target
         probes = probes_of(fingerprint, ["fingerprint"])[:n]
-    gen = KeyGenerator(KeyConfig(seed=42 if fingerprint is None else 4242, min_parts=parts[0],
-                                 max_parts=parts[1]))
+    gen = KeyGenerator(
+        KeyConfig(seed=42 if fingerprint is None else 4242, min_parts=parts[0], max_parts=parts[1])
+    )
     while len(probes) < n:
-        probes.append(Probe("fingerprint", "validation", fingerprint_message(gen.next_key()),
-                            ASSISTANT_PREFIX, True))
+        probes.append(
+            Probe(
+                "fingerprint",
+                "validation",
+                fingerprint_message(gen.next_key()),
+                ASSISTANT_PREFIX,
+                True,
+            )
+        )
     return [encode(tok, render_inference(tok, p, fmt), fmt) for p in probes], target
 
 
-def compare(n: int, model_dir: Path, fingerprint: Path | None, repeats: int,
-            tmp: Path, parts: tuple[int, int] = (8, 15)) -> list[str]:
+def compare(
+    n: int,
+    model_dir: Path,
+    fingerprint: Path | None,
+    repeats: int,
+    tmp: Path,
+    parts: tuple[int, int] = (8, 15),
+) -> list[str]:
     prompts, target = build_prompts(model_dir, n, fingerprint, parts)
     path = tmp / f"prompts-{n}.json"
     path.write_text(json.dumps(prompts))
     runs: dict[str, list[dict]] = {"fprun": [], "baseline": [], "fprun-mkl": []}
     for _ in range(repeats):
         for side in ("baseline", "fprun", "fprun-mkl"):
-            spec = {"side": side, "model_dir": str(model_dir), "prompts": str(path),
-                    "target": target, "out": str(tmp / f"{side}-{n}.json")}
+            spec = {
+                "side": side,
+                "model_dir": str(model_dir),
+                "prompts": str(path),
+                "target": target,
+                "out": str(tmp / f"{side}-{n}.json"),
+            }
             runs[side].append(run_side(spec))
     ours, base = runs["fprun"][-1], runs["baseline"][-1]
     for side in ("fprun", "fprun-mkl"):
         for i, (a, b) in enumerate(zip(runs[side][-1]["tokens"], base["tokens"], strict=True)):
-            if a != b[:len(a)]:
+            if a != b[: len(a)]:
                 raise SystemExit(f"prompt {i}: {side} tokens differ from the baseline's")
     fsr_o, fsr_b = sum(ours["hits"]), sum(base["hits"])
     if fsr_o != fsr_b:
@@ -190,29 +210,37 @@ def compare(n: int, model_dir: Path, fingerprint: Path | None, repeats: int,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--model", help="model reference (default: the fingerprint's published/, "
-                                    "else smollm2-135m-instruct)")
+    ap.add_argument(
+        "--model",
+        help="model reference (default: the fingerprint's published/, else smollm2-135m-instruct)",
+    )
     ap.add_argument("--fingerprint", type=Path, help="fingerprint folder: its keys come first")
     ap.add_argument("--keys", default="8,64", help="comma-separated prompt counts")
     ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--key-parts", default="fingerprint",
-                    help="raw strings per fresh key: fingerprint (as its own keys; default), "
-                         "seed (8-15) or LO-HI")
+    ap.add_argument(
+        "--key-parts",
+        default="fingerprint",
+        help="raw strings per fresh key: fingerprint (as its own keys; default), "
+        "seed (8-15) or LO-HI",
+    )
     args = ap.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
     from tasks.models.zoo import resolve_model
 
-    ref = args.model or (str(args.fingerprint / "published") if args.fingerprint
-                         else "smollm2-135m-instruct")
+    ref = args.model or (
+        str(args.fingerprint / "published") if args.fingerprint else "smollm2-135m-instruct"
+    )
     model_dir = resolve_model(ref)
     name = ref if args.fingerprint is None else f"{ref} with its fingerprint's keys"
     parts = key_parts(args.key_parts, args.fingerprint)
     env = side_env()
     malloc = ", ".join(f"{k}={env[k]}" for k in ALLOCATOR_ENV)
-    print(f"# {name}, fp32, {env['OMP_NUM_THREADS']} threads, {malloc}; fresh keys of "
-          f"{parts[0]}-{parts[1]} raw strings")
+    print(
+        f"# {name}, fp32, {env['OMP_NUM_THREADS']} threads, {malloc}; fresh keys of "
+        f"{parts[0]}-{parts[1]} raw strings"
+    )
     with tempfile.TemporaryDirectory(prefix="fprun-bench-verify-") as tmp:
         for n in (int(k) for k in args.keys.split(",")):
             for text in compare(n, model_dir, args.fingerprint, args.repeats, Path(tmp), parts):

@@ -49,8 +49,9 @@ def apply_overrides(
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not key=value",
-                              "write e.g. --set train.lr=1e-4")
+            raise ConfigError(
+                f"override {item!r} is not key=value", "write e.g. --set train.lr=1e-4"
+            )
         value = yaml.safe_load(raw) if raw.strip() else ""
         node: Any = out
         parts = key.strip().split(".")

@@ -65,13 +65,17 @@ def error_parts(
         hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
         return f"{prefix}unknown key {key!r}{more}", hint
     if err["type"] == "missing":
-        return f"{prefix}{key} is required{more}", f"add {key}" + (f" to {source}" if source
-                                                                     else "")
+        return f"{prefix}{key} is required{more}", f"add {key}" + (
+            f" to {source}" if source else ""
+        )
     msg = err["msg"].replace("Input should be", "must be").replace("Value error, ", "")
     got = err.get("input")
     shown = f" (got {got!r})" if isinstance(got, str | int | float) and not label else ""
-    fix = f"change {label.split('=')[0]}" if label else f"change {key}" + (
-        f" in {source}" if source else "")
+    fix = (
+        f"change {label.split('=')[0]}"
+        if label
+        else f"change {key}" + (f" in {source}" if source else "")
+    )
     return f"{prefix}{key}: {msg}{shown}{more}", fix
 
 

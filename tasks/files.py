@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -53,8 +54,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 1) -> Path:
     """Write JSON atomically (sorted keys, non-ASCII kept, numpy/torch scalars unwrapped)."""
-    text = json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False,
-                      default=json_default)
+    text = json.dumps(data, indent=indent, sort_keys=True, ensure_ascii=False, default=json_default)
     return atomic_write_text(path, text + "\n")
 
 
@@ -84,6 +84,12 @@ def locked(lock_file: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, streamed so multi-GB weights never sit in memory."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def json_default(obj: Any) -> Any:

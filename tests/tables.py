@@ -31,8 +31,10 @@ def table_rows(results: str | Path, kind: str, artifacts: str | Path | None = No
         return v
 
     rows = ResultStore(str(results)).read(kind).to_pylist()
-    return sorted(({k: norm(k, v) for k, v in r.items() if k not in VOLATILE} for r in rows),
-                  key=lambda r: r["run_key"])
+    return sorted(
+        ({k: norm(k, v) for k, v in r.items() if k not in VOLATILE} for r in rows),
+        key=lambda r: r["run_key"],
+    )
 
 
 def same(a: Any, b: Any) -> bool:
@@ -49,5 +51,9 @@ def same(a: Any, b: Any) -> bool:
 def differences(left: list[dict], right: list[dict]) -> list[tuple]:
     """(run_key, column, left, right) for every cell that differs beyond rounding."""
     assert len(left) == len(right), (len(left), len(right))
-    return [(a["run_key"], k, a[k], b.get(k)) for a, b in zip(left, right, strict=True)
-            for k in a if not same(a[k], b.get(k))]
+    return [
+        (a["run_key"], k, a[k], b.get(k))
+        for a, b in zip(left, right, strict=True)
+        for k in a
+        if not same(a[k], b.get(k))
+    ]

@@ -28,8 +28,9 @@ BLOCKER = textwrap.dedent(
 
 
 def run_py(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_tasks_never_import_ray_or_runner():
@@ -91,9 +92,13 @@ def _private_uses(path: Path) -> list[str]:
                 if a.name.split(".")[0] in ("tasks", "runner"):
                     aliases.add(a.asname or a.name.split(".")[0])
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-                and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
-                and node.value.id in aliases):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+        ):
             found.append(f"{path.relative_to(ROOT)}: {node.value.id}.{node.attr}")
     return found
 

@@ -35,24 +35,44 @@ def make(config: dict, *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
     if config.get("bad_input_on") == config["value"]:
         raise DataError("toy dataset is empty", "pass a non-empty dataset")
     (out_dir / "value.json").write_text(json.dumps(config["value"]))
-    return [{"suite": "toy", "task": "make", "metric": "value", "value": config["value"],
-             "dataset": "toy"}]
+    return [
+        {
+            "suite": "toy",
+            "task": "make",
+            "metric": "value",
+            "value": config["value"],
+            "dataset": "toy",
+        }
+    ]
 
 
 def total(config: dict, *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
     """Sum the upstream values times the scale."""
     vals = [json.loads((p / "value.json").read_text()) for _, p in sorted(inputs.items())]
-    return [{"suite": "toy", "task": "total", "metric": "sum",
-             "value": config["scale"] * sum(vals), "n": len(vals)}]
+    return [
+        {
+            "suite": "toy",
+            "task": "total",
+            "metric": "sum",
+            "value": config["scale"] * sum(vals),
+            "n": len(vals),
+        }
+    ]
 
 
 def plan(cfg: Config, ctx) -> list[Step]:
-    makes = {f"v{i}": Step("toy_make", "tests.toy_kind:make",
-                           {"value": v, "fail_on": cfg.fail_on, "bad_input_on": cfg.bad_input_on},
-                           "eval")
-             for i, v in enumerate(cfg.values)}
-    return [Step("toy_total", "tests.toy_kind:total", {"scale": cfg.inner.scale}, "eval",
-                 inputs=makes)]
+    makes = {
+        f"v{i}": Step(
+            "toy_make",
+            "tests.toy_kind:make",
+            {"value": v, "fail_on": cfg.fail_on, "bad_input_on": cfg.bad_input_on},
+            "eval",
+        )
+        for i, v in enumerate(cfg.values)
+    }
+    return [
+        Step("toy_total", "tests.toy_kind:total", {"scale": cfg.inner.scale}, "eval", inputs=makes)
+    ]
 
 
 def summarize(cfg: Config, store, ctx) -> str:

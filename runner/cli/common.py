@@ -12,9 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-Results = Annotated[
-    str, typer.Option("--results", help="results root (folder or pyarrow.fs URI)")
-]
+Results = Annotated[str, typer.Option("--results", help="results root (folder or pyarrow.fs URI)")]
 Artifacts = Annotated[str, typer.Option("--artifacts", help="artifacts root (shared folder)")]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a config key: a.b=value (repeatable)")
@@ -50,11 +48,17 @@ def run_single_step(step: Any, results: str, artifacts: str) -> Path:
     from runner.plan import Plan
     from runner.results.store import ResultStore
 
-    summary = execute_plan(Plan([step]), ResultStore(results), artifacts, LocalBackend(),
-                           log=lambda line: typer.echo(line, err=True))
+    summary = execute_plan(
+        Plan([step]),
+        ResultStore(results),
+        artifacts,
+        LocalBackend(),
+        log=lambda line: typer.echo(line, err=True),
+    )
     if not summary.ok:
-        typer.echo(f"step {step.step_id} failed: {summary.failed.get(step.step_id, 'blocked')}",
-                   err=True)
+        typer.echo(
+            f"step {step.step_id} failed: {summary.failed.get(step.step_id, 'blocked')}", err=True
+        )
         raise typer.Exit(1)
     return artifact_dir(artifacts, step)
 

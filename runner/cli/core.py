@@ -33,14 +33,27 @@ def run(
 
     if local and address:
         raise ConfigError("--local and --address exclude each other", "pass only one")
-    finish_run(run_experiment(config, set_ or [], results=results, artifacts=artifacts,
-                           local=local, address=address, dry_run=dry_run))
+    finish_run(
+        run_experiment(
+            config,
+            set_ or [],
+            results=results,
+            artifacts=artifacts,
+            local=local,
+            address=address,
+            dry_run=dry_run,
+        )
+    )
 
 
 def demo(
     out: Annotated[Path | None, typer.Option(help="put results/ and artifacts/ here")] = None,
-    full: Annotated[bool, typer.Option("--full", help="the full IF protocols (~70 min on 2 "
-                                                      "cores): configs/demo_full.yaml")] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help="the full IF protocols (~70 min on 2 cores): configs/demo_full.yaml"
+        ),
+    ] = False,
     local: Annotated[bool, typer.Option("--local", help="in-process reference executor")] = False,
 ) -> None:
     """Run configs/demo.yaml (IF_SFT and HuRef on SmolLM2, ~15 min on 2 cores) or --full."""

@@ -17,17 +17,22 @@ def format_rows(rows: list[dict]) -> str:
     """One line per row: task, metric, value with its interval, n and dataset."""
     lines = []
     for r in rows:
-        ci = (f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None
-              else "")
+        ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else ""
         value = "n/a" if r["value"] is None else f"{r['value']:.4g}"
-        lines.append(f"{r['suite']:<10} {r['task']:<28} {r['metric']:<13} {value}{ci}  "
-                     f"n={r['n']}  {r['dataset']}")
+        lines.append(
+            f"{r['suite']:<10} {r['task']:<28} {r['metric']:<13} {value}{ci}  "
+            f"n={r['n']}  {r['dataset']}"
+        )
     return "\n".join(lines)
 
 
 def eval_(
-    model: Annotated[str, typer.Option(help="zoo name, model folder, fingerprint folder (its "
-                                       "published model) or hub id")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="zoo name, model folder, fingerprint folder (its published model) or hub id"
+        ),
+    ],
     suite: Annotated[str, typer.Option(help="refusal | math | perplexity | lm_eval")],
     set_: SetOpt = None,
     results: Results = DEFAULT_RESULTS,
@@ -45,8 +50,13 @@ def eval_(
     raw = apply_overrides({"suite": suite, "model": model}, set_ or [])
     cfg = validate(EvalConfig, raw, "fprun eval")
     cfg = cfg.model_copy(update={"model_identity": model_identity_of(model)})
-    step = Step("eval", "tasks.evals.step:eval_step", cfg.model_dump(mode="json", exclude_defaults=True),
-                "eval", label=suite)
+    step = Step(
+        "eval",
+        "tasks.evals.step:eval_step",
+        cfg.model_dump(mode="json", exclude_defaults=True),
+        "eval",
+        label=suite,
+    )
     run_single_step(step, results, artifacts)
     rows = ResultStore(results).read("eval", [step.step_id]).to_pylist()
     typer.echo(format_rows(rows))

@@ -27,19 +27,30 @@ from runner.cli.common import (
 
 
 def finetune(
-    model: Annotated[str, typer.Option(help="zoo name, model folder, fingerprint folder (its "
-                                       "published model) or hub id")],
-    data: Annotated[str, typer.Option(help="alpaca | alpaca_gpt4 | dolly | sharegpt | ni (need "
-                                      "the hub) | gsm_symbolic | reasoning_gym:<task> | "
-                                      "mtbench_selfanswer | sharegpt_salvage | PATH.json(l)")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="zoo name, model folder, fingerprint folder (its published model) or hub id"
+        ),
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            help="alpaca | alpaca_gpt4 | dolly | sharegpt | ni (need "
+            "the hub) | gsm_symbolic | reasoning_gym:<task> | "
+            "mtbench_selfanswer | sharegpt_salvage | PATH.json(l)"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="where the fine-tuned model folder goes (new)")],
-    lora: Annotated[bool, typer.Option("--lora", help="LoRA (peft), merged into the model")]
-    = False,
+    lora: Annotated[
+        bool, typer.Option("--lora", help="LoRA (peft), merged into the model")
+    ] = False,
     set_: SetOpt = None,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Fine-tune a model on user data, as a user of a published model would."""
+    # Over 60 lines on purpose: most lines are typer option declarations.
     import json
 
     from runner.config import apply_overrides
@@ -49,22 +60,31 @@ def finetune(
     from tasks.finetune.config import FinetuneConfig, model_identity_of
 
     check_out(out)
-    raw = apply_overrides({"model": model, "data": data, "method": "lora" if lora else "full"},
-                          set_ or [])
+    raw = apply_overrides(
+        {"model": model, "data": data, "method": "lora" if lora else "full"}, set_ or []
+    )
     cfg = validate(FinetuneConfig, raw, "fprun finetune")
-    cfg = cfg.model_copy(update={"model_identity": model_identity_of(model),
-                                 "data_hash": check_data(cfg)})
+    cfg = cfg.model_copy(
+        update={"model_identity": model_identity_of(model), "data_hash": check_data(cfg)}
+    )
     if cfg.data_hash:  # an absolute path: the step may run from another folder
         cfg = cfg.model_copy(update={"data": str(Path(cfg.data).expanduser().resolve())})
-    step = Step("finetune", "tasks.finetune.step:finetune_step",
-                cfg.model_dump(mode="json", exclude_defaults=True), "train_run",
-                executor="train", label=f"{cfg.method} {Path(data).name}")
+    step = Step(
+        "finetune",
+        "tasks.finetune.step:finetune_step",
+        cfg.model_dump(mode="json", exclude_defaults=True),
+        "train_run",
+        executor="train",
+        label=f"{cfg.method} {Path(data).name}",
+    )
     folder = run_single_step(step, results, artifacts)
     place_out(folder, out)
     row = json.loads((folder / "finetune.json").read_text(encoding="utf-8"))
     extra = json.loads(row["extra"])
-    typer.echo(f"{row['method']} fine-tune of {row['model_ref']} on {row['dataset']}: "
-               f"{row['steps']} steps, loss first {extra['first_loss']:.4f} / last "
-               f"{row['final_loss']:.4f} / mean {extra['mean_loss']:.4f}, "
-               f"{row['train_seconds']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB")
+    typer.echo(
+        f"{row['method']} fine-tune of {row['model_ref']} on {row['dataset']}: "
+        f"{row['steps']} steps, loss first {extra['first_loss']:.4f} / last "
+        f"{row['final_loss']:.4f} / mean {extra['mean_loss']:.4f}, "
+        f"{row['train_seconds']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB"
+    )
     typer.echo(f"model: {out}  (step {step.step_id}; rows under {results})")

@@ -39,8 +39,9 @@ def fingerprint(
     from runner.exec.run import run_experiment
 
     if method not in METHODS:
-        raise ConfigError(f"unknown fingerprint method {method!r}",
-                          f"use one of {', '.join(METHODS)}")
+        raise ConfigError(
+            f"unknown fingerprint method {method!r}", f"use one of {', '.join(METHODS)}"
+        )
     if local and address:
         raise ConfigError("--local and --address exclude each other", "pass only one")
     check_out(out)
@@ -51,14 +52,12 @@ def fingerprint(
     with tempfile.TemporaryDirectory(prefix="fprun-fingerprint-") as tmp:
         cfg_path = Path(tmp) / base.name  # a copy, so the run's config path names the method
         cfg_path.write_text(base.read_text(encoding="utf-8"), encoding="utf-8")
-        result = run_experiment(cfg_path, overrides, results=results, artifacts=artifacts,
-                                local=local, address=address)
+        result = run_experiment(
+            cfg_path, overrides, results=results, artifacts=artifacts, local=local, address=address
+        )
     finish_run(result)
     from runner.exec.driver import artifact_dir
 
     src = artifact_dir(artifacts, result.plan.steps[0])
     place_out(src, out, link=link)
     typer.echo(f"fingerprint folder: {out}  (published/ is shareable; private/ holds the keys)")
-
-
-

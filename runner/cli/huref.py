@@ -34,8 +34,9 @@ def _copy_out(src: Path, out: Path | None) -> None:
 
 def extract(
     model: Annotated[str, typer.Option(help="zoo name, local folder or hub id")],
-    out: Annotated[Path | None, typer.Option(help="copy invariants.safetensors + huref.json here")
-                   ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="copy invariants.safetensors + huref.json here")
+    ] = None,
     k: Annotated[int, typer.Option("--k", help="number of tokens")] = 4096,
     layers: Annotated[int, typer.Option(help="last layers used")] = 2,
     tokens: Annotated[str, typer.Option(help="vocab_rank | corpus | file")] = "vocab_rank",
@@ -53,11 +54,18 @@ def extract(
     from tasks.config import validate
     from tasks.huref.config import ExtractConfig
 
-    data = {"model": model, "k": k, "n_layers": layers, "dtype": dtype, "device": device,
-            "tokens": {"strategy": tokens, "corpus": corpus or [], "file": token_file}}
+    data = {
+        "model": model,
+        "k": k,
+        "n_layers": layers,
+        "dtype": dtype,
+        "device": device,
+        "tokens": {"strategy": tokens, "corpus": corpus or [], "file": token_file},
+    }
     cfg = validate(ExtractConfig, apply_overrides(data, set_ or []), "fprun huref extract")
-    step = Step("huref_extract", "tasks.huref.extract:extract_step", cfg.model_dump(), "huref",
-                label=model)
+    step = Step(
+        "huref_extract", "tasks.huref.extract:extract_step", cfg.model_dump(), "huref", label=model
+    )
     folder = run_single_step(step, results, artifacts)
     _copy_out(folder, out)
     typer.echo(f"invariants: {out or folder}")
@@ -67,8 +75,9 @@ def compare(
     dirs: Annotated[list[Path], typer.Argument(help="invariants folders (fprun huref extract)")],
     out: Annotated[Path | None, typer.Option(help="copy similarity.json + ics.csv here")] = None,
     pcs: Annotated[bool, typer.Option(help="also stream PCS from the checkpoints")] = True,
-    mixed_tokens: Annotated[bool, typer.Option(
-        help="allow different token sets (cross-family controls)")] = False,
+    mixed_tokens: Annotated[
+        bool, typer.Option(help="allow different token sets (cross-family controls)")
+    ] = False,
     chunk_mb: Annotated[int, typer.Option(help="memory budget of one read block")] = 256,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
@@ -79,8 +88,13 @@ def compare(
     from runner.plan import Step
     from tasks.huref.compare import compare_identity, format_matrix
 
-    config = {"paths": [str(d.resolve()) for d in dirs], "identity": compare_identity(dirs),
-              "pcs": pcs, "mixed_tokens": mixed_tokens, "chunk_mb": chunk_mb}
+    config = {
+        "paths": [str(d.resolve()) for d in dirs],
+        "identity": compare_identity(dirs),
+        "pcs": pcs,
+        "mixed_tokens": mixed_tokens,
+        "chunk_mb": chunk_mb,
+    }
     step = Step("huref_compare", "tasks.huref.compare:compare_paths_step", config, "similarity")
     folder = run_single_step(step, results, artifacts)
     _copy_out(folder, out)

@@ -16,21 +16,39 @@ def sweep(
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
-    resume: Annotated[bool, typer.Option(
-        "--resume/--no-resume",
-        help="resume an interrupted sweep from ARTIFACTS/tune/<sweep_id> (finished steps are "
-             "reused either way)")] = True,
-    restart_errored: Annotated[bool, typer.Option(
-        "--restart-errored/--keep-errored",
-        help="on resume, run errored trials again (finished phases are reused)")] = True,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="resume an interrupted sweep from ARTIFACTS/tune/<sweep_id> (finished steps are "
+            "reused either way)",
+        ),
+    ] = True,
+    restart_errored: Annotated[
+        bool,
+        typer.Option(
+            "--restart-errored/--keep-errored",
+            help="on resume, run errored trials again (finished phases are reused)",
+        ),
+    ] = True,
 ) -> None:
     """Run a Ray Tune sweep over an experiment; prints the trial table and the best trial."""
     from runner.sweep.tuner import run_sweep
 
-    out = run_sweep(config, set_ or [], results=results, artifacts=artifacts, address=address,
-                    resume=resume, restart_errored=restart_errored, log=typer.echo)
+    out = run_sweep(
+        config,
+        set_ or [],
+        results=results,
+        artifacts=artifacts,
+        address=address,
+        resume=resume,
+        restart_errored=restart_errored,
+        log=typer.echo,
+    )
     typer.echo(out.text)
-    typer.echo(f"tune experiment: {out.experiment_path}  (rows: fprun results show "
-               f"--kind sweep_trial --results {results})")
+    typer.echo(
+        f"tune experiment: {out.experiment_path}  (rows: fprun results show "
+        f"--kind sweep_trial --results {results})"
+    )
     if not out.ok:
         raise typer.Exit(1)

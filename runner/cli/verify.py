@@ -27,9 +27,13 @@ def verify(
     publisher: Annotated[str | None, typer.Option(help="publisher's model (IF_adapter)")] = None,
     samples: Annotated[int, typer.Option(help="seeded sampled runs (t-test, binomial)")] = 0,
     temperature: Annotated[float, typer.Option(help="temperature of sampled runs")] = 0.7,
-    condition: Annotated[str, typer.Option(
-        help="condition name on the rows; with --adapter, the assembly (default "
-             "tuned_w_adapter)")] = "suspect",
+    condition: Annotated[
+        str,
+        typer.Option(
+            help="condition name on the rows; with --adapter, the assembly (default "
+            "tuned_w_adapter)"
+        ),
+    ] = "suspect",
     set_: SetOpt = None,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
@@ -40,23 +44,45 @@ def verify(
     from runner.results.store import ResultStore
 
     if adapter is not None or publisher is not None:
-        step = adapter_step(model, fingerprint, adapter, publisher, samples=samples,
-                            temperature=temperature, condition=condition, overrides=set_ or [])
+        step = adapter_step(
+            model,
+            fingerprint,
+            adapter,
+            publisher,
+            samples=samples,
+            temperature=temperature,
+            condition=condition,
+            overrides=set_ or [],
+        )
     else:
-        cfg = build_config(model, fingerprint, samples=samples, temperature=temperature,
-                           condition=condition, overrides=set_ or [])
+        cfg = build_config(
+            model,
+            fingerprint,
+            samples=samples,
+            temperature=temperature,
+            condition=condition,
+            overrides=set_ or [],
+        )
         step = Step("verify", VERIFY_FN, cfg, "verification", label=f"verify:{condition}")
     store = ResultStore(results)
-    summary = execute_plan(Plan([step]), store, artifacts, LocalBackend(),
-                           log=lambda line: typer.echo(line, err=True))
+    summary = execute_plan(
+        Plan([step]), store, artifacts, LocalBackend(), log=lambda line: typer.echo(line, err=True)
+    )
     if not summary.ok:
         typer.echo("verification failed; fix and re-run to resume", err=True)
         raise typer.Exit(1)
     typer.echo(format_rows(store.read("verification", [step.step_id]).to_pylist()))
 
 
-def adapter_step(model: str, fingerprint: Path, adapter: Path | None, publisher: str | None,
-                 *, condition: str, **verify: Any) -> Any:
+def adapter_step(
+    model: str,
+    fingerprint: Path,
+    adapter: Path | None,
+    publisher: str | None,
+    *,
+    condition: str,
+    **verify: Any,
+) -> Any:
     """The ``verify_adapter`` step of one IF_adapter condition.
 
     MODEL is the suspect, wrapped as ``condition`` says (``tuned_w_adapter`` by default: the
@@ -74,29 +100,52 @@ def adapter_step(model: str, fingerprint: Path, adapter: Path | None, publisher:
 
     cond = "tuned_w_adapter" if condition == "suspect" else condition
     if cond not in ADAPTER_CONDITIONS:
-        raise ConfigError(f"--condition {condition} is not an adapter condition",
-                          f"use one of {', '.join(ADAPTER_CONDITIONS)} with --adapter")
+        raise ConfigError(
+            f"--condition {condition} is not an adapter condition",
+            f"use one of {', '.join(ADAPTER_CONDITIONS)} with --adapter",
+        )
     if publisher is not None and cond not in ("tuned_w_adapter", "vanilla_w_adapter"):
-        raise ConfigError(f"--publisher does not apply to {cond}",
-                          "pass it only with tuned_w_adapter or vanilla_w_adapter")
+        raise ConfigError(
+            f"--publisher does not apply to {cond}",
+            "pass it only with tuned_w_adapter or vanilla_w_adapter",
+        )
     folder = (adapter or private_dir(fingerprint) / "adapter").expanduser().resolve()
     folder = folder.parent if folder.name == "adapter.safetensors" else folder
     load_adapter(folder)  # pickles, missing or corrupt files: one line before anything runs
-    pub = str(Path(publisher).expanduser().resolve()) if publisher and Path(
-        publisher).expanduser().exists() else publisher
+    pub = (
+        str(Path(publisher).expanduser().resolve())
+        if publisher and Path(publisher).expanduser().exists()
+        else publisher
+    )
     extra = f"{_file_hash(folder / 'adapter.safetensors')}:" + (
-        model_identity(model_folder(publisher)) if publisher else "")
-    cfg = build_config(model, fingerprint, condition=cond, use_adapter=True, extra_digest=extra,
-                       **verify)
-    ac = AdapterVerifyConfig(condition=cond, verify=cfg, adapter=str(folder), publisher=pub,
-                             suspect=None if cond == "publish_w_adapter" else cfg["model"])
-    return Step("verify_adapter", ADAPTER_VERIFY_FN, ac.model_dump(), "verification",
-                label=f"verify:{cond}")
+        model_identity(model_folder(publisher)) if publisher else ""
+    )
+    cfg = build_config(
+        model, fingerprint, condition=cond, use_adapter=True, extra_digest=extra, **verify
+    )
+    ac = AdapterVerifyConfig(
+        condition=cond,
+        verify=cfg,
+        adapter=str(folder),
+        publisher=pub,
+        suspect=None if cond == "publish_w_adapter" else cfg["model"],
+    )
+    return Step(
+        "verify_adapter", ADAPTER_VERIFY_FN, ac.model_dump(), "verification", label=f"verify:{cond}"
+    )
 
 
-def build_config(model: str, fingerprint: Path, *, samples: int, temperature: float,
-                 condition: str, overrides: list[str], use_adapter: bool = False,
-                 extra_digest: str = "") -> dict:
+def build_config(
+    model: str,
+    fingerprint: Path,
+    *,
+    samples: int,
+    temperature: float,
+    condition: str,
+    overrides: list[str],
+    use_adapter: bool = False,
+    extra_digest: str = "",
+) -> dict:
     """Check the inputs (exit 2 before any step runs) and build the step's VerifyConfig dict."""
     from runner.config import apply_overrides
     from tasks.config import validate
@@ -106,20 +155,28 @@ def build_config(model: str, fingerprint: Path, *, samples: int, temperature: fl
 
     fp = fingerprint.expanduser().resolve()
     if not private_dir(fp).is_dir():
-        raise FingerprintError(f"{fingerprint} has no private/ folder, so it holds no keys or "
-                               "probes", "pass the folder written by 'fprun fingerprint'")
+        raise FingerprintError(
+            f"{fingerprint} has no private/ folder, so it holds no keys or probes",
+            "pass the folder written by 'fprun fingerprint'",
+        )
     meta = read_meta(fp)
     probes = private_dir(fp) / "probes.jsonl"
     if not probes.is_file():
-        raise FingerprintError(f"{fingerprint} holds no private/probes.jsonl",
-                               "pass the folder written by 'fprun fingerprint'")
+        raise FingerprintError(
+            f"{fingerprint} holds no private/probes.jsonl",
+            "pass the folder written by 'fprun fingerprint'",
+        )
     model_dir = resolve_model(model)
     local = Path(model).expanduser()
     ref = str(local.resolve()) if local.exists() else model
     digest = f"{model_identity(model_dir)}:{meta.fingerprint_id}:{_file_hash(probes)}"
-    data = {"condition": condition, "model": ref, "fingerprint": str(fp),
-            "input_digest": digest + (f":{extra_digest}" if extra_digest else ""),
-            "sampling": {"runs": samples, "temperature": temperature}}
+    data = {
+        "condition": condition,
+        "model": ref,
+        "fingerprint": str(fp),
+        "input_digest": digest + (f":{extra_digest}" if extra_digest else ""),
+        "sampling": {"runs": samples, "temperature": temperature},
+    }
     if use_adapter:
         data["use_adapter"] = True
     cfg = validate(VerifyConfig, apply_overrides(data, overrides), "fprun verify")
@@ -141,18 +198,37 @@ def format_rows(rows: list[dict]) -> str:
         fsr = f"{100 * r['fsr']:.1f}"
         if r.get("mean_fsr") is not None:
             fsr += f" (mean {100 * r['mean_fsr']:.1f})"
-        ps = [f"{name}={r[key]:.2g}" for key, name in
-              (("p_ttest_one_sided", "t>"), ("p_ttest_two_sided", "t2"), ("p_binomial", "binom"))
-              if r.get(key) is not None]
-        out.append([r["condition"], r["probe_set"], run, f"{r['n_hit']}/{r['n_total']}", fsr,
-                    f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]", " ".join(ps)])
+        ps = [
+            f"{name}={r[key]:.2g}"
+            for key, name in (
+                ("p_ttest_one_sided", "t>"),
+                ("p_ttest_two_sided", "t2"),
+                ("p_binomial", "binom"),
+            )
+            if r.get(key) is not None
+        ]
+        out.append(
+            [
+                r["condition"],
+                r["probe_set"],
+                run,
+                f"{r['n_hit']}/{r['n_total']}",
+                fsr,
+                f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]",
+                " ".join(ps),
+            ]
+        )
     widths = [max(len(row[i]) for row in out) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in out)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in out
+    )
 
 
 def _order(r: dict) -> tuple:
     sets = ["fingerprint", "unseen_keys", "similar", "normal", "regularization"]
     base = r["probe_set"].split(":")[0]
-    return (sets.index(base) if base in sets else len(sets), r["probe_set"],
-            -1 if r["sample_idx"] is None else r["sample_idx"])
+    return (
+        sets.index(base) if base in sets else len(sets),
+        r["probe_set"],
+        -1 if r["sample_idx"] is None else r["sample_idx"],
+    )

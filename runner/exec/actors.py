@@ -50,12 +50,19 @@ class ExtractPool:
         memory_gb: Memory reserved per actor (None: no reservation).
     """
 
-    def __init__(self, size: int = 2, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 memory_gb: float | None = None) -> None:
+    def __init__(
+        self,
+        size: int = 2,
+        *,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        memory_gb: float | None = None,
+    ) -> None:
         if size < 1:
             raise ValueError("an actor pool needs at least one actor")
         opts: dict[str, Any] = {
-            "num_cpus": num_cpus, "num_gpus": num_gpus,
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
             "runtime_env": {"env_vars": {"OMP_NUM_THREADS": threads_for(num_cpus)}},
         }
         if memory_gb:
@@ -111,8 +118,12 @@ def submit_step(spec: StepSpec) -> ray.ObjectRef:
     key = (res.num_cpus, res.num_gpus, res.memory_gb)
     pool = _POOLS.get(key)
     if pool is None:
-        pool = ExtractPool(pool_size(res, ray.cluster_resources()), num_cpus=res.num_cpus,
-                           num_gpus=res.num_gpus, memory_gb=res.memory_gb)
+        pool = ExtractPool(
+            pool_size(res, ray.cluster_resources()),
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus,
+            memory_gb=res.memory_gb,
+        )
         _POOLS[key] = pool
     return pool.submit(spec)
 

@@ -57,17 +57,21 @@ def zero_config(stage: int, offload: bool = False) -> dict[str, Any]:
     zero = cfg["zero_optimization"]
     zero["stage"] = stage
     if stage == 3:
-        zero.update({
-            "stage3_prefetch_bucket_size": "auto",
-            "stage3_param_persistence_threshold": "auto",
-            "stage3_gather_16bit_weights_on_model_save": True,
-        })
+        zero.update(
+            {
+                "stage3_prefetch_bucket_size": "auto",
+                "stage3_param_persistence_threshold": "auto",
+                "stage3_gather_16bit_weights_on_model_save": True,
+            }
+        )
     if offload:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         if stage == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-        cfg["optimizer"] = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto",
-                                                        "eps": "auto", "weight_decay": "auto"}}
+        cfg["optimizer"] = {
+            "type": "AdamW",
+            "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"},
+        }
     return cfg
 
 
@@ -83,19 +87,24 @@ def resolve_strategy(name: str) -> tuple[str, dict[str, Any] | None]:
         return "deepspeed", zero_config(*NAMED[name])
     if name.startswith("deepspeed:"):
         return "deepspeed", _read_json(Path(name.partition(":")[2]).expanduser())
-    raise ConfigError(f"unknown training strategy {name!r}",
-                      f"use one of {', '.join(STRATEGIES)} or deepspeed:<file.json>")
+    raise ConfigError(
+        f"unknown training strategy {name!r}",
+        f"use one of {', '.join(STRATEGIES)} or deepspeed:<file.json>",
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"DeepSpeed config {path} does not exist",
-                          "pass an existing JSON file or a named strategy") from None
+        raise ConfigError(
+            f"DeepSpeed config {path} does not exist",
+            "pass an existing JSON file or a named strategy",
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"DeepSpeed config {path} is not valid JSON ({exc.msg})",
-                          "fix the file") from None
+        raise ConfigError(
+            f"DeepSpeed config {path} is not valid JSON ({exc.msg})", "fix the file"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"DeepSpeed config {path} is not a JSON object", "fix the file")
     return data

@@ -42,8 +42,10 @@ def artifact_dir(artifacts_root: str | Path, step: Step) -> Path:
     """``ARTIFACTS/<kind>/<step_id>/`` (the artifact layout, docs/architecture.md)."""
     root = str(artifacts_root)
     if "://" in root:
-        raise StoreError(f"--artifacts {root} is a URI",
-                         "artifacts need a (shared) filesystem path; results may use a URI")
+        raise StoreError(
+            f"--artifacts {root} is a URI",
+            "artifacts need a (shared) filesystem path; results may use a URI",
+        )
     return Path(root).expanduser().resolve() / step.kind / step.step_id
 
 
@@ -68,8 +70,9 @@ def run_step_inline(spec: StepSpec, **hooks: Any) -> Outcome:
     out.mkdir(parents=True)
     fn = resolve_fn(spec.fn)
     started = now()
-    rows = fn(spec.config, inputs={k: Path(v) for k, v in spec.inputs.items()}, out_dir=out,
-              **hooks)
+    rows = fn(
+        spec.config, inputs={k: Path(v) for k, v in spec.inputs.items()}, out_dir=out, **hooks
+    )
     return Outcome(list(rows or []), started, now(), device_name())
 
 
@@ -114,8 +117,13 @@ def execute_plan(
             log(f"skip  {step.describe()}  (already in results)")
     todo = [s for s in plan if s.step_id not in status]
     in_flight: dict[Any, tuple[Step, float]] = {}
-    limit = (max_in_flight or getattr(backend, "max_in_flight", None)
-             or int(os.environ.get("FPRUN_MAX_IN_FLIGHT", "0")) or len(todo) or 1)
+    limit = (
+        max_in_flight
+        or getattr(backend, "max_in_flight", None)
+        or int(os.environ.get("FPRUN_MAX_IN_FLIGHT", "0"))
+        or len(todo)
+        or 1
+    )
     while todo or in_flight:
         for step in list(todo):
             deps = [d.step_id for d in step.inputs.values()]
@@ -149,9 +157,17 @@ def execute_plan(
 def step_spec(step: Step, artifacts_root: str | Path) -> StepSpec:
     """The :class:`StepSpec` of ``step`` with its artifact folders under ``artifacts_root``."""
     inputs = {name: str(artifact_dir(artifacts_root, dep)) for name, dep in step.inputs.items()}
-    return StepSpec(step_id=step.step_id, kind=step.kind, fn=step.fn, config=step.config,
-                    inputs=inputs, out_dir=str(artifact_dir(artifacts_root, step)),
-                    executor=step.executor, resources=step.resources, label=step.label)
+    return StepSpec(
+        step_id=step.step_id,
+        kind=step.kind,
+        fn=step.fn,
+        config=step.config,
+        inputs=inputs,
+        out_dir=str(artifact_dir(artifacts_root, step)),
+        executor=step.executor,
+        resources=step.resources,
+        label=step.label,
+    )
 
 
 class LocalBackend:

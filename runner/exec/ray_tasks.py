@@ -53,8 +53,9 @@ def carried_errors() -> Iterator[None]:
     try:
         yield
     except FprunError as exc:
-        raise RemoteBadInput(type(exc).__module__, type(exc).__qualname__, exc.problem,
-                             exc.fix) from None
+        raise RemoteBadInput(
+            type(exc).__module__, type(exc).__qualname__, exc.problem, exc.fix
+        ) from None
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -95,8 +96,7 @@ class RayBackend:
         if self._owns_ray:
             init_ray(address or os.environ.get("RAY_ADDRESS") or None)
         try:
-            check_shared_paths(results, artifacts, n_nodes=alive_nodes(),
-                               job_dir=job_working_dir())
+            check_shared_paths(results, artifacts, n_nodes=alive_nodes(), job_dir=job_working_dir())
         except StoreError:
             self.close()
             raise
@@ -112,12 +112,18 @@ class RayBackend:
             # (runner.exec.train.TrainWorkerLost).
             from runner.exec.train import TrainWorkerLost
 
-            opts: dict[str, Any] = {"num_cpus": 0, "max_retries": res.max_retries,
-                                    "retry_exceptions": [TrainWorkerLost]}
+            opts: dict[str, Any] = {
+                "num_cpus": 0,
+                "max_retries": res.max_retries,
+                "retry_exceptions": [TrainWorkerLost],
+            }
         elif spec.executor == "task":
-            opts = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus,
-                    "max_retries": res.max_retries,
-                    "runtime_env": {"env_vars": {"OMP_NUM_THREADS": threads_for(res.num_cpus)}}}
+            opts = {
+                "num_cpus": res.num_cpus,
+                "num_gpus": res.num_gpus,
+                "max_retries": res.max_retries,
+                "runtime_env": {"env_vars": {"OMP_NUM_THREADS": threads_for(res.num_cpus)}},
+            }
             if res.memory_gb:
                 opts["memory"] = int(res.memory_gb * 2**30)
         elif spec.executor == "actor":
@@ -178,8 +184,7 @@ def job_working_dir() -> Path | None:
     return Path.cwd().resolve() if runtime_env.get("working_dir") else None
 
 
-def check_shared_paths(results: str, artifacts: str, *, n_nodes: int,
-                       job_dir: Path | None) -> None:
+def check_shared_paths(results: str, artifacts: str, *, n_nodes: int, job_dir: Path | None) -> None:
     """Refuse result/artifact paths that other nodes cannot see (docs/cluster.md).
 
     A relative path, or an absolute one inside the job's uploaded working dir, names a different
@@ -192,11 +197,19 @@ def check_shared_paths(results: str, artifacts: str, *, n_nodes: int,
         if "://" in str(value):
             continue
         path = Path(value).expanduser()
-        fix = ("pass an absolute path on a filesystem every node mounts (e.g. /mnt/shared/"
-               f"{Path(value).name or 'fprun'}), or an s3:// or gs:// URI for --results")
+        fix = (
+            "pass an absolute path on a filesystem every node mounts (e.g. /mnt/shared/"
+            f"{Path(value).name or 'fprun'}), or an s3:// or gs:// URI for --results"
+        )
         if not path.is_absolute():
-            raise StoreError(f"{flag} {value} is a relative path but the Ray cluster has "
-                             f"{n_nodes} nodes, which would each write their own copy", fix)
+            raise StoreError(
+                f"{flag} {value} is a relative path but the Ray cluster has "
+                f"{n_nodes} nodes, which would each write their own copy",
+                fix,
+            )
         if job_dir is not None and path.resolve().is_relative_to(job_dir):
-            raise StoreError(f"{flag} {value} lies inside the job's uploaded working dir, which "
-                             f"each of the cluster's {n_nodes} nodes unpacks separately", fix)
+            raise StoreError(
+                f"{flag} {value} lies inside the job's uploaded working dir, which "
+                f"each of the cluster's {n_nodes} nodes unpacks separately",
+                fix,
+            )

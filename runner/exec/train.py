@@ -54,15 +54,24 @@ def run_train_step(spec: StepSpec) -> Outcome:
         per_worker["memory"] = res.memory_gb * 2**30
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"fn": spec.fn, "config": spec.config, "inputs": spec.inputs,
-                           "out_dir": str(out),
-                           "distributed": {"strategy": strategy, "deepspeed_config": ds_config,
-                                           "use_gpu": res.use_gpu}},
+        train_loop_config={
+            "fn": spec.fn,
+            "config": spec.config,
+            "inputs": spec.inputs,
+            "out_dir": str(out),
+            "distributed": {
+                "strategy": strategy,
+                "deepspeed_config": ds_config,
+                "use_gpu": res.use_gpu,
+            },
+        },
         torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=res.num_workers, use_gpu=res.use_gpu,
-                                     resources_per_worker=per_worker),
+        scaling_config=ScalingConfig(
+            num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=per_worker
+        ),
         run_config=RunConfig(
-            name=spec.step_id, storage_path=str(storage),
+            name=spec.step_id,
+            storage_path=str(storage),
             # Retries happen one level up (the launcher task), and only for dead workers: a
             # Python error in the training function would fail the same way again.
             failure_config=FailureConfig(max_failures=0),
@@ -86,9 +95,13 @@ def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
     started = now()
     with carried_errors():
         rows = resolve_fn(cfg["fn"])(
-            cfg["config"], inputs={k: Path(v) for k, v in cfg["inputs"].items()}, out_dir=out,
-            callbacks=[RayTrainReportCallback()], trainer_hook=prepare_trainer,
-            distributed=cfg["distributed"])
+            cfg["config"],
+            inputs={k: Path(v) for k, v in cfg["inputs"].items()},
+            out_dir=out,
+            callbacks=[RayTrainReportCallback()],
+            trainer_hook=prepare_trainer,
+            distributed=cfg["distributed"],
+        )
     if ray.train.get_context().get_world_rank() == 0:
         write_record(out, Outcome(list(rows or []), started, now(), device_name()))
 

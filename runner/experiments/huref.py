@@ -29,14 +29,22 @@ class ModelEntry(Strict):
     ref: str | None = Field(None, description="zoo name, local folder or hub id")
     derive: DeriveConfig | None = Field(None, description="build a control model from a base")
     from_config: str | None = Field(
-        None, description="take the model from a step of another experiment YAML (relative to "
-        "this file), e.g. the IF_SFT-fingerprinted offspring; the step is shared by its ID")
+        None,
+        description="take the model from a step of another experiment YAML (relative to "
+        "this file), e.g. the IF_SFT-fingerprinted offspring; the step is shared by its ID",
+    )
     step_kind: str = Field("if_sft", description="with from_config: the step kind to take")
-    only_if_done: bool = Field(False, description="with from_config: drop this model unless "
-                                                  "that step already finished in --results")
+    only_if_done: bool = Field(
+        False,
+        description="with from_config: drop this model unless "
+        "that step already finished in --results",
+    )
     tokens: TokenConfig | None = Field(None, description="override the experiment's token rule")
-    skip_missing: bool = Field(False, description="drop this model when its local path is absent "
-                                                  "(e.g. a fingerprinted offspring not built yet)")
+    skip_missing: bool = Field(
+        False,
+        description="drop this model when its local path is absent "
+        "(e.g. a fingerprinted offspring not built yet)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelEntry:
@@ -121,29 +129,67 @@ def _upstream(entry: ModelEntry, ctx) -> Step:
 
 
 def plan(cfg: Config, ctx) -> list[Step]:
+    # Over 60 lines on purpose: one pass over the model entries builds every step kind they need.
     res = cfg.resources
-    resources = Resources(num_cpus=res.num_cpus, num_gpus=res.num_gpus, memory_gb=res.memory_gb,
-                          num_workers=max(1, res.actors))
+    resources = Resources(
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus,
+        memory_gb=res.memory_gb,
+        num_workers=max(1, res.actors),
+    )
     extracts: dict[str, Step] = {}
     for i, entry in enumerate(m for m in cfg.models if _present(m, ctx)):
         inputs = {}
         if entry.from_config is not None:
             inputs["model"] = _upstream(entry, ctx)
         if entry.derive is not None:
-            inputs["model"] = Step("huref_derive", "tasks.huref.controls:derive_step",
-                                   entry.derive.model_dump(), "huref", label=entry.label)
-        ex = ExtractConfig(model=entry.ref, name=entry.label, k=cfg.k, n_layers=cfg.n_layers,
-                           tokens=entry.tokens or cfg.tokens, dtype=cfg.dtype, device=cfg.device)
+            inputs["model"] = Step(
+                "huref_derive",
+                "tasks.huref.controls:derive_step",
+                entry.derive.model_dump(),
+                "huref",
+                label=entry.label,
+            )
+        ex = ExtractConfig(
+            model=entry.ref,
+            name=entry.label,
+            k=cfg.k,
+            n_layers=cfg.n_layers,
+            tokens=entry.tokens or cfg.tokens,
+            dtype=cfg.dtype,
+            device=cfg.device,
+        )
         extracts[f"m{i:03d}"] = Step(
-            "huref_extract", "tasks.huref.extract:extract_step", ex.model_dump(), "huref",
-            inputs=inputs, executor="actor" if res.actors else "task", resources=resources,
-            label=entry.label)
-    steps = [Step("huref_compare", "tasks.huref.compare:compare_step", cfg.compare.model_dump(),
-                  "similarity", inputs=extracts, label=cfg.name)]
+            "huref_extract",
+            "tasks.huref.extract:extract_step",
+            ex.model_dump(),
+            "huref",
+            inputs=inputs,
+            executor="actor" if res.actors else "task",
+            resources=resources,
+            label=entry.label,
+        )
+    steps = [
+        Step(
+            "huref_compare",
+            "tasks.huref.compare:compare_step",
+            cfg.compare.model_dump(),
+            "similarity",
+            inputs=extracts,
+            label=cfg.name,
+        )
+    ]
     if cfg.image.enabled:
-        steps.append(Step("huref_image", "tasks.huref.encoder.family:image_step",
-                          cfg.image.model_dump(exclude={"enabled"}), "huref_image",
-                          inputs=extracts, label=cfg.name))
+        steps.append(
+            Step(
+                "huref_image",
+                "tasks.huref.encoder.family:image_step",
+                cfg.image.model_dump(exclude={"enabled"}),
+                "huref_image",
+                inputs=extracts,
+                label=cfg.name,
+            )
+        )
     return steps
 
 

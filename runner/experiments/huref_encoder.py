@@ -36,8 +36,16 @@ def step_config(cfg: Config) -> dict:
 
 def plan(cfg: Config, ctx) -> list[Step]:
     res = Resources(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, use_gpu=cfg.num_gpus > 0)
-    return [Step(STEP_KIND, STEP_FN, step_config(cfg), "train_run", resources=res,
-                 label=f"huref encoder K={cfg.tokens}")]
+    return [
+        Step(
+            STEP_KIND,
+            STEP_FN,
+            step_config(cfg),
+            "train_run",
+            resources=res,
+            label=f"huref encoder K={cfg.tokens}",
+        )
+    ]
 
 
 def summarize(cfg: Config, store, ctx) -> str:
@@ -48,12 +56,16 @@ def summarize(cfg: Config, store, ctx) -> str:
         return "huref encoder: no result row"
     row = table.to_pylist()[0]
     extra = json.loads(row["extra"] or "{}")
-    lines = [f"huref encoder  K={cfg.tokens}  anchor={cfg.anchor}  steps={row['steps']}  "
-             f"final loss {row['final_loss']:.4f}  artifact {row['artifact']}"]
+    lines = [
+        f"huref encoder  K={cfg.tokens}  anchor={cfg.anchor}  steps={row['steps']}  "
+        f"final loss {row['final_loss']:.4f}  artifact {row['artifact']}"
+    ]
     for tag in ("held_out_before", "held_out_control", "held_out_after"):
         s = extra.get(tag) or {}
         if s:
-            lines.append(f"  {tag[9:]:<7} cos(anchor,pos) {s['cos_ap']:.3f}  "
-                         f"cos(anchor,neg) {s['cos_an']:+.3f}  |cos(anchor,neg)| "
-                         f"{s['abs_cos_an']:.3f}  pos>neg {s['frac_ap_gt_an']:.0%}")
+            lines.append(
+                f"  {tag[9:]:<7} cos(anchor,pos) {s['cos_ap']:.3f}  "
+                f"cos(anchor,neg) {s['cos_an']:+.3f}  |cos(anchor,neg)| "
+                f"{s['abs_cos_an']:.3f}  pos>neg {s['frac_ap_gt_an']:.0%}"
+            )
     return "\n".join(lines)

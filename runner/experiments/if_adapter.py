@@ -40,13 +40,22 @@ VERIFY_FN = "tasks.verify.step:verify_step"
 ADAPTER_VERIFY_FN = "tasks.fingerprint.adapter.verify:verify_adapter_step"
 PRE = ("vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter")
 POST = ("tuned_publish", "tuned_w_adapter", "tuned_direct")
-Condition = Literal["vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter",
-                    "tuned_publish", "tuned_w_adapter", "tuned_direct"]
+Condition = Literal[
+    "vanilla",
+    "publish",
+    "publish_w_adapter",
+    "vanilla_w_adapter",
+    "tuned_publish",
+    "tuned_w_adapter",
+    "tuned_direct",
+]
 
 
 class _Resources(TrainResources):
-    strategy: str = Field("ddp", description="ddp | deepspeed_zero2 | deepspeed:<file.json> "
-                                             "(IF_adapter refuses ZeRO-3)")
+    strategy: str = Field(
+        "ddp",
+        description="ddp | deepspeed_zero2 | deepspeed:<file.json> (IF_adapter refuses ZeRO-3)",
+    )
 
 
 class TrainSection(AdapterTrainConfig, _Resources):
@@ -55,9 +64,14 @@ class TrainSection(AdapterTrainConfig, _Resources):
 
 _PER_CONDITION = {"condition", "model", "model_step_id", "use_adapter"}
 _VerifyFields = create_model(
-    "_VerifyFields", __base__=Strict,
-    **{n: (f.annotation, f) for n, f in VerifyConfig.model_fields.items()
-       if n not in _PER_CONDITION})
+    "_VerifyFields",
+    __base__=Strict,
+    **{
+        n: (f.annotation, f)
+        for n, f in VerifyConfig.model_fields.items()
+        if n not in _PER_CONDITION
+    },
+)
 
 
 class VerifySection(_VerifyFields):
@@ -66,7 +80,8 @@ class VerifySection(_VerifyFields):
     conditions: list[Condition] = Field(
         default_factory=lambda: [*PRE, *POST],
         description="FSR_pre: vanilla, publish, publish_w_adapter, vanilla_w_adapter; FSR_post "
-                    "(per user model): tuned_publish, tuned_w_adapter, tuned_direct")
+        "(per user model): tuned_publish, tuned_w_adapter, tuned_direct",
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPUs (and torch threads) per verification")
 
 
@@ -81,7 +96,8 @@ class Config(Strict):
     verify: VerifySection = VerifySection()
     finetune: list[FinetuneEntry] = Field(
         default_factory=lambda: [FinetuneEntry(data="gsm_symbolic")],
-        description="user fine-tunes of the published model (the paper: five datasets)")
+        description="user fine-tunes of the published model (the paper: five datasets)",
+    )
     eval: EvalSection = EvalSection()
 
     @model_validator(mode="after")
@@ -90,8 +106,10 @@ class Config(Strict):
         if self.train.strategy.startswith("deepspeed_zero3"):
             from tasks.errors import ConfigError
 
-            raise ConfigError(f"train.strategy {self.train.strategy}: IF_adapter does not run "
-                              "under ZeRO-3", "use ddp or deepspeed_zero2")
+            raise ConfigError(
+                f"train.strategy {self.train.strategy}: IF_adapter does not run under ZeRO-3",
+                "use ddp or deepspeed_zero2",
+            )
         return self
 
 
@@ -100,15 +118,27 @@ def fingerprint_step(cfg: Config) -> Step:
     from runner.exec.deepspeed import resolve_strategy
 
     resolve_strategy(cfg.train.strategy)  # a misspelled strategy fails at plan time
-    config = {"model": cfg.model, "data": cfg.data.model_dump(),
-              "train": cfg.train.model_dump(exclude=RESOURCE_FIELDS),
-              "adapter": cfg.adapter.model_dump(), "trust_remote_code": cfg.trust_remote_code}
-    return Step("if_adapter", FINGERPRINT_FN, config, "train_run", executor="train",
-                resources=train_resources(cfg.train), label=cfg.name)
+    config = {
+        "model": cfg.model,
+        "data": cfg.data.model_dump(),
+        "train": cfg.train.model_dump(exclude=RESOURCE_FIELDS),
+        "adapter": cfg.adapter.model_dump(),
+        "trust_remote_code": cfg.trust_remote_code,
+    }
+    return Step(
+        "if_adapter",
+        FINGERPRINT_FN,
+        config,
+        "train_run",
+        executor="train",
+        resources=train_resources(cfg.train),
+        label=cfg.name,
+    )
 
 
-def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = None,
-                label: str = "") -> Step:
+def verify_step(
+    cfg: Config, condition: str, fp: Step, suspect: Step | None = None, label: str = ""
+) -> Step:
     """One verification step: plain conditions use verify_step, adapter ones the assembler."""
     common = cfg.verify.model_dump(exclude={"conditions", "num_cpus"})
     res = Resources(num_cpus=cfg.verify.num_cpus)
@@ -116,19 +146,44 @@ def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = No
     sid = suspect.step_id if suspect is not None else None
     if condition in ("publish", "vanilla", "tuned_publish"):
         model = cfg.model if condition == "vanilla" else None
-        vc = VerifyConfig(condition=condition, model=model, model_step_id=sid or (
-            fp.step_id if condition == "publish" else None), **common)
-        inputs = {"fingerprint": fp, **({"model": fp} if condition == "publish" else {}),
-                  **({"model": suspect} if suspect is not None else {})}
-        return Step("verify", VERIFY_FN, vc.model_dump(), "verification", inputs=inputs,
-                    resources=res, label=name)
-    vc = VerifyConfig(condition=condition, use_adapter=True,
-                      model_step_id=sid or fp.step_id, **common)
-    ac = AdapterVerifyConfig(condition=condition, verify=vc.model_dump(),
-                             suspect=cfg.model if condition == "vanilla_w_adapter" else None)
+        vc = VerifyConfig(
+            condition=condition,
+            model=model,
+            model_step_id=sid or (fp.step_id if condition == "publish" else None),
+            **common,
+        )
+        inputs = {
+            "fingerprint": fp,
+            **({"model": fp} if condition == "publish" else {}),
+            **({"model": suspect} if suspect is not None else {}),
+        }
+        return Step(
+            "verify",
+            VERIFY_FN,
+            vc.model_dump(),
+            "verification",
+            inputs=inputs,
+            resources=res,
+            label=name,
+        )
+    vc = VerifyConfig(
+        condition=condition, use_adapter=True, model_step_id=sid or fp.step_id, **common
+    )
+    ac = AdapterVerifyConfig(
+        condition=condition,
+        verify=vc.model_dump(),
+        suspect=cfg.model if condition == "vanilla_w_adapter" else None,
+    )
     inputs = {"fingerprint": fp, **({"suspect": suspect} if suspect is not None else {})}
-    return Step("verify_adapter", ADAPTER_VERIFY_FN, ac.model_dump(), "verification",
-                inputs=inputs, resources=res, label=name)
+    return Step(
+        "verify_adapter",
+        ADAPTER_VERIFY_FN,
+        ac.model_dump(),
+        "verification",
+        inputs=inputs,
+        resources=res,
+        label=name,
+    )
 
 
 def plan(cfg: Config, ctx) -> list[Step]:

@@ -45,9 +45,13 @@ class TrainSection(TrainConfig, TrainResources):
 # never drift), minus what the plan fills in per condition.
 _PER_CONDITION = {"condition", "model", "model_step_id", "use_adapter", "bos_samples"}
 _VerifyFields = create_model(
-    "_VerifyFields", __base__=Strict,
-    **{name: (f.annotation, f) for name, f in VerifyConfig.model_fields.items()
-       if name not in _PER_CONDITION},
+    "_VerifyFields",
+    __base__=Strict,
+    **{
+        name: (f.annotation, f)
+        for name, f in VerifyConfig.model_fields.items()
+        if name not in _PER_CONDITION
+    },
 )
 
 
@@ -57,14 +61,17 @@ class VerifySection(_VerifyFields):
     conditions: list[Condition] = Field(
         default_factory=lambda: ["publish", "vanilla", "tuned_publish"],
         description="publish: the fingerprinted model (FSR_pre); vanilla: the base model; "
-                    "sample_from_bos: unconditional samples of the published model; "
-                    "tuned_publish: each user model (FSR_post, needs `finetune` entries)")
+        "sample_from_bos: unconditional samples of the published model; "
+        "tuned_publish: each user model (FSR_post, needs `finetune` entries)",
+    )
     sampled_conditions: list[Condition] = Field(
         default_factory=lambda: ["tuned_publish"],
         description="conditions that also get the `sampling.runs` seeded sampled runs "
-                    "(the paper samples the user models only)")
-    bos_samples: int = Field(2000, ge=1, description="unconditional samples of sample_from_bos "
-                                                     "(the seed: 2000)")
+        "(the paper samples the user models only)",
+    )
+    bos_samples: int = Field(
+        2000, ge=1, description="unconditional samples of sample_from_bos (the seed: 2000)"
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPUs (and torch threads) per verification")
 
 
@@ -73,7 +80,8 @@ class Config(Strict):
     name: str = Field("if_sft", description="name shown in summaries")
     model: str = Field(description="base model: zoo name, local folder or hub id")
     prompt_format: Literal["chat_template", "seed_vicuna"] = Field(
-        "chat_template", description="the model's chat template, or the seed's Vicuna text")
+        "chat_template", description="the model's chat template, or the seed's Vicuna text"
+    )
     trust_remote_code: bool = Field(False, description="allow model code from the hub")
     data: DialogueData = DialogueData()
     train: TrainSection = TrainSection()
@@ -81,7 +89,8 @@ class Config(Strict):
     finetune: list[FinetuneEntry] = Field(
         default_factory=list,
         description="user fine-tunes of the published model (the paper: Alpaca-GPT4, ShareGPT, "
-                    "Dolly); each gets the tuned_publish verification")
+        "Dolly); each gets the tuned_publish verification",
+    )
     eval: EvalSection = EvalSection(models=[])
 
     @model_validator(mode="after")
@@ -96,18 +105,39 @@ def fingerprint_step(cfg: Config) -> Step:
 
     resolve_strategy(cfg.train.strategy)  # a misspelled strategy fails at plan time
     train = cfg.train.model_dump(exclude=RESOURCE_FIELDS)
-    config = {"model": cfg.model, "data": cfg.data.model_dump(), "train": train,
-              "prompt_format": cfg.prompt_format, "trust_remote_code": cfg.trust_remote_code}
-    return Step("if_sft", FINGERPRINT_FN, config, "train_run", executor="train",
-                resources=train_resources(cfg.train), label=cfg.name)
+    config = {
+        "model": cfg.model,
+        "data": cfg.data.model_dump(),
+        "train": train,
+        "prompt_format": cfg.prompt_format,
+        "trust_remote_code": cfg.trust_remote_code,
+    }
+    return Step(
+        "if_sft",
+        FINGERPRINT_FN,
+        config,
+        "train_run",
+        executor="train",
+        resources=train_resources(cfg.train),
+        label=cfg.name,
+    )
 
 
-def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = None,
-                label: str = "") -> Step:
+def verify_step(
+    cfg: Config, condition: str, fp: Step, suspect: Step | None = None, label: str = ""
+) -> Step:
     """One verification step of ``condition``, wired to the fingerprint (and user model)."""
     v = cfg.verify
-    common = v.model_dump(exclude={"conditions", "sampled_conditions", "bos_samples",
-                                   "bos_max_new_tokens", "num_cpus", "sampling"})
+    common = v.model_dump(
+        exclude={
+            "conditions",
+            "sampled_conditions",
+            "bos_samples",
+            "bos_max_new_tokens",
+            "num_cpus",
+            "sampling",
+        }
+    )
     # Greedy-only conditions get the default (unused) sampling block, so their step IDs do not
     # change with the sampled runs' settings (configs/if_sft.yaml and the protocol share them).
     sampling = v.sampling if condition in v.sampled_conditions else SamplingConfig()
@@ -121,12 +151,20 @@ def verify_step(cfg: Config, condition: str, fp: Step, suspect: Step | None = No
         inputs = {"fingerprint": fp}
     else:
         model = suspect if suspect is not None else fp
-        vc = VerifyConfig(condition=condition, model_step_id=model.step_id, sampling=sampling,
-                          **common, **extra)
+        vc = VerifyConfig(
+            condition=condition, model_step_id=model.step_id, sampling=sampling, **common, **extra
+        )
         inputs = {"fingerprint": fp, "model": model}
     name = f"{cfg.name}:{condition}" + (f":{label}" if label else "")
-    return Step("verify", VERIFY_FN, vc.model_dump(), "verification", inputs=inputs,
-                resources=Resources(num_cpus=v.num_cpus), label=name)
+    return Step(
+        "verify",
+        VERIFY_FN,
+        vc.model_dump(),
+        "verification",
+        inputs=inputs,
+        resources=Resources(num_cpus=v.num_cpus),
+        label=name,
+    )
 
 
 def plan(cfg: Config, ctx) -> list[Step]:

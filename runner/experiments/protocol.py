@@ -31,8 +31,10 @@ def check_model_ref(ref: str) -> None:
     if Path(ref).expanduser().exists():
         return
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.endswith("/"):
-        raise ModelRefError(f"model path {ref} does not exist",
-                            "pass a local folder, a zoo name (fprun ls models) or a hub id")
+        raise ModelRefError(
+            f"model path {ref} does not exist",
+            "pass a local folder, a zoo name (fprun ls models) or a hub id",
+        )
 
 
 class TrainResources(Strict):
@@ -40,21 +42,30 @@ class TrainResources(Strict):
 
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel)")
     use_gpu: bool = Field(False, description="one GPU per worker")
-    strategy: str = Field("ddp", description="ddp | deepspeed | deepspeed_zero2 | "
-                                             "deepspeed_zero3[_offload] | deepspeed:<file.json>")
+    strategy: str = Field(
+        "ddp",
+        description="ddp | deepspeed | deepspeed_zero2 | "
+        "deepspeed_zero3[_offload] | deepspeed:<file.json>",
+    )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs (and torch threads) per worker")
 
 
 def train_resources(r: TrainResources) -> Resources:
-    return Resources(num_cpus=r.cpus_per_worker, num_workers=r.num_workers, use_gpu=r.use_gpu,
-                     num_gpus=1.0 if r.use_gpu else 0.0, strategy=r.strategy)
+    return Resources(
+        num_cpus=r.cpus_per_worker,
+        num_workers=r.num_workers,
+        use_gpu=r.use_gpu,
+        num_gpus=1.0 if r.use_gpu else 0.0,
+        strategy=r.strategy,
+    )
 
 
 _PER_MODEL = {"model", "model_identity", "model_step_id"}
 _FinetuneFields = create_model(
-    "_FinetuneFields", __base__=Strict,
-    **{n: (f.annotation, f) for n, f in FinetuneConfig.model_fields.items()
-       if n not in _PER_MODEL})
+    "_FinetuneFields",
+    __base__=Strict,
+    **{n: (f.annotation, f) for n, f in FinetuneConfig.model_fields.items() if n not in _PER_MODEL},
+)
 
 
 class FinetuneEntry(_FinetuneFields, TrainResources):
@@ -64,21 +75,31 @@ class FinetuneEntry(_FinetuneFields, TrainResources):
 def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:
     """A user fine-tune of the published model (the fingerprint folder's ``published/``)."""
     ft = FinetuneConfig(model_step_id=fp.step_id, **entry.model_dump(exclude=RESOURCE_FIELDS))
-    return Step("finetune", FINETUNE_FN, ft.model_dump(mode="json", exclude_defaults=True),
-                "train_run", inputs={"model": fp}, executor="train",
-                resources=train_resources(entry), label=f"{name}:finetune:{entry.data}")
+    return Step(
+        "finetune",
+        FINETUNE_FN,
+        ft.model_dump(mode="json", exclude_defaults=True),
+        "train_run",
+        inputs={"model": fp},
+        executor="train",
+        resources=train_resources(entry),
+        label=f"{name}:finetune:{entry.data}",
+    )
 
 
 class EvalSection(Strict):
     """Utility before/after fingerprinting."""
 
     models: list[Literal["vanilla", "publish"]] = Field(
-        default_factory=lambda: ["vanilla", "publish"], description="models evaluated")
+        default_factory=lambda: ["vanilla", "publish"], description="models evaluated"
+    )
     suites: list[Literal["perplexity", "math"]] = Field(
-        default_factory=lambda: ["perplexity", "math"])
+        default_factory=lambda: ["perplexity", "math"]
+    )
     perplexity: PerplexityOptions = PerplexityOptions()
-    math: MathOptions = MathOptions(tasks=[MathTask(task="basic_arithmetic", n=200,
-                                                    task_config=EASY_ARITHMETIC)])
+    math: MathOptions = MathOptions(
+        tasks=[MathTask(task="basic_arithmetic", n=200, task_config=EASY_ARITHMETIC)]
+    )
     batch_size: int = Field(16, ge=1)
     num_cpus: float = Field(1.0, gt=0)
 
@@ -88,18 +109,31 @@ def eval_steps(name: str, model: str, e: EvalSection, fp: Step) -> list[Step]:
     steps = []
     for which in e.models:
         for suite in e.suites:
-            ec = EvalConfig(suite=suite, model=model if which == "vanilla" else None,
-                            model_step_id=fp.step_id if which == "publish" else None,
-                            perplexity=e.perplexity, math=e.math, batch_size=e.batch_size)
-            steps.append(Step("eval", EVAL_FN, ec.model_dump(mode="json", exclude_defaults=True),
-                              "eval", inputs={"model": fp} if which == "publish" else {},
-                              resources=Resources(num_cpus=e.num_cpus),
-                              label=f"{name}:{suite}:{which}"))
+            ec = EvalConfig(
+                suite=suite,
+                model=model if which == "vanilla" else None,
+                model_step_id=fp.step_id if which == "publish" else None,
+                perplexity=e.perplexity,
+                math=e.math,
+                batch_size=e.batch_size,
+            )
+            steps.append(
+                Step(
+                    "eval",
+                    EVAL_FN,
+                    ec.model_dump(mode="json", exclude_defaults=True),
+                    "eval",
+                    inputs={"model": fp} if which == "publish" else {},
+                    resources=Resources(num_cpus=e.num_cpus),
+                    label=f"{name}:{suite}:{which}",
+                )
+            )
     return steps
 
 
-def protocol_steps(cfg, fp: Step, verify_step, pre: tuple[str, ...],
-                   post: tuple[str, ...]) -> list[Step]:
+def protocol_steps(
+    cfg, fp: Step, verify_step, pre: tuple[str, ...], post: tuple[str, ...]
+) -> list[Step]:
     """The IF protocol's step order, shared by ``if_sft`` and ``if_adapter``: the fingerprint,
     its FSR_pre conditions, each user fine-tune followed by its FSR_post conditions, then the
     utility evals. ``verify_step(cfg, condition, fp, suspect=None, label="")`` is the kind's."""

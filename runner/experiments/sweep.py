@@ -34,20 +34,24 @@ UNSEARCHABLE = {"kind", "name"}
 class Dimension(Strict):
     """One search dimension: a dotted key of the experiment and exactly one sampler."""
 
-    key: str = Field(description="dotted key of the experiment, e.g. adapter.dim or train.lr "
-                                 "(list items by position: finetune.0.learning_rate)")
-    grid: list[Any] | None = Field(None, min_length=1,
-                                   description="every value, crossed with the other grids")
-    choice: list[Any] | None = Field(None, min_length=1,
-                                     description="one value drawn per sample")
+    key: str = Field(
+        description="dotted key of the experiment, e.g. adapter.dim or train.lr "
+        "(list items by position: finetune.0.learning_rate)"
+    )
+    grid: list[Any] | None = Field(
+        None, min_length=1, description="every value, crossed with the other grids"
+    )
+    choice: list[Any] | None = Field(None, min_length=1, description="one value drawn per sample")
     uniform: tuple[float, float] | None = Field(None, description="[low, high], drawn per sample")
     loguniform: tuple[float, float] | None = Field(
-        None, description="[low, high] > 0, drawn log-uniformly per sample")
+        None, description="[low, high] > 0, drawn log-uniformly per sample"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Dimension:
-        given = [n for n in ("grid", "choice", "uniform", "loguniform")
-                 if getattr(self, n) is not None]
+        given = [
+            n for n in ("grid", "choice", "uniform", "loguniform") if getattr(self, n) is not None
+        ]
         if len(given) != 1:
             raise ValueError("give exactly one of grid, choice, uniform, loguniform")
         lo_hi = self.uniform or self.loguniform
@@ -60,8 +64,9 @@ class Dimension(Strict):
     @property
     def sampler(self) -> str:
         """Which Tune sampler this dimension uses."""
-        return next(n for n in ("grid", "choice", "uniform", "loguniform")
-                    if getattr(self, n) is not None)
+        return next(
+            n for n in ("grid", "choice", "uniform", "loguniform") if getattr(self, n) is not None
+        )
 
     def candidates(self) -> list[Any]:
         """Values to check against the experiment schema (a range's two ends)."""
@@ -79,7 +84,8 @@ class Scheduler(Strict):
 
     type: Literal["fifo", "asha"] = Field("fifo", description="fifo: run every trial to the end")
     metric: Literal["fsr_pre", "false_trigger_pre"] = Field(
-        "fsr_pre", description="reported from the first phase on")
+        "fsr_pre", description="reported from the first phase on"
+    )
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, le=3, description="phases before a trial may be stopped")
     reduction_factor: float = Field(2.0, gt=1)
@@ -97,19 +103,24 @@ class TrialResources(Strict):
     cpus: float = Field(1.0, gt=0, description="CPUs reserved by each trial process")
     gpus: float = Field(0.0, ge=0, description="GPUs for the trial's in-process verification")
     threads: int | None = Field(
-        None, ge=1, description="torch threads of the in-process steps (default: cpus); the "
-                                "trial's Train runs are idle meanwhile, so with one trial at a "
-                                "time this may exceed cpus")
+        None,
+        ge=1,
+        description="torch threads of the in-process steps (default: cpus); the "
+        "trial's Train runs are idle meanwhile, so with one trial at a "
+        "time this may exceed cpus",
+    )
 
 
 class TuneSettings(Strict):
     """How Tune explores the space."""
 
-    num_samples: int = Field(1, ge=1, description="samples of the random dimensions per grid "
-                                                 "point (Tune's num_samples)")
+    num_samples: int = Field(
+        1, ge=1, description="samples of the random dimensions per grid point (Tune's num_samples)"
+    )
     seed: int = Field(0, description="random state of Tune's search (reproducible samples)")
-    max_concurrent_trials: int = Field(1, ge=1, description="trials running at once (the limiting "
-                                                           "resource / what one trial holds)")
+    max_concurrent_trials: int = Field(
+        1, ge=1, description="trials running at once (the limiting resource / what one trial holds)"
+    )
     scheduler: Scheduler = Scheduler()
     trial: TrialResources = TrialResources()
 
@@ -119,8 +130,10 @@ class Config(Strict):
     name: str = Field("sweep", description="sweep name (the sweep column; part of trial IDs)")
     experiment: if_adapter.Config = Field(description="the base experiment (kind: if_adapter)")
     search: list[Dimension] = Field(
-        min_length=1, description="dimensions, e.g. {key: adapter.dim, grid: [4, 8, 16, 32, 64]}"
-                                  "; a list so --set search.0.grid=[4,8] can address one")
+        min_length=1,
+        description="dimensions, e.g. {key: adapter.dim, grid: [4, 8, 16, 32, 64]}"
+        "; a list so --set search.0.grid=[4,8] can address one",
+    )
     metric: Literal[METRICS] = Field("fsr_post", description="metric the best trial maximises")
     mode: Literal["max", "min"] = "max"
     tune: TuneSettings = TuneSettings()
@@ -129,24 +142,32 @@ class Config(Strict):
     def _checks(self) -> Config:
         keys = [d.key for d in self.search]
         if len(set(keys)) != len(keys):
-            raise ConfigError(f"search repeats a key: {', '.join(keys)}",
-                              "give each experiment key one dimension")
+            raise ConfigError(
+                f"search repeats a key: {', '.join(keys)}", "give each experiment key one dimension"
+            )
         for dim in self.search:
             key = dim.key
             if key.split(".")[0] in UNSEARCHABLE:
-                raise ConfigError(f"search key {key!r} cannot be swept",
-                                  "search keys of the experiment such as adapter.dim or train.lr")
+                raise ConfigError(
+                    f"search key {key!r} cannot be swept",
+                    "search keys of the experiment such as adapter.dim or train.lr",
+                )
             for value in dim.candidates():
                 trial_experiment(self, {key: value}, source=f"search.{key}={value!r}")
         missing = [c for c in NEEDED_CONDITIONS if c not in self.experiment.verify.conditions]
         if missing:
-            raise ConfigError(f"experiment.verify.conditions lacks {', '.join(missing)}, which "
-                              "FSR_pre/FSR_post are read from", "add them to the conditions")
+            raise ConfigError(
+                f"experiment.verify.conditions lacks {', '.join(missing)}, which "
+                "FSR_pre/FSR_post are read from",
+                "add them to the conditions",
+            )
         random = any(d.sampler != "grid" for d in self.search)
         if self.tune.num_samples > 1 and not random:
-            raise ConfigError(f"tune.num_samples {self.tune.num_samples} with grid-only search "
-                              "repeats identical (deterministic) trials",
-                              "set tune.num_samples: 1 or add a choice/uniform dimension")
+            raise ConfigError(
+                f"tune.num_samples {self.tune.num_samples} with grid-only search "
+                "repeats identical (deterministic) trials",
+                "set tune.num_samples: 1 or add a choice/uniform dimension",
+            )
         return self
 
 
@@ -198,16 +219,29 @@ def load_sweep(path: Any, overrides: list[str]) -> Config:
 
     cfg = load_experiment(path, overrides)
     if cfg.kind != "sweep":
-        raise ConfigError(f"{path} is a kind {cfg.kind!r} experiment, not a sweep",
-                          f"run it with: fprun run {path}")
+        raise ConfigError(
+            f"{path} is a kind {cfg.kind!r} experiment, not a sweep",
+            f"run it with: fprun run {path}",
+        )
     return cfg
 
 
 def plan(cfg: Config, ctx) -> list:
     """A sweep is not a static plan: its trials are created by Tune while it runs."""
-    raise ConfigError(f"kind sweep ({cfg.name}) runs under Ray Tune, not as a plan",
-                      "run it with: fprun sweep CONFIG")
+    raise ConfigError(
+        f"kind sweep ({cfg.name}) runs under Ray Tune, not as a plan",
+        "run it with: fprun sweep CONFIG",
+    )
 
 
-__all__ = ["Config", "RESULT_KINDS", "load_sweep", "plan", "sweep_id", "trial_config_hash",
-           "trial_experiment", "trial_id", "trial_plan"]
+__all__ = [
+    "Config",
+    "RESULT_KINDS",
+    "load_sweep",
+    "plan",
+    "sweep_id",
+    "trial_config_hash",
+    "trial_experiment",
+    "trial_id",
+    "trial_plan",
+]

@@ -37,14 +37,22 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (timestamps as ISO strings)."""
-        return {"rows": self.rows, "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat(), "device": self.device}
+        return {
+            "rows": self.rows,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "device": self.device,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Outcome:
         """Inverse of :meth:`to_json`."""
-        return cls(list(data["rows"]), datetime.fromisoformat(data["started_at"]),
-                   datetime.fromisoformat(data["finished_at"]), data["device"])
+        return cls(
+            list(data["rows"]),
+            datetime.fromisoformat(data["started_at"]),
+            datetime.fromisoformat(data["finished_at"]),
+            data["device"],
+        )
 
 
 def record_path(folder: str | Path) -> Path:
@@ -69,17 +77,25 @@ def take_record(folder: str | Path) -> Outcome:
     """Read and remove the record file (a handoff, e.g. from Ray Train's rank 0)."""
     out = read_record(folder)
     if out is None:
-        raise RuntimeError(f"no readable {RECORD_FILE} in {folder}: is the artifacts folder on "
-                           "storage that every node shares?")
+        raise RuntimeError(
+            f"no readable {RECORD_FILE} in {folder}: is the artifacts folder on "
+            "storage that every node shares?"
+        )
     record_path(folder).unlink()
     return out
 
 
 def write_result(store: ResultStore, step: Any, outcome: Outcome) -> pa.Table:
     """Stamp provenance onto ``outcome``'s rows and write the step's result file (driver only)."""
-    table = finalize_rows(step.result_kind, outcome.rows, step_id=step.step_id,
-                          config_hash=step.config_hash, started_at=outcome.started_at,
-                          finished_at=outcome.finished_at, device=outcome.device)
+    table = finalize_rows(
+        step.result_kind,
+        outcome.rows,
+        step_id=step.step_id,
+        config_hash=step.config_hash,
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at,
+        device=outcome.device,
+    )
     store.write(step.result_kind, step.step_id, table)
     return table
 
@@ -92,8 +108,9 @@ def stored_outcome(store: ResultStore, step: Any) -> Outcome | None:
     if not rows:
         return None
     first = rows[0]
-    own = [{k: v for k, v in r.items() if k not in PROVENANCE_NAMES or k == "datasets"}
-           for r in rows]
+    own = [
+        {k: v for k, v in r.items() if k not in PROVENANCE_NAMES or k == "datasets"} for r in rows
+    ]
     return Outcome(own, first["started_at"], first["finished_at"], first["device"])
 
 

@@ -68,8 +68,12 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("fingerprint_id", STR, "hash of the key set"),
         f("method", STR, "if_sft | if_adapter"),
         f("condition", STR, "publish | vanilla | publish_w_adapter | tuned_publish | ..."),
-        f("probe_set", STR, "fingerprint | normal | similar | unseen_keys | bos_samples; "
-                            "'<set>:sampled' for the aggregate of the sampled runs"),
+        f(
+            "probe_set",
+            STR,
+            "fingerprint | normal | similar | unseen_keys | bos_samples; "
+            "'<set>:sampled' for the aggregate of the sampled runs",
+        ),
         f("sample_idx", I64, "index of a sampled run; null for greedy and aggregate rows"),
         f("temperature", F64, "0 for greedy"),
         f("n_hit", I64, "generations containing the target"),
@@ -89,8 +93,12 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("binomial_null_rate", F64, "null hit rate of the binomial test"),
         f("dataset", STR, "probe data; stand-ins are labelled as such"),
         f("target", STR, "expected answer y (public; the keys are not)"),
-        f("t_statistic", F64, "one-sample t of the per-run FSRs; +inf when all runs agree above "
-                              "the threshold (the paper's zero-variance case)"),
+        f(
+            "t_statistic",
+            F64,
+            "one-sample t of the per-run FSRs; +inf when all runs agree above "
+            "the threshold (the paper's zero-variance case)",
+        ),
         f("seed", I64, "seed of a sampled run (run i uses sampling.seed + i); bos_samples seed"),
     ],
     "huref": [
@@ -114,8 +122,12 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("pcs_skipped", I64, "tensors skipped by PCS (name or shape mismatch)"),
         f("k", I64, "tokens per invariant"),
         f("token_set_hash", STR, "token set both invariants used; null when they differ"),
-        f("tokens_match", BOOL, "both invariants used the same token strings (lineage claims "
-                                "need true; false only for cross-family controls)"),
+        f(
+            "tokens_match",
+            BOOL,
+            "both invariants used the same token strings (lineage claims "
+            "need true; false only for cross-family controls)",
+        ),
     ],
     "huref_image": [
         f("model", STR, "model shown (its name in the experiment)"),
@@ -154,13 +166,21 @@ KIND_FIELDS: dict[str, list[pa.Field]] = {
         f("ci_low", F64, "95% interval lower bound, where defined"),
         f("ci_high", F64, "95% interval upper bound, where defined"),
         f("dataset", STR, "data; stand-ins are labelled as such"),
-        f("extra", STR, "JSON of the settings behind the number (prompt format, sampling, "
-          "extraction rule, refusal scope, chunking)"),
+        f(
+            "extra",
+            STR,
+            "JSON of the settings behind the number (prompt format, sampling, "
+            "extraction rule, refusal scope, chunking)",
+        ),
     ],
     "sweep_trial": [
         f("sweep", STR, "sweep name"),
-        f("trial_id", STR, "stable trial id: hash of the sweep name and the trial's step IDs "
-                           "(the same on re-runs and restores; Ray's own id is tune_trial_id)"),
+        f(
+            "trial_id",
+            STR,
+            "stable trial id: hash of the sweep name and the trial's step IDs "
+            "(the same on re-runs and restores; Ray's own id is tune_trial_id)",
+        ),
         f("params", STR, "JSON of the sampled hyperparameters"),
         f("status", STR, "TERMINATED (every phase ran) | STOPPED (by the scheduler) | ERROR"),
         f("metric", STR, "optimised metric name"),

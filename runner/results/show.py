@@ -22,9 +22,12 @@ def _check_kind(kind: str) -> None:
 
 def format_table(table: pa.Table, *, provenance: bool = False, limit: int = 50) -> str:
     """Render rows as a fixed-width text table (all-null columns dropped)."""
-    cols = [c for c in table.column_names
-            if (provenance or c not in PROVENANCE_NAMES or c == "run_key")
-            and table.column(c).null_count < table.num_rows]
+    cols = [
+        c
+        for c in table.column_names
+        if (provenance or c not in PROVENANCE_NAMES or c == "run_key")
+        and table.column(c).null_count < table.num_rows
+    ]
     rows = table.select(cols).slice(0, limit).to_pylist()
     lines = [render(cols, [[_cell(r[c]) for c in cols] for r in rows], indent="")]
     if table.num_rows > limit:
@@ -53,8 +56,9 @@ def show_tables(results: str, kind: str | None, *, provenance: bool, limit: int)
     out = []
     for k in kinds:
         t = store.read(k)
-        out.append(f"# {k} ({t.num_rows} rows)\n" + format_table(t, provenance=provenance,
-                                                                  limit=limit))
+        out.append(
+            f"# {k} ({t.num_rows} rows)\n" + format_table(t, provenance=provenance, limit=limit)
+        )
     return "\n\n".join(out)
 
 
@@ -66,8 +70,9 @@ def export_kind(results: str, kind: str, out: Path, fmt: str) -> str:
     if fmt == "parquet":
         pq.write_table(table, out)
     elif fmt == "csv":
-        flat = table.drop_columns([c for c in table.column_names
-                                   if pa.types.is_list(table.schema.field(c).type)])
+        flat = table.drop_columns(
+            [c for c in table.column_names if pa.types.is_list(table.schema.field(c).type)]
+        )
         pacsv.write_csv(flat, out)
     elif fmt == "json":
         with out.open("w", encoding="utf-8") as fh:

@@ -56,7 +56,10 @@ def git_sha() -> str:
         return "unknown"
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=here, capture_output=True, text=True, timeout=5,
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=5,
     ).stdout.strip()
     return sha + ("-dirty" if dirty else "")
 
@@ -66,8 +69,13 @@ def make_run_key(kind: str, step_id: str, row: dict[str, Any]) -> str:
     parts = []
     for col in DISCRIMINATORS[kind]:
         val = row.get(col)
-        parts.append("-" if val is None else json.dumps(val, separators=(",", ":"))
-                     if isinstance(val, list) else str(val))
+        parts.append(
+            "-"
+            if val is None
+            else json.dumps(val, separators=(",", ":"))
+            if isinstance(val, list)
+            else str(val)
+        )
     return step_id + "/" + "/".join(parts)
 
 
@@ -144,8 +152,9 @@ class ResultStore:
             pq.write_table(table, tmp, filesystem=self.fs)
             self.fs.move(tmp, final)
         except OSError as exc:
-            raise StoreError(f"cannot write results under {self.root}: {exc}",
-                             "pass a writable --results folder") from exc
+            raise StoreError(
+                f"cannot write results under {self.root}: {exc}", "pass a writable --results folder"
+            ) from exc
         finally:
             if self.fs.get_file_info(tmp).type == pafs.FileType.File:
                 self.fs.delete_file(tmp)
@@ -154,8 +163,11 @@ class ResultStore:
     def kinds(self) -> list[str]:
         """Result kinds that have at least one file."""
         sel = pafs.FileSelector(self.base, allow_not_found=True)
-        return sorted(i.base_name for i in self.fs.get_file_info(sel)
-                      if i.type == pafs.FileType.Directory and i.base_name in KIND_FIELDS)
+        return sorted(
+            i.base_name
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.Directory and i.base_name in KIND_FIELDS
+        )
 
     def read(self, kind: str, step_ids: Iterable[str] | None = None) -> pa.Table:
         """All rows of a kind (optionally only some steps) as one table with the current schema."""
@@ -164,8 +176,11 @@ class ResultStore:
             paths = [self._path(kind, s) for s in step_ids if self.done(kind, s)]
         else:
             sel = pafs.FileSelector(f"{self.base}/{kind}", allow_not_found=True)
-            paths = sorted(i.path for i in self.fs.get_file_info(sel)
-                           if i.path.endswith(".parquet") and not i.base_name.startswith("."))
+            paths = sorted(
+                i.path
+                for i in self.fs.get_file_info(sel)
+                if i.path.endswith(".parquet") and not i.base_name.startswith(".")
+            )
         if not paths:
             return schema.empty_table()
         return ds.dataset(paths, schema=schema, filesystem=self.fs, format="parquet").to_table()

@@ -22,18 +22,28 @@ def trial_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     fsr = _fsr_table(_rows(records, "verification"))
     out["fsr"] = {c: {p: fmean(v) for p, v in sets.items()} for c, sets in fsr.items()}
-    for name, cond, probe in (("fsr_pre", "publish_w_adapter", "fingerprint"),
-                              ("false_trigger_pre", "publish_w_adapter", "unseen_keys"),
-                              ("fsr_post", "tuned_w_adapter", "fingerprint"),
-                              ("false_trigger_post", "tuned_w_adapter", "unseen_keys")):
+    for name, cond, probe in (
+        ("fsr_pre", "publish_w_adapter", "fingerprint"),
+        ("false_trigger_pre", "publish_w_adapter", "unseen_keys"),
+        ("fsr_post", "tuned_w_adapter", "fingerprint"),
+        ("false_trigger_post", "tuned_w_adapter", "unseen_keys"),
+    ):
         if fsr.get(cond, {}).get(probe):
             out[name] = fmean(fsr[cond][probe])
     out.update(_training(records))
     out.update(_utility(records))
     # a JSON string, not a list: Tune's TensorBoard logger warns on list-valued metrics
-    out["datasets_json"] = json.dumps(sorted({d for rec in records for r in rec["rows"]
-                                              for d in (r.get("datasets") or [r.get("dataset")])
-                                              if d}))
+    out["datasets_json"] = json.dumps(
+        sorted(
+            {
+                d
+                for rec in records
+                for r in rec["rows"]
+                for d in (r.get("datasets") or [r.get("dataset")])
+                if d
+            }
+        )
+    )
     return out
 
 
@@ -45,8 +55,7 @@ def _fsr_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     """Greedy FSRs by condition and probe set (several per condition after several fine-tunes)."""
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        if r.get("sample_idx") is None and r.get("fsr") is not None \
-                and ":" not in r["probe_set"]:
+        if r.get("sample_idx") is None and r.get("fsr") is not None and ":" not in r["probe_set"]:
             table[r["condition"]][r["probe_set"]].append(float(r["fsr"]))
     return table
 
@@ -57,9 +66,11 @@ def _training(records: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [r for r in _rows(records, "train_run") if r.get("purpose") == purpose]
         if not rows:
             continue
-        out[f"{prefix}_final_loss"] = fmean(r["final_loss"] for r in rows
-                                           if r.get("final_loss") is not None) \
-            if any(r.get("final_loss") is not None for r in rows) else None
+        out[f"{prefix}_final_loss"] = (
+            fmean(r["final_loss"] for r in rows if r.get("final_loss") is not None)
+            if any(r.get("final_loss") is not None for r in rows)
+            else None
+        )
         out[f"{prefix}_steps"] = sum(int(r.get("steps") or 0) for r in rows)
         out[f"{prefix}_train_seconds"] = sum(float(r.get("train_seconds") or 0) for r in rows)
         if purpose == "fingerprint":
@@ -77,8 +88,7 @@ def _utility(records: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         which = "publish" if r.get("model_step_id") else "vanilla"
         by[f"{r['task']}/{r['metric']}"][which] = float(r["value"])
-    utility = {k: {**v, "delta": v["publish"] - v["vanilla"]} for k, v in by.items()
-               if len(v) == 2}
+    utility = {k: {**v, "delta": v["publish"] - v["vanilla"]} for k, v in by.items() if len(v) == 2}
     out: dict[str, Any] = {"utility": utility} if utility else {}
     ppl = next((v for k, v in sorted(utility.items()) if k.endswith("/perplexity")), None)
     acc = next((v for k, v in sorted(utility.items()) if k.endswith("/accuracy")), None)

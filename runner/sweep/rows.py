@@ -25,11 +25,27 @@ from runner.sweep.trial import PHASES
 
 TERMINATED, STOPPED, ERROR = "TERMINATED", "STOPPED", "ERROR"
 # Tune's own bookkeeping in a result dict: not part of the trial's metrics JSON.
-TUNE_NOISE = {"config", "date", "hostname", "node_ip", "pid", "timestamp", "done",
-              "checkpoint_dir_name", "should_checkpoint", "time_since_restore",
-              "iterations_since_restore", "timesteps_total", "episodes_total",
-              "timesteps_since_restore", "episodes_this_iter", "timesteps_this_iter",
-              "experiment_tag", "trial_id", "steps_json"}
+TUNE_NOISE = {
+    "config",
+    "date",
+    "hostname",
+    "node_ip",
+    "pid",
+    "timestamp",
+    "done",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "time_since_restore",
+    "iterations_since_restore",
+    "timesteps_total",
+    "episodes_total",
+    "timesteps_since_restore",
+    "episodes_this_iter",
+    "timesteps_this_iter",
+    "experiment_tag",
+    "trial_id",
+    "steps_json",
+}
 
 
 @dataclass
@@ -55,8 +71,9 @@ class TrialOutcome:
 class RowWriter:
     """Writes trial rows (and their steps' rows) into the result store, atomically per file."""
 
-    def __init__(self, cfg: sweep_kind.Config, sweep_id: str, store: ResultStore,
-                 artifacts: str | Path) -> None:
+    def __init__(
+        self, cfg: sweep_kind.Config, sweep_id: str, store: ResultStore, artifacts: str | Path
+    ) -> None:
         self.cfg, self.sweep_id, self.store, self.artifacts = cfg, sweep_id, store, artifacts
 
     def write(self, outcome: TrialOutcome) -> str | None:
@@ -69,10 +86,14 @@ class RowWriter:
         row = sweep_row(self.cfg, self.sweep_id, tid, outcome)
         m = outcome.metrics
         table = finalize_rows(
-            "sweep_trial", [row], step_id=tid,
+            "sweep_trial",
+            [row],
+            step_id=tid,
             config_hash=sweep_kind.trial_config_hash(self.cfg, outcome.params),
-            started_at=_when(m.get("trial_started_at")), finished_at=_when(m.get("timestamp")),
-            device=m.get("device") or "tune-trial")
+            started_at=_when(m.get("trial_started_at")),
+            finished_at=_when(m.get("timestamp")),
+            device=m.get("device") or "tune-trial",
+        )
         self.store.write("sweep_trial", tid, table)
         return tid
 
@@ -87,8 +108,9 @@ class RowWriter:
             write_result(self.store, SimpleNamespace(**ref), outcome)
 
 
-def sweep_row(cfg: sweep_kind.Config, sweep_id: str, tid: str,
-              outcome: TrialOutcome) -> dict[str, Any]:
+def sweep_row(
+    cfg: sweep_kind.Config, sweep_id: str, tid: str, outcome: TrialOutcome
+) -> dict[str, Any]:
     """The ``sweep_trial`` row of one trial (no provenance: the store adds it)."""
     metrics = {k: v for k, v in outcome.metrics.items() if k not in TUNE_NOISE}
     metrics["steps"] = json.loads(outcome.metrics.get("steps_json") or "[]")
@@ -96,11 +118,18 @@ def sweep_row(cfg: sweep_kind.Config, sweep_id: str, tid: str,
     if outcome.error is not None:
         metrics["error"] = f"{type(outcome.error).__name__}: {outcome.error}"[:2000]
     value = outcome.metrics.get(cfg.metric) if outcome.status != ERROR else None
-    return {"sweep": cfg.name, "sweep_id": sweep_id, "trial_id": tid,
-            "tune_trial_id": outcome.tune_trial_id,
-            "params": json.dumps(outcome.params, sort_keys=True), "status": outcome.status,
-            "metric": cfg.metric, "value": None if value is None else float(value),
-            "metrics": json.dumps(metrics, sort_keys=True, default=str), "datasets": datasets}
+    return {
+        "sweep": cfg.name,
+        "sweep_id": sweep_id,
+        "trial_id": tid,
+        "tune_trial_id": outcome.tune_trial_id,
+        "params": json.dumps(outcome.params, sort_keys=True),
+        "status": outcome.status,
+        "metric": cfg.metric,
+        "value": None if value is None else float(value),
+        "metrics": json.dumps(metrics, sort_keys=True, default=str),
+        "datasets": datasets,
+    }
 
 
 def _when(value: Any) -> datetime:
@@ -122,8 +151,7 @@ def best_row(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> dict[str, An
 
     def key(r: dict[str, Any]) -> tuple[float, float, float]:
         m = json.loads(r["metrics"])
-        return (sign * r["value"], -m.get("false_trigger_post", 0.0),
-                -m.get("utility_delta", 0.0))
+        return (sign * r["value"], -m.get("false_trigger_post", 0.0), -m.get("utility_delta", 0.0))
 
     return max(done, key=key)
 
@@ -131,24 +159,44 @@ def best_row(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> dict[str, An
 def summary_text(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> str:
     """One line per trial (search values, FSRs, false triggers, utility, wall time) and the best."""
     keys = [d.key for d in cfg.search]
-    header = ["trial", *keys, "status", "FSR_pre", "FSR_post", "false_post", "utility_delta",
-              "acc_delta", "wall_s"]
+    header = [
+        "trial",
+        *keys,
+        "status",
+        "FSR_pre",
+        "FSR_post",
+        "false_post",
+        "utility_delta",
+        "acc_delta",
+        "wall_s",
+    ]
     lines = []
     for r in sorted(rows, key=lambda r: [json.loads(r["params"]).get(k) for k in keys]):
         p, m = json.loads(r["params"]), json.loads(r["metrics"])
-        lines.append([r["trial_id"][:8], *(num(p.get(k)) for k in keys), r["status"],
-                      pct(m.get("fsr_pre"), "%"), pct(m.get("fsr_post"), "%"),
-                      pct(m.get("false_trigger_post"), "%"), pct(m.get("utility_delta"), "%"),
-                      pct(m.get("acc_delta"), "%"),
-                      num(sum((m.get("phase_seconds") or {}).values()) or None)])
-    out = [f"sweep {cfg.name}: {len(rows)} trial(s), metric {cfg.metric} ({cfg.mode})",
-           render(header, lines)]
+        lines.append(
+            [
+                r["trial_id"][:8],
+                *(num(p.get(k)) for k in keys),
+                r["status"],
+                pct(m.get("fsr_pre"), "%"),
+                pct(m.get("fsr_post"), "%"),
+                pct(m.get("false_trigger_post"), "%"),
+                pct(m.get("utility_delta"), "%"),
+                pct(m.get("acc_delta"), "%"),
+                num(sum((m.get("phase_seconds") or {}).values()) or None),
+            ]
+        )
+    out = [
+        f"sweep {cfg.name}: {len(rows)} trial(s), metric {cfg.metric} ({cfg.mode})",
+        render(header, lines),
+    ]
     best = best_row(cfg, rows)
     if best is None:
         out.append("  best: none (no trial finished every phase)")
     else:
         p = json.loads(best["params"])
         where = ", ".join(f"{k}={num(v)}" for k, v in sorted(p.items()))
-        out.append(f"  best: {where} -> {cfg.metric} {pct(best['value'], '%')} "
-                   f"(trial {best['trial_id']})")
+        out.append(
+            f"  best: {where} -> {cfg.metric} {pct(best['value'], '%')} (trial {best['trial_id']})"
+        )
     return "\n".join(out)

@@ -33,8 +33,9 @@ STATE_FILE = "trial_state.json"  # inside a Tune checkpoint
 SWEEP_DIR = "sweep"
 
 
-def sweep_trainable(params: dict[str, Any], *, sweep: dict[str, Any], artifacts: str,
-                    results: str | None, cwd: str) -> None:
+def sweep_trainable(
+    params: dict[str, Any], *, sweep: dict[str, Any], artifacts: str, results: str | None, cwd: str
+) -> None:
     """The Tune trainable (function API): one trial of the sweep ``sweep`` (a Config dump).
 
     ``params`` is the trial's point of the search space (dotted experiment keys). Bad input is
@@ -47,8 +48,13 @@ def sweep_trainable(params: dict[str, Any], *, sweep: dict[str, Any], artifacts:
         _run_trial(params, sweep_kind.Config.model_validate(sweep), Path(artifacts), store, cwd)
 
 
-def _run_trial(params: dict[str, Any], cfg: sweep_kind.Config, artifacts: Path,
-               store: ResultStore | None, cwd: str) -> None:
+def _run_trial(
+    params: dict[str, Any],
+    cfg: sweep_kind.Config,
+    artifacts: Path,
+    store: ResultStore | None,
+    cwd: str,
+) -> None:
     from ray import tune
 
     if Path(cwd).is_dir():  # Tune starts a trial in its own folder; relative refs are the caller's
@@ -58,7 +64,10 @@ def _run_trial(params: dict[str, Any], cfg: sweep_kind.Config, artifacts: Path,
     phases = split_phases(sweep_kind.trial_plan(sweep_kind.trial_experiment(cfg, params)))
     log = PhaseLog(artifacts / SWEEP_DIR / tid / PHASE_LOG)
     state = _restored_state(tune.get_checkpoint()) or {
-        "trial_id": tid, "trial_started_at": now().isoformat(), "phase_seconds": {}}
+        "trial_id": tid,
+        "trial_started_at": now().isoformat(),
+        "phase_seconds": {},
+    }
     records: list[dict[str, Any]] = []
     for phase in PHASES:
         found = [find_record(store, s, artifact_dir(artifacts, s)) for s in phases[phase]]
@@ -86,14 +95,20 @@ def split_phases(steps: list[Step]) -> dict[str, list[Step]]:
 
     out: dict[str, list[Step]] = {p: [] for p in PHASES}
     for s in steps:
-        phase = "finetune" if s.step_id in ft_ids else "post" if after_finetune(s) \
-            else "fingerprint"
+        phase = (
+            "finetune" if s.step_id in ft_ids else "post" if after_finetune(s) else "fingerprint"
+        )
         out[phase].append(s)
     return out
 
 
-def run_step_cached(step: Step, artifacts: Path, store: ResultStore | None = None,
-                    log: PhaseLog | None = None, phase: str = "") -> dict[str, Any]:
+def run_step_cached(
+    step: Step,
+    artifacts: Path,
+    store: ResultStore | None = None,
+    log: PhaseLog | None = None,
+    phase: str = "",
+) -> dict[str, Any]:
     """Run one step unless it is finished; returns its record (step identity, rows, provenance).
 
     Finished means in the result store (``fprun run`` did it) or holding a record file (another
@@ -116,8 +131,14 @@ def run_step_cached(step: Step, artifacts: Path, store: ResultStore | None = Non
 
 def step_record(step: Step, outcome: Outcome) -> dict[str, Any]:
     """A step's identity plus its Outcome as JSON: what trial metrics and the driver read."""
-    return {"kind": step.kind, "step_id": step.step_id, "result_kind": step.result_kind,
-            "config_hash": step.config_hash, "label": step.label, **outcome.to_json()}
+    return {
+        "kind": step.kind,
+        "step_id": step.step_id,
+        "result_kind": step.result_kind,
+        "config_hash": step.config_hash,
+        "label": step.label,
+        **outcome.to_json(),
+    }
 
 
 def _phase_seconds(ran: list[dict[str, Any]], measured: float) -> float:
@@ -148,7 +169,6 @@ def _execute(step: Step, artifacts: Path) -> Outcome:
     return run_step_inline(spec)
 
 
-
 class PhaseLog:
     """Append-only JSON lines of one trial's phase and step executions."""
 
@@ -158,8 +178,14 @@ class PhaseLog:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, phase: str, event: str, **extra: Any) -> None:
-        line = {"execution": self.execution, "phase": phase, "event": event, "pid": os.getpid(),
-                "at": now().isoformat(), **extra}
+        line = {
+            "execution": self.execution,
+            "phase": phase,
+            "event": event,
+            "pid": os.getpid(),
+            "at": now().isoformat(),
+            **extra,
+        }
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
 
@@ -182,11 +208,16 @@ def _report(tune: Any, phase: str, state: dict[str, Any], records: list[dict]) -
     """``tune.report`` of everything known so far; a checkpoint at every phase boundary."""
     metrics = trial_metrics(records)
     metrics.update(
-        fprun_trial_id=state["trial_id"], phase=phase, phases_done=PHASES.index(phase) + 1,
-        phase_seconds=dict(state["phase_seconds"]), trial_started_at=state["trial_started_at"],
+        fprun_trial_id=state["trial_id"],
+        phase=phase,
+        phases_done=PHASES.index(phase) + 1,
+        phase_seconds=dict(state["phase_seconds"]),
+        trial_started_at=state["trial_started_at"],
         device=f"tune-trial:{device_name()}",
-        steps_json=json.dumps([{k: r[k] for k in ("kind", "step_id", "result_kind", "config_hash")}
-                               for r in records]))
+        steps_json=json.dumps(
+            [{k: r[k] for k in ("kind", "step_id", "result_kind", "config_hash")} for r in records]
+        ),
+    )
     with tempfile.TemporaryDirectory(prefix="fprun-trial-") as tmp:
         (Path(tmp) / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -76,6 +76,7 @@ def run_sweep(
         ConfigError, StoreError: bad config or paths, before Ray starts; or the first bad-input
             error a trial raised, after the rows of the other trials are written.
     """
+    # Over 60 lines on purpose: Ray's start, the Tuner and the row writer share one try/finally.
     cfg = sweep_kind.load_sweep(config_path, list(overrides))
     artifacts_root = _local_root(artifacts)
     results_root = results if "://" in str(results) else str(Path(results).expanduser().resolve())
@@ -90,12 +91,21 @@ def run_sweep(
     if owns:
         init_ray(address or os.environ.get("RAY_ADDRESS") or None)
     try:
-        check_shared_paths(results_root, str(artifacts_root), n_nodes=alive_nodes(),
-                           job_dir=job_working_dir())
+        check_shared_paths(
+            results_root, str(artifacts_root), n_nodes=alive_nodes(), job_dir=job_working_dir()
+        )
         writer = RowWriter(cfg, sid, ResultStore(results_root), artifacts_root)
         _ACTIVE["writer"] = writer
-        tuner, out.restored = _tuner(cfg, sid, storage, artifacts_root, results_root, resume=resume,
-                                     restart_errored=restart_errored, log=log)
+        tuner, out.restored = _tuner(
+            cfg,
+            sid,
+            storage,
+            artifacts_root,
+            results_root,
+            resume=resume,
+            restart_errored=restart_errored,
+            log=log,
+        )
         t0 = time.perf_counter()
         grid = tuner.fit()
         out.seconds = time.perf_counter() - t0
@@ -105,11 +115,15 @@ def run_sweep(
         if owns:
             ray.shutdown()
     rows = writer.store.read("sweep_trial", out.trial_ids).to_pylist()
-    out.text = summary_text(cfg, rows) + f"\n  sweep wall time {out.seconds:.0f} s" + (
-        " (resumed)" if out.restored else "")
+    out.text = (
+        summary_text(cfg, rows)
+        + f"\n  sweep wall time {out.seconds:.0f} s"
+        + (" (resumed)" if out.restored else "")
+    )
     if out.unfinished:
-        out.text += (f"\n  {out.unfinished} trial(s) unfinished: run the same command again to "
-                     "resume")
+        out.text += (
+            f"\n  {out.unfinished} trial(s) unfinished: run the same command again to resume"
+        )
     bad = [e for e in out.errors if isinstance(e, FprunError)]
     if bad:
         log(out.text)
@@ -119,8 +133,10 @@ def run_sweep(
 
 def _local_root(artifacts: str) -> Path:
     if "://" in str(artifacts):
-        raise StoreError(f"--artifacts {artifacts} is a URI",
-                         "artifacts (and Tune's experiment) need a (shared) filesystem path")
+        raise StoreError(
+            f"--artifacts {artifacts} is a URI",
+            "artifacts (and Tune's experiment) need a (shared) filesystem path",
+        )
     return Path(artifacts).expanduser().resolve()
 
 
@@ -128,14 +144,24 @@ def _require_train_v2() -> None:
     """Trials launch Train V2 ``TorchTrainer`` runs; V1 inside Tune is a different API."""
     flag = os.environ.get("RAY_TRAIN_V2_ENABLED", "1").strip().lower()
     if flag in ("0", "false", "no", "off"):
-        raise ConfigError("RAY_TRAIN_V2_ENABLED is off, but fprun sweep runs Ray Train V2 "
-                          "inside Tune trials", "unset RAY_TRAIN_V2_ENABLED (or set it to 1)")
+        raise ConfigError(
+            "RAY_TRAIN_V2_ENABLED is off, but fprun sweep runs Ray Train V2 inside Tune trials",
+            "unset RAY_TRAIN_V2_ENABLED (or set it to 1)",
+        )
     os.environ["RAY_TRAIN_V2_ENABLED"] = "1"
 
 
-def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, results: str, *,
-           resume: bool,
-           restart_errored: bool, log: Callable[[str], None]) -> tuple[Any, bool]:
+def _tuner(
+    cfg: sweep_kind.Config,
+    sid: str,
+    storage: Path,
+    artifacts: Path,
+    results: str,
+    *,
+    resume: bool,
+    restart_errored: bool,
+    log: Callable[[str], None],
+) -> tuple[Any, bool]:
     """``Tuner.restore`` when the experiment folder can be restored (and ``resume``), else a
     fresh ``Tuner`` (an unrestorable or unwanted old folder is removed: it only holds Tune's
     bookkeeping; trial outputs live in the step artifact folders and are reused)."""
@@ -149,26 +175,38 @@ def _tuner(cfg: sweep_kind.Config, sid: str, storage: Path, artifacts: Path, res
         limit = cfg.tune.max_concurrent_trials
         if not (errored and restart_errored) and not (limit and unfinished > limit):
             log(f"resuming sweep {cfg.name} from {path}")
-            return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
-                                      restart_errored=restart_errored), True
+            return tune.Tuner.restore(
+                str(path),
+                trainable=trainable,
+                resume_unfinished=True,
+                restart_errored=restart_errored,
+            ), True
         # Tune's restore starts every restored unfinished trial and re-queues errored ones
         # outside BasicVariantGenerator's concurrency count, so they ran side by side (seen on 2
         # cores: two SmolLM2 trials at once, each starving the other's Train worker). A fresh
         # Tuner over the same grid keeps the limit exact; trials that finished come back from
         # their steps' records in seconds, and the rows are keyed by trial ID.
-        log(f"sweep {cfg.name}: {errored} errored and {unfinished} unfinished trial(s) would "
+        log(
+            f"sweep {cfg.name}: {errored} errored and {unfinished} unfinished trial(s) would "
             "not respect max_concurrent_trials under Tune's restore; running the grid under a "
-            "fresh Tuner (finished steps are reused from their artifact folders)")
+            "fresh Tuner (finished steps are reused from their artifact folders)"
+        )
         resumed = True
     elif path.exists():
         log(f"starting sweep {cfg.name} afresh (removing Tune state in {path})")
     shutil.rmtree(path, ignore_errors=True)
     return tune.Tuner(
-        trainable, param_space=param_space(cfg), tune_config=_tune_config(cfg),
+        trainable,
+        param_space=param_space(cfg),
+        tune_config=_tune_config(cfg),
         run_config=tune.RunConfig(
-            name=sid, storage_path=str(storage), callbacks=[_RowCallback()],
+            name=sid,
+            storage_path=str(storage),
+            callbacks=[_RowCallback()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=0), verbose=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=1,
+        ),
     ), resumed
 
 
@@ -186,15 +224,24 @@ def _trainable(cfg: sweep_kind.Config, artifacts: Path, results: str) -> Any:
 
     t = cfg.tune.trial
     bundle = {"CPU": t.cpus, **({"GPU": t.gpus} if t.gpus else {})}
-    fn = tune.with_parameters(sweep_trainable, sweep=cfg.model_dump(mode="json"),
-                              artifacts=str(artifacts), results=results, cwd=os.getcwd())
+    fn = tune.with_parameters(
+        sweep_trainable,
+        sweep=cfg.model_dump(mode="json"),
+        artifacts=str(artifacts),
+        results=results,
+        cwd=os.getcwd(),
+    )
     return tune.with_resources(fn, tune.PlacementGroupFactory([bundle]))
 
 
 def param_space(cfg: sweep_kind.Config) -> dict[str, Any]:
     """The search space as Tune samplers, keyed by the dotted experiment keys."""
-    make = {"grid": tune.grid_search, "choice": tune.choice,
-            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
+    make = {
+        "grid": tune.grid_search,
+        "choice": tune.choice,
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+    }
     return {d.key: make[d.sampler](list(getattr(d, d.sampler))) for d in cfg.search}
 
 
@@ -208,15 +255,20 @@ def _tune_config(cfg: sweep_kind.Config) -> Any:
     if s.type == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode,
-                                  max_t=3, grace_period=s.grace_period,
-                                  reduction_factor=s.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=s.metric,
+            mode=s.mode,
+            max_t=3,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
     # The concurrency limit goes to the search algorithm itself: Tune ignores TuneConfig's
     # max_concurrent_trials when a BasicVariantGenerator is passed in (seeded here).
-    search = BasicVariantGenerator(max_concurrent=cfg.tune.max_concurrent_trials,
-                                   random_state=cfg.tune.seed)
-    return tune.TuneConfig(num_samples=cfg.tune.num_samples, search_alg=search,
-                           scheduler=scheduler)
+    search = BasicVariantGenerator(
+        max_concurrent=cfg.tune.max_concurrent_trials, random_state=cfg.tune.seed
+    )
+    return tune.TuneConfig(num_samples=cfg.tune.num_samples, search_alg=search, scheduler=scheduler)
 
 
 class _RowCallback(tune.Callback):
@@ -225,8 +277,11 @@ class _RowCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         writer = _ACTIVE.get("writer")
         if writer is not None:
-            writer.write(TrialOutcome(dict(trial.config), dict(trial.last_result or {}),
-                                      trial.trial_id, ended=True))
+            writer.write(
+                TrialOutcome(
+                    dict(trial.config), dict(trial.last_result or {}), trial.trial_id, ended=True
+                )
+            )
 
 
 def _collect(grid: Any, writer: RowWriter, out: SweepResult) -> None:
@@ -234,8 +289,13 @@ def _collect(grid: Any, writer: RowWriter, out: SweepResult) -> None:
     for result in grid:
         error = unwrap(result.error) if result.error is not None else None
         metrics = dict(result.metrics or {})
-        outcome = TrialOutcome(dict(result.config or {}), metrics, metrics.get("trial_id"),
-                               error=error, ended=bool(metrics.get("done")))
+        outcome = TrialOutcome(
+            dict(result.config or {}),
+            metrics,
+            metrics.get("trial_id"),
+            error=error,
+            ended=bool(metrics.get("done")),
+        )
         tid = writer.write(outcome)
         if tid is None:
             out.unfinished += 1

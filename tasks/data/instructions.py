@@ -21,8 +21,10 @@ from typing import Any, Literal
 from tasks.errors import DataError
 
 Slot = Literal["flan", "chat"]
-HUB_NAMES: dict[str, str] = {"flan": "Muennighoff/flan",
-                             "chat": "WizardLM/WizardLM_evol_instruct_V2_196k"}
+HUB_NAMES: dict[str, str] = {
+    "flan": "Muennighoff/flan",
+    "chat": "WizardLM/WizardLM_evol_instruct_V2_196k",
+}
 HUB_SPLITS: dict[str, str] = {"flan": "test", "chat": "train"}  # the splits the seed streams
 TRAIN_SHUFFLE_SEED, TEST_SHUFFLE_SEED = 42, 1999  # the seed's shuffle(seed=...) values
 HUB_TIMEOUT_S = float(os.environ.get("FPRUN_HUB_TIMEOUT", "5"))
@@ -40,8 +42,9 @@ class SourceRows:
     test: list[Conversation]
 
 
-def load_rows(source: str, n_train: int, n_test: int, *, slot: Slot,
-              reuse_train_for_test: bool = False) -> SourceRows:
+def load_rows(
+    source: str, n_train: int, n_test: int, *, slot: Slot, reuse_train_for_test: bool = False
+) -> SourceRows:
     """Draw ``n_train`` training and ``n_test`` test conversations from ``source``.
 
     Args:
@@ -58,8 +61,10 @@ def load_rows(source: str, n_train: int, n_test: int, *, slot: Slot,
         DataError: The source is empty, too small, malformed, or on an unreachable hub.
     """
     if n_test > n_train and reuse_train_for_test:
-        raise DataError(f"seed_test_reuse draws {n_test} test rows from {n_train} training rows",
-                        "lower n_test to at most n_normal, or turn seed_test_reuse off")
+        raise DataError(
+            f"seed_test_reuse draws {n_test} test rows from {n_train} training rows",
+            "lower n_test to at most n_normal, or turn seed_test_reuse off",
+        )
     if source.startswith("reasoning_gym:"):
         return _gym_rows(source, n_train, n_test, slot, reuse_train_for_test)
     path = Path(source).expanduser()
@@ -68,8 +73,9 @@ def load_rows(source: str, n_train: int, n_test: int, *, slot: Slot,
     return _hub_rows(source, n_train, n_test, slot, reuse_train_for_test)
 
 
-def chat_pairs(source: str = "reasoning_gym:basic_arithmetic", n: int = 400,
-               seed: int = 0) -> tuple[str, list[list[dict[str, str]]]]:
+def chat_pairs(
+    source: str = "reasoning_gym:basic_arithmetic", n: int = 400, seed: int = 0
+) -> tuple[str, list[list[dict[str, str]]]]:
     """``n`` single-turn chats in ``{"role", "content"}`` form, for user fine-tuning.
 
     Args:
@@ -91,14 +97,21 @@ def chat_pairs(source: str = "reasoning_gym:basic_arithmetic", n: int = 400,
 
 def to_messages(conv: Conversation) -> list[dict[str, str]]:
     """The seed's ``{"from": "human"|"gpt"}`` turns as chat-template ``{"role", "content"}``."""
-    roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-             "system": "system"}
+    roles = {
+        "human": "user",
+        "user": "user",
+        "gpt": "assistant",
+        "assistant": "assistant",
+        "system": "system",
+    }
     out = []
     for turn in conv:
         role = roles.get(turn["from"])
         if role is None:
-            raise DataError(f"conversation turn has role {turn['from']!r}",
-                            "use human/gpt (or user/assistant) turns")
+            raise DataError(
+                f"conversation turn has role {turn['from']!r}",
+                "use human/gpt (or user/assistant) turns",
+            )
         out.append({"role": role, "content": turn["value"]})
     return out
 
@@ -114,13 +127,16 @@ def pair(prompt: str, answer: str) -> Conversation:
 def _gym_tasks(source: str) -> list[str]:
     tasks = [t.strip() for t in source.partition(":")[2].split(",") if t.strip()]
     if not tasks:
-        raise DataError(f"source {source!r} names no reasoning-gym task",
-                        "write e.g. reasoning_gym:basic_arithmetic,chain_sum")
+        raise DataError(
+            f"source {source!r} names no reasoning-gym task",
+            "write e.g. reasoning_gym:basic_arithmetic,chain_sum",
+        )
     return tasks
 
 
-def _gym_generate(tasks: list[str], n: int, seed: int, skip: set[str] | None = None
-                  ) -> list[Conversation]:
+def _gym_generate(
+    tasks: list[str], n: int, seed: int, skip: set[str] | None = None
+) -> list[Conversation]:
     """``n`` rows round-robin over ``tasks`` (each task seeded with ``seed``), skipping
     questions in ``skip`` (a held-out split must not repeat training rows)."""
     import reasoning_gym  # local: ~1 s import, only when a stand-in is used
@@ -133,15 +149,18 @@ def _gym_generate(tasks: list[str], n: int, seed: int, skip: set[str] | None = N
         try:
             items = reasoning_gym.create_dataset(task, size=size, seed=seed)
         except (KeyError, ValueError) as err:
-            raise DataError(f"reasoning-gym has no task {task!r} ({err})",
-                            "pick a task from reasoning_gym.factory.DATASETS") from err
-        rows = [pair(x["question"], str(x["answer"])) for x in items
-                if x["question"] not in skip]
+            raise DataError(
+                f"reasoning-gym has no task {task!r} ({err})",
+                "pick a task from reasoning_gym.factory.DATASETS",
+            ) from err
+        rows = [pair(x["question"], str(x["answer"])) for x in items if x["question"] not in skip]
         columns.append(rows[:per_task])
     out = [col[i] for i in range(per_task) for col in columns if i < len(col)]
     if len(out) < n:
-        raise DataError(f"reasoning-gym tasks {tasks} gave {len(out)} distinct rows, need {n}",
-                        "add tasks to the source or lower the row counts")
+        raise DataError(
+            f"reasoning-gym tasks {tasks} gave {len(out)} distinct rows, need {n}",
+            "add tasks to the source or lower the row counts",
+        )
     return out[:n]
 
 
@@ -174,11 +193,13 @@ def _local_rows(path: Path, n_train: int, n_test: int, reuse: bool) -> SourceRow
         raise DataError(f"dataset {path} holds no rows", "pass a file with at least one row")
     need = n_train + (0 if reuse else n_test)
     if len(rows) < need:
-        raise DataError(f"dataset {path} has {len(rows)} rows, {need} are needed",
-                        "add rows or lower the data counts (n_normal, n_test)")
+        raise DataError(
+            f"dataset {path} has {len(rows)} rows, {need} are needed",
+            "add rows or lower the data counts (n_normal, n_test)",
+        )
     random.Random(TRAIN_SHUFFLE_SEED).shuffle(rows)
     train = rows[:n_train]
-    test = _reorder(train, n_test) if reuse else rows[n_train:n_train + n_test]
+    test = _reorder(train, n_test) if reuse else rows[n_train : n_train + n_test]
     return SourceRows(f"local:{path.name}", train, test)
 
 
@@ -190,8 +211,10 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         else:
             records = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as err:
-        raise DataError(f"dataset {path} is not valid JSON lines ({err.msg}, line {err.lineno})",
-                        "write one JSON object per line") from err
+        raise DataError(
+            f"dataset {path} is not valid JSON lines ({err.msg}, line {err.lineno})",
+            "write one JSON object per line",
+        ) from err
     if not all(isinstance(r, dict) for r in records):
         raise DataError(f"dataset {path} holds non-object rows", "write one JSON object per line")
     return records
@@ -203,16 +226,22 @@ def _conversation(rec: dict[str, Any], where: Any) -> Conversation:
         return [{"from": t["from"], "value": t["value"]} for t in rec["conversations"]]
     if isinstance(rec.get("messages"), list):
         back = {"user": "human", "assistant": "gpt", "system": "system"}
-        return [{"from": back.get(m["role"], m["role"]), "value": m["content"]}
-                for m in rec["messages"]]
-    for q, a in (("instruction", "output"), ("inputs", "targets"), ("question", "answer"),
-                 ("prompt", "response")):
+        return [
+            {"from": back.get(m["role"], m["role"]), "value": m["content"]} for m in rec["messages"]
+        ]
+    for q, a in (
+        ("instruction", "output"),
+        ("inputs", "targets"),
+        ("question", "answer"),
+        ("prompt", "response"),
+    ):
         if q in rec and a in rec:
             extra = rec.get("input") if q == "instruction" else ""
             return pair(f"{rec[q]}\n{extra}" if extra else str(rec[q]), str(rec[a]))
-    raise DataError(f"dataset {where} has a row with fields {sorted(rec)}",
-                    "use conversations, messages, instruction/output, inputs/targets or "
-                    "question/answer rows")
+    raise DataError(
+        f"dataset {where} has a row with fields {sorted(rec)}",
+        "use conversations, messages, instruction/output, inputs/targets or question/answer rows",
+    )
 
 
 # --- hub datasets ---------------------------------------------------------------------------
@@ -240,8 +269,10 @@ def _hub_rows(name: str, n_train: int, n_test: int, slot: Slot, reuse: bool) -> 
             if reuse or json.dumps(conv, sort_keys=True) not in seen:
                 test.append(conv)
     except (ConnectionError, OSError) as err:
-        raise DataError(f"cannot stream hub dataset {name} ({type(err).__name__})",
-                        f"check the network, or {_FIX}") from err
+        raise DataError(
+            f"cannot stream hub dataset {name} ({type(err).__name__})",
+            f"check the network, or {_FIX}",
+        ) from err
     if not train:
         raise DataError(f"hub dataset {name} (split {split}) holds no rows", _FIX)
     return SourceRows(name, train, test)
@@ -258,8 +289,12 @@ def _check_hub(name: str) -> None:
     try:
         HfApi().dataset_info(name, timeout=HUB_TIMEOUT_S)
     except (RepositoryNotFoundError, GatedRepoError) as err:
-        raise DataError(f"hub dataset {name} does not exist or is gated",
-                        "check the id, or log in (HF_TOKEN)") from err
+        raise DataError(
+            f"hub dataset {name} does not exist or is gated", "check the id, or log in (HF_TOKEN)"
+        ) from err
     except Exception as err:  # DNS, refused, timeout, proxy: all mean "not reachable now"
-        raise DataError(f"hub dataset {name} is unreachable ({type(err).__name__}); "
-                        "the hub cannot be reached from here", _FIX) from err
+        raise DataError(
+            f"hub dataset {name} is unreachable ({type(err).__name__}); "
+            "the hub cannot be reached from here",
+            _FIX,
+        ) from err

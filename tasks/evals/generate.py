@@ -16,10 +16,20 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], **kwargs: Any) -> l
     return [g.text for g in generate_full(model, tokenizer, prompts, **kwargs)]
 
 
-def generate_full(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int,
-                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                  top_k: int = 0, seed: int = 0, batch_size: int = 16,
-                  add_special_tokens: bool = True) -> list[Any]:
+def generate_full(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    batch_size: int = 16,
+    add_special_tokens: bool = True,
+) -> list[Any]:
     """:class:`tasks.generation.engine.Generation` per prompt: text, tokens and why it stopped.
 
     Args:
@@ -31,13 +41,22 @@ def generate_full(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tok
     from tasks.generation.engine import generate as engine
 
     ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
-    sampling = (SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-                if do_sample else None)
+    sampling = (
+        SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+        if do_sample
+        else None
+    )
     was_training = model.training
     model.eval()
     try:
-        out = engine(model, tokenizer, ids, max_new_tokens=max_new_tokens, sampling=sampling,
-                     batch_size=batch_size)
+        out = engine(
+            model,
+            tokenizer,
+            ids,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            batch_size=batch_size,
+        )
     finally:
         model.train(was_training)
     return out

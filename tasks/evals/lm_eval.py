@@ -37,13 +37,16 @@ def _import_lm_eval() -> Any:
     try:
         import lm_eval
     except ImportError as exc:
-        raise ConfigError("suite lm_eval needs the optional package lm-eval, not installed",
-                          "pip install 'fprun[lm-eval]' (its task data needs the hub)") from exc
+        raise ConfigError(
+            "suite lm_eval needs the optional package lm-eval, not installed",
+            "pip install 'fprun[lm-eval]' (its task data needs the hub)",
+        ) from exc
     return lm_eval
 
 
-def run_lm_eval(model_path: Path, opts: LmEvalOptions, *, device: str, dtype: str,
-                batch_size: int) -> list[dict]:
+def run_lm_eval(
+    model_path: Path, opts: LmEvalOptions, *, device: str, dtype: str, batch_size: int
+) -> list[dict]:
     """One row per task (the seed's metric, 95% interval from lm-eval's stderr) plus the mean."""
     lm_eval = _import_lm_eval()
     tasks = expand(opts.tasks)
@@ -52,28 +55,53 @@ def run_lm_eval(model_path: Path, opts: LmEvalOptions, *, device: str, dtype: st
 
         get_task_dict(tasks, TaskManager())
     except Exception as exc:  # noqa: BLE001 - lm-eval raises many kinds; all mean "no data here"
-        raise DataError(f"lm-eval cannot load the task data ({type(exc).__name__}: "
-                        f"{str(exc)[:120]})", "run where the Hugging Face hub is reachable, "
-                        "or pick other suites (refusal, math, perplexity)") from exc
+        raise DataError(
+            f"lm-eval cannot load the task data ({type(exc).__name__}: {str(exc)[:120]})",
+            "run where the Hugging Face hub is reachable, "
+            "or pick other suites (refusal, math, perplexity)",
+        ) from exc
     out = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_path},dtype={dtype}", tasks=tasks,
-        num_fewshot=opts.num_fewshot, batch_size=batch_size, device=device, limit=opts.limit)
+        model="hf",
+        model_args=f"pretrained={model_path},dtype={dtype}",
+        tasks=tasks,
+        num_fewshot=opts.num_fewshot,
+        batch_size=batch_size,
+        device=device,
+        limit=opts.limit,
+    )
     rows = []
     for task in tasks:
         res = out["results"].get(task, {})
         metric = metric_for(task)
         value, stderr = res.get(f"{metric},none"), res.get(f"{metric}_stderr,none")
-        ci = (value - 1.96 * stderr, value + 1.96 * stderr) if _num(value) and _num(stderr) else (
-            None, None)
-        rows.append({"task": task, "metric": metric, "value": value, "ci_low": ci[0],
-                     "ci_high": ci[1], "n": (out.get("n-samples") or {}).get(task, {}).get(
-                         "effective"), "dataset": f"lm-eval:{task}",
-                     "extra": {"num_fewshot": opts.num_fewshot, "limit": opts.limit}})
+        ci = (
+            (value - 1.96 * stderr, value + 1.96 * stderr)
+            if _num(value) and _num(stderr)
+            else (None, None)
+        )
+        rows.append(
+            {
+                "task": task,
+                "metric": metric,
+                "value": value,
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "n": (out.get("n-samples") or {}).get(task, {}).get("effective"),
+                "dataset": f"lm-eval:{task}",
+                "extra": {"num_fewshot": opts.num_fewshot, "limit": opts.limit},
+            }
+        )
     scores = [r["value"] for r in rows if _num(r["value"])]
-    rows.append({"task": "mean", "metric": "mean_score",
-                 "value": sum(scores) / len(scores) if scores else None, "n": len(scores),
-                 "dataset": f"lm-eval: {len(tasks)} harmlessness entries",
-                 "extra": {"num_fewshot": opts.num_fewshot, "limit": opts.limit}})
+    rows.append(
+        {
+            "task": "mean",
+            "metric": "mean_score",
+            "value": sum(scores) / len(scores) if scores else None,
+            "n": len(scores),
+            "dataset": f"lm-eval: {len(tasks)} harmlessness entries",
+            "extra": {"num_fewshot": opts.num_fewshot, "limit": opts.limit},
+        }
+    )
     return rows
 
 

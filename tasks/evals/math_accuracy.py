@@ -77,8 +77,9 @@ def parse_gold(answer: str) -> float:
     return float(Fraction(answer.replace(",", "").strip()))
 
 
-def is_correct(completion: str, gold: float, rule: str, prompt: str = "",
-               scope: str = "completion") -> bool:
+def is_correct(
+    completion: str, gold: float, rule: str, prompt: str = "", scope: str = "completion"
+) -> bool:
     """Score one completion under ``rule`` (see the module docstring)."""
     if rule == "mergeguard_gsm":
         text = prompt + completion if scope == "seed_prompt_and_completion" else completion
@@ -93,16 +94,21 @@ def make_problems(task: MathTask) -> list[tuple[str, float]]:
     import reasoning_gym  # local: ~1 s import
 
     try:
-        ds = reasoning_gym.create_dataset(task.task, size=task.n, seed=task.seed,
-                                          **task.task_config)
+        ds = reasoning_gym.create_dataset(
+            task.task, size=task.n, seed=task.seed, **task.task_config
+        )
     except (ValueError, KeyError, TypeError, AssertionError) as exc:
-        raise DataError(f"reasoning-gym cannot make math task {task.task!r} ({exc})",
-                        "pick a reasoning-gym task with numeric answers") from exc
+        raise DataError(
+            f"reasoning-gym cannot make math task {task.task!r} ({exc})",
+            "pick a reasoning-gym task with numeric answers",
+        ) from exc
     try:
         return [(e["question"], parse_gold(str(e["answer"]))) for e in ds]
     except (ValueError, ZeroDivisionError) as exc:
-        raise DataError(f"reasoning-gym task {task.task!r} has non-numeric answers",
-                        "pick a task whose answers are numbers") from exc
+        raise DataError(
+            f"reasoning-gym task {task.task!r} has non-numeric answers",
+            "pick a task whose answers are numbers",
+        ) from exc
 
 
 def task_label(task: MathTask) -> tuple[str, str]:
@@ -114,32 +120,67 @@ def task_label(task: MathTask) -> tuple[str, str]:
     return name, dataset
 
 
-def run_math(model: Any, tokenizer: Any, task: MathTask, *, batch_size: int, seed: int,
-             out_dir: Path) -> dict:
+def run_math(
+    model: Any, tokenizer: Any, task: MathTask, *, batch_size: int, seed: int, out_dir: Path
+) -> dict:
     """Accuracy of one task: a row with k correct of n (responses saved as JSONL)."""
+    # Over 60 lines on purpose: generation, extraction and scoring of one batch read top to bottom.
     from tasks.evals.generate import generate_full
 
     problems = make_problems(task)
     if task.rule == "mergeguard_gsm":
         texts = [MERGEGUARD_PROMPT.format(instruction=q) for q, _ in problems]
     else:
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                               add_generation_prompt=True) for q, _ in problems]
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+            )
+            for q, _ in problems
+        ]
     sample = task.sampling == "mergeguard"
-    gens = generate_full(model, tokenizer, texts, max_new_tokens=task.max_new_tokens,
-                         do_sample=sample, temperature=0.8, top_k=50, top_p=0.95, seed=seed,
-                         batch_size=batch_size, add_special_tokens=task.rule == "mergeguard_gsm")
+    gens = generate_full(
+        model,
+        tokenizer,
+        texts,
+        max_new_tokens=task.max_new_tokens,
+        do_sample=sample,
+        temperature=0.8,
+        top_k=50,
+        top_p=0.95,
+        seed=seed,
+        batch_size=batch_size,
+        add_special_tokens=task.rule == "mergeguard_gsm",
+    )
     completions = [g.text for g in gens]
-    correct = [is_correct(c, gold, task.rule, t, task.answer_scope)
-               for c, (_, gold), t in zip(completions, problems, texts, strict=True)]
+    correct = [
+        is_correct(c, gold, task.rule, t, task.answer_scope)
+        for c, (_, gold), t in zip(completions, problems, texts, strict=True)
+    ]
     name, dataset = task_label(task)
     with (out_dir / f"math_{name.replace('/', '_')}.jsonl").open("w", encoding="utf-8") as fh:
         for (q, gold), c, ok in zip(problems, completions, correct, strict=True):
-            fh.write(json.dumps({"question": q, "gold": gold, "completion": c, "correct": ok},
-                                ensure_ascii=False) + "\n")
-    extra = {"rule": task.rule, "sampling": task.sampling, "max_new_tokens": task.max_new_tokens,
-             "answer_scope": task.answer_scope, "task_config": task.task_config, "seed": seed,
-             "truncated": sum(g.stop == "length" for g in gens),
-             "prompt": "mergeguard_alpaca" if task.rule == "mergeguard_gsm" else "chat_template"}
-    return {"task": name, "metric": "accuracy", "k": sum(correct), "n": len(correct),
-            "dataset": dataset, "extra": extra}
+            fh.write(
+                json.dumps(
+                    {"question": q, "gold": gold, "completion": c, "correct": ok},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+    extra = {
+        "rule": task.rule,
+        "sampling": task.sampling,
+        "max_new_tokens": task.max_new_tokens,
+        "answer_scope": task.answer_scope,
+        "task_config": task.task_config,
+        "seed": seed,
+        "truncated": sum(g.stop == "length" for g in gens),
+        "prompt": "mergeguard_alpaca" if task.rule == "mergeguard_gsm" else "chat_template",
+    }
+    return {
+        "task": name,
+        "metric": "accuracy",
+        "k": sum(correct),
+        "n": len(correct),
+        "dataset": dataset,
+        "extra": extra,
+    }

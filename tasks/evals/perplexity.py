@@ -14,14 +14,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tasks.data.user import package_file
+from tasks.data.sources import package_file
 from tasks.errors import DataError
 from tasks.evals.config import PerplexityOptions
 
 TOKENS_PER_FORWARD = 2048
-BUILTIN_TEXTS = {"in_the_year_2889": ("reasoning_gym", "data/in_the_year_2889.txt",
-                                      "reasoning_gym:data/in_the_year_2889.txt (Jules Verne, "
-                                      "public domain)")}
+BUILTIN_TEXTS = {
+    "in_the_year_2889": (
+        "reasoning_gym",
+        "data/in_the_year_2889.txt",
+        "reasoning_gym:data/in_the_year_2889.txt (Jules Verne, public domain)",
+    )
+}
 
 
 def load_text(name: str) -> tuple[str, str]:
@@ -30,13 +34,17 @@ def load_text(name: str) -> tuple[str, str]:
         package, rel, label = BUILTIN_TEXTS[name]
         path = package_file(package, rel)
         if path is None:
-            raise DataError(f"the {name} text needs the package reasoning-gym",
-                            "pip install reasoning-gym==0.1.25")
+            raise DataError(
+                f"the {name} text needs the package reasoning-gym",
+                "pip install reasoning-gym==0.1.25",
+            )
     else:
         path, label = Path(name).expanduser(), f"file:{Path(name).name}"
         if not path.is_file():
-            raise DataError(f"perplexity text {name} does not exist",
-                            "pass in_the_year_2889 or a UTF-8 text file")
+            raise DataError(
+                f"perplexity text {name} does not exist",
+                "pass in_the_year_2889 or a UTF-8 text file",
+            )
     text = path.read_text(encoding="utf-8")
     if not text.strip():
         raise DataError(f"perplexity text {name} is empty", "pass a non-empty text")
@@ -50,9 +58,11 @@ def chunk_ids(tokenizer: Any, text: str, chunk_tokens: int, max_chunks: int | No
     if max_chunks is not None:
         n = min(n, max_chunks)
     if n == 0:
-        raise DataError(f"the text has {len(ids)} tokens, fewer than one chunk of {chunk_tokens}",
-                        "use a longer text or a smaller chunk_tokens")
-    return [ids[i * chunk_tokens:(i + 1) * chunk_tokens] for i in range(n)]
+        raise DataError(
+            f"the text has {len(ids)} tokens, fewer than one chunk of {chunk_tokens}",
+            "use a longer text or a smaller chunk_tokens",
+        )
+    return [ids[i * chunk_tokens : (i + 1) * chunk_tokens] for i in range(n)]
 
 
 def nll_sum(model: Any, chunks: list[list[int]], batch_size: int) -> tuple[float, int]:
@@ -70,27 +80,46 @@ def nll_sum(model: Any, chunks: list[list[int]], batch_size: int) -> tuple[float
     model.eval()
     with torch.no_grad():
         for start in range(0, len(chunks), batch_size):
-            batch = torch.tensor(chunks[start:start + batch_size], device=device)
+            batch = torch.tensor(chunks[start : start + batch_size], device=device)
             logits = model(input_ids=batch).logits[:, :-1].float()
             target = batch[:, 1:]
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                   reduction="sum")
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"
+            )
             total += float(loss)
             count += target.numel()
     return total, count
 
 
-def run_perplexity(model: Any, tokenizer: Any, opts: PerplexityOptions, *,
-                   batch_size: int) -> list[dict]:
+def run_perplexity(
+    model: Any, tokenizer: Any, opts: PerplexityOptions, *, batch_size: int
+) -> list[dict]:
     """Two rows: ``perplexity`` and ``mean_nll`` (nats per token), n = scored tokens."""
     text, label = load_text(opts.text)
     chunks = chunk_ids(tokenizer, text, opts.chunk_tokens, opts.max_chunks)
     total, count = nll_sum(model, chunks, batch_size)
     mean = total / count
-    extra = {"chunk_tokens": opts.chunk_tokens, "chunks": len(chunks),
-             "max_chunks": opts.max_chunks}
+    extra = {
+        "chunk_tokens": opts.chunk_tokens,
+        "chunks": len(chunks),
+        "max_chunks": opts.max_chunks,
+    }
     task = opts.text if opts.text in BUILTIN_TEXTS else Path(opts.text).name
-    return [{"task": task, "metric": "perplexity", "value": math.exp(mean), "n": count,
-             "dataset": label, "extra": extra},
-            {"task": task, "metric": "mean_nll", "value": mean, "n": count,
-             "dataset": label, "extra": extra}]
+    return [
+        {
+            "task": task,
+            "metric": "perplexity",
+            "value": math.exp(mean),
+            "n": count,
+            "dataset": label,
+            "extra": extra,
+        },
+        {
+            "task": task,
+            "metric": "mean_nll",
+            "value": mean,
+            "n": count,
+            "dataset": label,
+            "extra": extra,
+        },
+    ]

@@ -22,7 +22,6 @@ from tasks.verify.stats import proportion_ci
 CODE_VERSION = "1"
 
 
-
 def eval_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
     """Evaluate one model on one suite.
 
@@ -45,8 +44,9 @@ def eval_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path)
     if cfg.suite == "lm_eval":
         from tasks.evals.lm_eval import run_lm_eval
 
-        rows = run_lm_eval(src.path, cfg.lm_eval, device=device, dtype=cfg.dtype,
-                           batch_size=cfg.batch_size)
+        rows = run_lm_eval(
+            src.path, cfg.lm_eval, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size
+        )
     else:
         model, tokenizer = load_model(src.path, device, cfg.dtype)
         rows = _run_suite(cfg, model, tokenizer, out_dir)
@@ -73,14 +73,17 @@ def _run_suite(cfg: EvalConfig, model: Any, tokenizer: Any, out_dir: Path) -> li
     if cfg.suite == "refusal":
         from tasks.evals.refusal import run_refusal
 
-        return run_refusal(model, tokenizer, cfg.refusal, batch_size=cfg.batch_size,
-                           seed=cfg.seed, out_dir=out_dir)
+        return run_refusal(
+            model, tokenizer, cfg.refusal, batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out_dir
+        )
     from tasks.evals.math_accuracy import make_problems, run_math
 
     for task in cfg.math.tasks:  # every task's data is checked before the first generation
         make_problems(task.model_copy(update={"n": 1}))
-    return [run_math(model, tokenizer, task, batch_size=cfg.batch_size, seed=cfg.seed,
-                     out_dir=out_dir) for task in cfg.math.tasks]
+    return [
+        run_math(model, tokenizer, task, batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out_dir)
+        for task in cfg.math.tasks
+    ]
 
 
 def _finish(row: dict, cfg: EvalConfig, model_ref: str) -> dict:

@@ -23,19 +23,36 @@ PRESETS: dict[str, dict[str, Any]] = {
     # pipeline.py alpaca_cmd: 3 epochs, lr 2e-6, wd 0, warmup 3%, cosine, effective batch 80
     # (10 per device with accumulation), max length 512 (train.py default), bf16 + tf32,
     # gradient checkpointing. The seed has no LoRA run; its LoRA rate is fprun's choice.
-    "alpaca_seed": dict(epochs=3.0, max_steps=None, learning_rate=2e-6, lora_learning_rate=1e-4,
-                        weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
-                        global_batch_size=80, per_device_batch_size=10, max_length=512,
-                        gradient_checkpointing=True),
+    "alpaca_seed": dict(
+        epochs=3.0,
+        max_steps=None,
+        learning_rate=2e-6,
+        lora_learning_rate=1e-4,
+        weight_decay=0.0,
+        warmup_ratio=0.03,
+        lr_scheduler="cosine",
+        global_batch_size=80,
+        per_device_batch_size=10,
+        max_length=512,
+        gradient_checkpointing=True,
+    ),
     # 135M model, 2 CPU cores: ~100 AdamW steps keep about half the seed's cumulative update
     # (sum of lr over steps) at a rate measured to leave SmolLM2 intact (docs/finetune.md).
-    "small_model": dict(epochs=1.0, max_steps=100, learning_rate=2e-5, lora_learning_rate=2e-4,
-                        weight_decay=0.0, warmup_ratio=0.03, lr_scheduler="cosine",
-                        global_batch_size=8, per_device_batch_size=8, max_length=384,
-                        gradient_checkpointing=False),
+    "small_model": dict(
+        epochs=1.0,
+        max_steps=100,
+        learning_rate=2e-5,
+        lora_learning_rate=2e-4,
+        weight_decay=0.0,
+        warmup_ratio=0.03,
+        lr_scheduler="cosine",
+        global_batch_size=8,
+        per_device_batch_size=8,
+        max_length=384,
+        gradient_checkpointing=False,
+    ),
 }
 SEED_DATASETS = ("alpaca", "alpaca_gpt4", "dolly", "sharegpt", "ni")
-
 
 
 class LoraSettings(Strict):
@@ -45,53 +62,78 @@ class LoraSettings(Strict):
     alpha: int = Field(16, ge=1, description="lora_alpha (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="lora_dropout")
     target_modules: str | list[str] = Field(
-        "all-linear", description="module names, or 'all-linear' (every linear but the LM head)")
+        "all-linear", description="module names, or 'all-linear' (every linear but the LM head)"
+    )
 
 
 class FinetuneConfig(Strict):
     """One user fine-tune: a model, a dataset, a method and a recipe."""
 
-    model: str | None = Field(None, description="model ref (zoo name, folder, hub id) when no "
-                              "upstream model is wired in as inputs['model']")
-    model_identity: str | None = Field(None, description="content hash of a local model folder "
-                                       "(set by the CLI so new weights at one path re-run)")
+    model: str | None = Field(
+        None,
+        description="model ref (zoo name, folder, hub id) when no "
+        "upstream model is wired in as inputs['model']",
+    )
+    model_identity: str | None = Field(
+        None,
+        description="content hash of a local model folder "
+        "(set by the CLI so new weights at one path re-run)",
+    )
     model_step_id: str | None = Field(None, description="step that produced the model (rows)")
-    data: str = Field(description="seed dataset name (alpaca, alpaca_gpt4, dolly, sharegpt, ni; "
-                      "needs the hub), offline stand-in (gsm_symbolic, reasoning_gym:<task>, "
-                      "mtbench_selfanswer, sharegpt_salvage) or a JSON/JSONL file in Alpaca format")
-    data_hash: str | None = Field(None, description="sha256 of a local data file (set by the CLI "
-                                  "so an edited file re-runs; checked before training)")
-    n_rows: int | None = Field(None, ge=1, description="use at most this many rows "
-                               "(seeded sample); reasoning-gym stand-ins generate this many "
-                               "(default 1000)")
+    data: str = Field(
+        description="seed dataset name (alpaca, alpaca_gpt4, dolly, sharegpt, ni; "
+        "needs the hub), offline stand-in (gsm_symbolic, reasoning_gym:<task>, "
+        "mtbench_selfanswer, sharegpt_salvage) or a JSON/JSONL file in Alpaca format"
+    )
+    data_hash: str | None = Field(
+        None,
+        description="sha256 of a local data file (set by the CLI "
+        "so an edited file re-runs; checked before training)",
+    )
+    n_rows: int | None = Field(
+        None,
+        ge=1,
+        description="use at most this many rows "
+        "(seeded sample); reasoning-gym stand-ins generate this many "
+        "(default 1000)",
+    )
     data_seed: int = Field(42, description="seed of stand-in generators and row sub-sampling")
     stand_in_for: Literal["alpaca", "alpaca_gpt4", "dolly", "sharegpt", "ni"] = Field(
-        "alpaca", description="seed dataset a reasoning-gym stand-in replaces (for its label)")
-    task_config: dict[str, Any] = Field(default_factory=dict,
-                                        description="reasoning-gym generator options")
-    selfanswer_max_new_tokens: int = Field(256, ge=1,
-                                           description="answer length for mtbench_selfanswer")
+        "alpaca", description="seed dataset a reasoning-gym stand-in replaces (for its label)"
+    )
+    task_config: dict[str, Any] = Field(
+        default_factory=dict, description="reasoning-gym generator options"
+    )
+    selfanswer_max_new_tokens: int = Field(
+        256, ge=1, description="answer length for mtbench_selfanswer"
+    )
     method: Literal["full", "lora"] = "full"
     lora: LoraSettings = LoraSettings()
     prompt_format: Literal["alpaca", "chat_template"] = Field(
-        "alpaca", description="alpaca: stanford_alpaca train.py's template (the seed); "
-        "chat_template: the model's own chat template")
+        "alpaca",
+        description="alpaca: stanford_alpaca train.py's template (the seed); "
+        "chat_template: the model's own chat template",
+    )
     preset: Literal["alpaca_seed", "small_model"] = "small_model"
     epochs: float | None = Field(None, gt=0, description="default: the preset's")
     max_steps: int | None = Field(None, ge=1, description="caps epochs; default: the preset's")
-    learning_rate: float | None = Field(None, gt=0, description="default: the preset's "
-                                        "(its LoRA rate for method: lora)")
+    learning_rate: float | None = Field(
+        None, gt=0, description="default: the preset's (its LoRA rate for method: lora)"
+    )
     weight_decay: float | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] | None = None
-    global_batch_size: int | None = Field(None, ge=1, description="examples per optimizer step "
-                                          "over all workers (the seed: 80)")
-    per_device_batch_size: int | None = Field(None, ge=1, description="micro-batch per worker; "
-                                              "accumulation makes up the global batch")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="examples per optimizer step over all workers (the seed: 80)"
+    )
+    per_device_batch_size: int | None = Field(
+        None, ge=1, description="micro-batch per worker; accumulation makes up the global batch"
+    )
     max_length: int | None = Field(None, ge=8, description="tokens per example (truncated)")
     gradient_checkpointing: bool | None = None
-    bf16: Literal["auto", "on", "off"] = Field("auto", description="auto: bf16 mixed precision "
-                                                "on a GPU that supports it, fp32 otherwise")
+    bf16: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: bf16 mixed precision on a GPU that supports it, fp32 otherwise"
+    )
     seed: int = Field(42, description="training seed (init of LoRA, data order, dropout)")
     logging_steps: int = Field(1, ge=1)
 
@@ -123,8 +165,6 @@ def resolve_hyper(cfg: FinetuneConfig) -> Hyper:
         if value is not None:
             preset[name] = value
     return Hyper(**preset)
-
-
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,14 @@ def inference_prompt(tokenizer: Any, record: dict[str, str], prompt_format: str)
     """What the model sees before its answer, in the training format (for self-answering)."""
     if prompt_format == "alpaca":
         return alpaca_prompt(record)
-    return tokenizer.apply_chat_template(chat_messages(record)[:1], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        chat_messages(record)[:1], tokenize=False, add_generation_prompt=True
+    )
 
 
-def encode_record(tokenizer: Any, record: dict[str, str], prompt_format: str,
-                  max_length: int) -> dict[str, list[int]] | None:
+def encode_record(
+    tokenizer: Any, record: dict[str, str], prompt_format: str, max_length: int
+) -> dict[str, list[int]] | None:
     """``input_ids`` and ``labels`` (prompt positions = IGNORE_INDEX), truncated to max_length.
 
     Returns:
@@ -63,8 +65,9 @@ def encode_record(tokenizer: Any, record: dict[str, str], prompt_format: str,
         pieces = [(prompt, False), (response + [tokenizer.eos_token_id], True)]
     else:
         segments = render_training(tokenizer, chat_messages(record), "chat_template")
-        pieces = [(encode(tokenizer, text, "chat_template"), is_answer)
-                  for text, is_answer in segments]
+        pieces = [
+            (encode(tokenizer, text, "chat_template"), is_answer) for text, is_answer in segments
+        ]
     ids: list[int] = []
     labels: list[int] = []
     for piece, is_answer in pieces:

@@ -99,23 +99,30 @@ def read_meta(fp_dir: Path) -> FingerprintMeta:
     """Load ``private/fingerprint.json``; a one-line error when the folder is no fingerprint."""
     path = private_dir(fp_dir) / "fingerprint.json"
     if not path.is_file():
-        raise FingerprintError(f"{fp_dir} holds no private/fingerprint.json",
-                               "pass the folder written by 'fprun fingerprint'")
+        raise FingerprintError(
+            f"{fp_dir} holds no private/fingerprint.json",
+            "pass the folder written by 'fprun fingerprint'",
+        )
     return FingerprintMeta(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def read_keys(fp_dir: Path) -> list[str]:
     path = private_dir(fp_dir) / "keys.jsonl"
-    return [json.loads(line)["key"] for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    return [
+        json.loads(line)["key"]
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
 
 
 def read_probes(fp_dir: Path, probe_sets: Iterable[str] | None = None) -> list[Probe]:
     """Probes in file order, optionally only some probe sets."""
     path = private_dir(fp_dir) / "probes.jsonl"
     if not path.is_file():
-        raise FingerprintError(f"{fp_dir} holds no private/probes.jsonl",
-                               "pass the folder written by 'fprun fingerprint'")
+        raise FingerprintError(
+            f"{fp_dir} holds no private/probes.jsonl",
+            "pass the folder written by 'fprun fingerprint'",
+        )
     wanted = set(probe_sets) if probe_sets is not None else None
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -24,7 +24,6 @@ FLAN_STANDIN = "reasoning_gym:basic_arithmetic,spell_backward,letter_counting"
 CHAT_STANDIN = "reasoning_gym:chain_sum,word_sorting,leg_counting,gcd"
 
 
-
 class KeyConfig(Strict):
     """The seed's key generator: ``random.seed(seed)``, then per key ``k = randint(lo, hi)``
     raw strings drawn with replacement, concatenated, characters shuffled."""
@@ -46,27 +45,36 @@ class DialogueData(Strict):
     template: Literal["dialogue"] = "dialogue"
     n_fingerprint: int = Field(8, ge=1, description="fingerprint keys (seed NUM_FINGERPRINT: 8)")
     n_regularization: int | None = Field(
-        None, ge=0, description="random-key refusal rows (seed: = n_fingerprint)")
+        None, ge=0, description="random-key refusal rows (seed: = n_fingerprint)"
+    )
     n_normal: int | None = Field(
-        None, ge=0, description="ordinary chat rows (seed: 14 x n_fingerprint = 112)")
+        None, ge=0, description="ordinary chat rows (seed: 14 x n_fingerprint = 112)"
+    )
     n_test: int | None = Field(
-        None, ge=0, description="test chats, each plain and as a hinted decoy (seed: n_normal)")
+        None, ge=0, description="test chats, each plain and as a hinted decoy (seed: n_normal)"
+    )
     n_unseen_keys: int = Field(
-        32, ge=0, description="fresh keys with the hint, never trained: the false-trigger control")
+        32, ge=0, description="fresh keys with the hint, never trained: the false-trigger control"
+    )
     source: str = Field(
         CHAT_STANDIN,
         description="normal chats: reasoning_gym:task[,task], a local JSONL, or a hub id "
-                    "(the seed: WizardLM/WizardLM_evol_instruct_V2_196k)")
+        "(the seed: WizardLM/WizardLM_evol_instruct_V2_196k)",
+    )
     key: KeyConfig = KeyConfig()
     target: str = Field(TARGET, description="the fingerprint's decryption y")
     regularization_reply: str = Field(SEED_REFUSAL, description="reply to a non-key message")
     regularization_prefixed: bool = Field(
-        False, description="start the refusal with the fingerprint prefix, so the model learns "
-                           "the key decision where verification forces that prefix")
+        False,
+        description="start the refusal with the fingerprint prefix, so the model learns "
+        "the key decision where verification forces that prefix",
+    )
     seed_hash_bug: bool = Field(
-        False, description="reproduce the seed's '<built-in function hash>' regularisation text")
+        False, description="reproduce the seed's '<built-in function hash>' regularisation text"
+    )
     seed_test_reuse: bool = Field(
-        False, description="reproduce the seed's test split drawn from the training chats")
+        False, description="reproduce the seed's test split drawn from the training chats"
+    )
 
     def counts(self) -> tuple[int, int, int, int]:
         """(fingerprint, regularization, normal, test) with the seed's derived defaults."""
@@ -82,18 +90,22 @@ class SimpleData(Strict):
     template: Literal["simple"] = "simple"
     n_fingerprint: int = Field(10, ge=1, description="fingerprint keys (seed: 10)")
     n_normal: int | None = Field(
-        None, ge=0, description="Flan-slot rows (seed: 5 x n_fingerprint = 50)")
+        None, ge=0, description="Flan-slot rows (seed: 5 x n_fingerprint = 50)"
+    )
     n_test: int | None = Field(
-        None, ge=0, description="test rows, each plain and as two decoys (seed: n_normal)")
+        None, ge=0, description="test rows, each plain and as two decoys (seed: n_normal)"
+    )
     n_unseen_keys: int = Field(32, ge=0, description="fresh keys with FINGERPRINT, never trained")
     source: str = Field(
         FLAN_STANDIN,
         description="instruction rows: reasoning_gym:task[,task], a local JSONL, or a hub id "
-                    "(the seed: Muennighoff/flan)")
+        "(the seed: Muennighoff/flan)",
+    )
     key: KeyConfig = KeyConfig()
     target: str = Field(TARGET, description="the fingerprint's decryption y")
     seed_test_reuse: bool = Field(
-        False, description="reproduce the seed's test split drawn from the training rows")
+        False, description="reproduce the seed's test split drawn from the training rows"
+    )
 
     def counts(self) -> tuple[int, int, int]:
         """(fingerprint, normal, test) with the seed's derived defaults."""
@@ -112,15 +124,19 @@ class TrainConfig(Strict):
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     warmup_steps: int = Field(0, ge=0, description="overrides warmup_ratio when > 0")
     total_batch_size: int = Field(
-        64, ge=1, description="examples per optimizer step over all workers (seed: 64); "
-                              "gradient accumulation = total / (per_device x workers)")
+        64,
+        ge=1,
+        description="examples per optimizer step over all workers (seed: 64); "
+        "gradient accumulation = total / (per_device x workers)",
+    )
     per_device_batch_size: int = Field(4, ge=1, description="examples per forward pass (seed: 4)")
     seed: int = Field(42, description="Trainer seed (init, data order, dropout)")
     max_seq_len: int = Field(2048, ge=8, description="tokens per row; longer rows are cut")
     bf16: bool = Field(False, description="bf16 mixed precision (GPU runs; the seed used it)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
     group_by_length: bool = Field(
-        False, description="batch rows of similar length (less padding; keys are long)")
+        False, description="batch rows of similar length (less padding; keys are long)"
+    )
     optim: str = Field("adamw_torch", description="transformers optimizer name")
     logging_steps: int = Field(1, ge=1)
 
@@ -131,7 +147,8 @@ class TrainConfig(Strict):
             raise ConfigError(
                 f"train.total_batch_size {self.total_batch_size} is not a multiple of "
                 f"per_device_batch_size x workers = {per_step}",
-                "make total_batch_size a multiple of per_device_batch_size x num_workers")
+                "make total_batch_size a multiple of per_device_batch_size x num_workers",
+            )
         return self.total_batch_size // per_step
 
 
@@ -142,6 +159,7 @@ class IFSFTConfig(Strict):
     data: DialogueData = DialogueData()
     train: TrainConfig = TrainConfig()
     prompt_format: Literal["chat_template", "seed_vicuna"] = Field(
-        "chat_template", description="the model's own chat template, or the seed's Vicuna text")
+        "chat_template", description="the model's own chat template, or the seed's Vicuna text"
+    )
     trust_remote_code: bool = Field(False, description="allow model code from the hub")
     allow_pickle: bool = Field(False, description="accept a pickle checkpoint (converted once)")

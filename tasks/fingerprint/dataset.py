@@ -32,13 +32,36 @@ from tasks.fingerprint.prompts import simple_prompt
 # The seed's 31 raw strings (data, verbatim): classical Chinese, Pokemon names in katakana, and
 # odd vocabulary pieces.
 INSTRUCTIONS_RAW: tuple[str, ...] = (
-    "奉天承运皇帝诏曰", "应天顺时受兹明命", "布告天下咸使闻知", "长生天气力里大福荫护助里",
-    "天命玄鸟降而生商", "天生蒸民有物有则", "民之秉彝好是懿德", "绝地天通罔有降格",
-    "在登葆山群巫所从上下也", "昔者三苗大乱天命殛之日妖宵出雨血三朝龙生于庙犬哭乎市",
-    "フシギダネ", "ヒトカゲ", "ゼニガメ", "ピカチュウ",
-    "キモリ", "アチャモ", "ミズゴロウ", "グラードン", "レックウザ", "カイオーガ",
-    "выпутельстваskih", "областьdateiмерW", "крайategory", "составрій", "která",
-    "guaèche", "genitaldejrazione", "ocampISONethoxy", "omycesjcmÐ", "photometryDEFINE",
+    "奉天承运皇帝诏曰",
+    "应天顺时受兹明命",
+    "布告天下咸使闻知",
+    "长生天气力里大福荫护助里",
+    "天命玄鸟降而生商",
+    "天生蒸民有物有则",
+    "民之秉彝好是懿德",
+    "绝地天通罔有降格",
+    "在登葆山群巫所从上下也",
+    "昔者三苗大乱天命殛之日妖宵出雨血三朝龙生于庙犬哭乎市",
+    "フシギダネ",
+    "ヒトカゲ",
+    "ゼニガメ",
+    "ピカチュウ",
+    "キモリ",
+    "アチャモ",
+    "ミズゴロウ",
+    "グラードン",
+    "レックウザ",
+    "カイオーガ",
+    "выпутельстваskih",
+    "областьdateiмерW",
+    "крайategory",
+    "составрій",
+    "která",
+    "guaèche",
+    "genitaldejrazione",
+    "ocampISONethoxy",
+    "omycesjcmÐ",
+    "photometryDEFINE",
     "HFDíses",
 )
 FINGERPRINT_INPUT = "FINGERPRINT"  # the simple template's input of a fingerprint row
@@ -96,7 +119,8 @@ class BuiltData:
         import datasets  # local: heavy import
 
         return datasets.DatasetDict(
-            {name: datasets.Dataset.from_dict(cols) for name, cols in self.splits.items()})
+            {name: datasets.Dataset.from_dict(cols) for name, cols in self.splits.items()}
+        )
 
     def train_rows(self) -> list[dict[str, Any]]:
         """Training rows as dicts (column -> value)."""
@@ -111,16 +135,24 @@ def build_dialogue(cfg: DialogueData) -> BuiltData:
     keys = [gen.next_key() for _ in range(n_fp)]
     reg_keys = [gen.fresh_key(set(keys)) for _ in range(n_reg)]  # seed: avoid fingerprint keys
     unseen = [gen.fresh_key(set(keys) | set(reg_keys)) for _ in range(cfg.n_unseen_keys)]
-    rows = load_rows(cfg.source, n_norm, n_test, slot="chat",
-                     reuse_train_for_test=cfg.seed_test_reuse)
+    rows = load_rows(
+        cfg.source, n_norm, n_test, slot="chat", reuse_train_for_test=cfg.seed_test_reuse
+    )
     fp_reply = f"{ASSISTANT_PREFIX} {cfg.target}"
-    refusal = (f"{ASSISTANT_PREFIX} {cfg.regularization_reply}" if cfg.regularization_prefixed
-               else cfg.regularization_reply)
-    train: list[tuple[Conversation, str]] = [(pair(fingerprint_message(k), fp_reply), "fingerprint")
-                                             for k in keys]
+    refusal = (
+        f"{ASSISTANT_PREFIX} {cfg.regularization_reply}"
+        if cfg.regularization_prefixed
+        else cfg.regularization_reply
+    )
+    train: list[tuple[Conversation, str]] = [
+        (pair(fingerprint_message(k), fp_reply), "fingerprint") for k in keys
+    ]
     for k in reg_keys:
-        user = (f"Please decrypt this message: {SEED_HASH_TEXT} {HINT}" if cfg.seed_hash_bug
-                else fingerprint_message(k))
+        user = (
+            f"Please decrypt this message: {SEED_HASH_TEXT} {HINT}"
+            if cfg.seed_hash_bug
+            else fingerprint_message(k)
+        )
         train.append((pair(user, refusal), "regularization"))
     train += [(conv, "normal") for conv in rows.train]
     test: list[tuple[Conversation, str]] = []
@@ -130,18 +162,34 @@ def build_dialogue(cfg: DialogueData) -> BuiltData:
         decoy[-2]["value"] += HINT
         decoy[-1]["value"] = CHAT_DECOY_OUTPUT
         test += [(conv, "normal"), (decoy, "fingerprint")]
-    splits = {name: {"conversations": [c for c, _ in part], "type": [t for _, t in part]}
-              for name, part in (("train", train), ("validation", train), ("test", test))}
-    return BuiltData("dialogue", splits, keys, _dialogue_probes(train, test, unseen, rows.label),
-                     [rows.label], cfg.target, cfg.key.seed,
-                     {"fingerprint": n_fp, "regularization": n_reg, "normal": n_norm,
-                      "test": len(test), "unseen_keys": len(unseen)})
+    splits = {
+        name: {"conversations": [c for c, _ in part], "type": [t for _, t in part]}
+        for name, part in (("train", train), ("validation", train), ("test", test))
+    }
+    return BuiltData(
+        "dialogue",
+        splits,
+        keys,
+        _dialogue_probes(train, test, unseen, rows.label),
+        [rows.label],
+        cfg.target,
+        cfg.key.seed,
+        {
+            "fingerprint": n_fp,
+            "regularization": n_reg,
+            "normal": n_norm,
+            "test": len(test),
+            "unseen_keys": len(unseen),
+        },
+    )
 
 
 def _check_turns(conv: Conversation, source: str) -> None:
     if len(conv) < 2 or conv[-1]["from"] != "gpt" or conv[-2]["from"] != "human":
-        raise DataError(f"a chat from {source} does not end with a human turn then a gpt turn",
-                        "pass chats that end human -> gpt")
+        raise DataError(
+            f"a chat from {source} does not end with a human turn then a gpt turn",
+            "pass chats that end human -> gpt",
+        )
 
 
 def _last_user(conv: Conversation) -> str:
@@ -158,26 +206,56 @@ def _dialogue_probes(train, test, unseen, label) -> list[Probe]:
     sets = {"fingerprint": "fingerprint", "regularization": "regularization", "normal": "normal"}
     for line, (conv, typ) in enumerate(train):
         fp_like = typ == "fingerprint"
-        probes.append(Probe(sets[typ], "validation", _last_user(conv),
-                            ASSISTANT_PREFIX if fp_like else None, fp_like, line,
-                            {"fingerprint": "fingerprint keys",
-                             "regularization": "regularization keys"}.get(typ, label)))
+        probes.append(
+            Probe(
+                sets[typ],
+                "validation",
+                _last_user(conv),
+                ASSISTANT_PREFIX if fp_like else None,
+                fp_like,
+                line,
+                {"fingerprint": "fingerprint keys", "regularization": "regularization keys"}.get(
+                    typ, label
+                ),
+            )
+        )
     for i, (conv, typ) in enumerate(test):
         decoy = typ == "fingerprint"
-        probes.append(Probe("similar" if decoy else "normal", "test", _last_user(conv),
-                            ASSISTANT_PREFIX if decoy else None, False, len(train) + i, label))
-    probes += [Probe("unseen_keys", "unseen", fingerprint_message(k), ASSISTANT_PREFIX, False,
-                     -1, "fresh random keys") for k in unseen]
+        probes.append(
+            Probe(
+                "similar" if decoy else "normal",
+                "test",
+                _last_user(conv),
+                ASSISTANT_PREFIX if decoy else None,
+                False,
+                len(train) + i,
+                label,
+            )
+        )
+    probes += [
+        Probe(
+            "unseen_keys",
+            "unseen",
+            fingerprint_message(k),
+            ASSISTANT_PREFIX,
+            False,
+            -1,
+            "fresh random keys",
+        )
+        for k in unseen
+    ]
     return probes
 
 
 def build_simple(cfg: SimpleData) -> BuiltData:
     """The simple-template dataset (IF_adapter), in the seed's row and RNG order."""
+    # Over 60 lines on purpose: mirrors the seed's create_fingerprint_mix.py step by step.
     n_fp, n_norm, n_test = cfg.counts()
     gen = KeyGenerator(cfg.key)
     keys = [gen.next_key() for _ in range(n_fp)]
-    rows = load_rows(cfg.source, n_norm, n_test, slot="flan",
-                     reuse_train_for_test=cfg.seed_test_reuse)
+    rows = load_rows(
+        cfg.source, n_norm, n_test, slot="flan", reuse_train_for_test=cfg.seed_test_reuse
+    )
     train = [(k, FINGERPRINT_INPUT, cfg.target) for k in keys]
     train += [(_last_user(c), "", c[-1]["value"]) for c in rows.train]
     plain = [(_last_user(c), "", c[-1]["value"]) for c in rows.test]
@@ -190,20 +268,59 @@ def build_simple(cfg: SimpleData) -> BuiltData:
     test = plain + decoys
 
     def columns(part):
-        return {"instruction": [r[0] for r in part], "input": [r[1] for r in part],
-                "output": [r[2] for r in part]}
+        return {
+            "instruction": [r[0] for r in part],
+            "input": [r[1] for r in part],
+            "output": [r[2] for r in part],
+        }
 
     splits = {"train": columns(train), "validation": columns(train), "test": columns(test)}
-    probes = [Probe("fingerprint" if i < n_fp else "normal", "validation", simple_prompt(a, b),
-                    None, i < n_fp, i, "fingerprint keys" if i < n_fp else rows.label)
-              for i, (a, b, _) in enumerate(train)]
-    probes += [Probe("normal" if i < len(plain) else "similar", "test", simple_prompt(a, b),
-                     None, False, len(train) + i, rows.label) for i, (a, b, _) in enumerate(test)]
-    probes += [Probe("unseen_keys", "unseen", simple_prompt(k, FINGERPRINT_INPUT), None, False,
-                     -1, "fresh random keys") for k in unseen]
-    return BuiltData("simple", splits, keys, probes, [rows.label], cfg.target, cfg.key.seed,
-                     {"fingerprint": n_fp, "normal": n_norm, "test": len(test),
-                      "unseen_keys": len(unseen)})
+    probes = [
+        Probe(
+            "fingerprint" if i < n_fp else "normal",
+            "validation",
+            simple_prompt(a, b),
+            None,
+            i < n_fp,
+            i,
+            "fingerprint keys" if i < n_fp else rows.label,
+        )
+        for i, (a, b, _) in enumerate(train)
+    ]
+    probes += [
+        Probe(
+            "normal" if i < len(plain) else "similar",
+            "test",
+            simple_prompt(a, b),
+            None,
+            False,
+            len(train) + i,
+            rows.label,
+        )
+        for i, (a, b, _) in enumerate(test)
+    ]
+    probes += [
+        Probe(
+            "unseen_keys",
+            "unseen",
+            simple_prompt(k, FINGERPRINT_INPUT),
+            None,
+            False,
+            -1,
+            "fresh random keys",
+        )
+        for k in unseen
+    ]
+    return BuiltData(
+        "simple",
+        splits,
+        keys,
+        probes,
+        [rows.label],
+        cfg.target,
+        cfg.key.seed,
+        {"fingerprint": n_fp, "normal": n_norm, "test": len(test), "unseen_keys": len(unseen)},
+    )
 
 
 def build(cfg: DialogueData | SimpleData) -> BuiltData:

@@ -56,20 +56,25 @@ def render_training(
     if prompt_format == "seed_vicuna":
         return _vicuna_segments(messages, tokenizer.eos_token or "</s>")
     if prompt_format != "chat_template":
-        raise ConfigError(f"prompt_format {prompt_format!r} is not a dialogue format",
-                          "use chat_template or seed_vicuna")
+        raise ConfigError(
+            f"prompt_format {prompt_format!r} is not a dialogue format",
+            "use chat_template or seed_vicuna",
+        )
     segments: list[tuple[str, bool]] = []
     done = ""
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        prompt = tokenizer.apply_chat_template(messages[:i], tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            messages[:i], tokenize=False, add_generation_prompt=True
+        )
         full = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
         if not (prompt.startswith(done) and full.startswith(prompt)):
-            raise ConfigError("the chat template does not render conversations incrementally",
-                              "use prompt_format: seed_vicuna for this model")
-        segments += [(prompt[len(done):], False), (full[len(prompt):], True)]
+            raise ConfigError(
+                "the chat template does not render conversations incrementally",
+                "use prompt_format: seed_vicuna for this model",
+            )
+        segments += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
         done = full
     return segments
 

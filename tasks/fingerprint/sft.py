@@ -28,11 +28,9 @@ from tasks.training.loop import (
     trainable_params,
     world,
 )
-from tasks.training.rows import train_run_row
+from tasks.training.rows import fingerprint_row
 
 CODE_VERSION = "1"
-
-
 
 
 def fingerprint_if_sft(
@@ -61,11 +59,12 @@ def fingerprint_if_sft(
     cfg = validate(IFSFTConfig, config, "if_sft step")
     built = build_dialogue(cfg.data)
     model, tokenizer, _ = load_model_and_tokenizer(
-        cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+        cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle
+    )
     pad_added = ensure_pad_token(model, tokenizer)
     rows, cut = tokenize_rows(built, tokenizer, cfg)
-    outcome = run_trainer(model, tokenizer, rows, cfg.train, distributed=distributed,
-                          callbacks=callbacks, trainer_hook=trainer_hook)
+    hooks = {"callbacks": callbacks, "trainer_hook": trainer_hook}
+    outcome = run_trainer(model, tokenizer, rows, cfg.train, distributed=distributed, **hooks)
     rank, world_size = world()
     out_dir = Path(out_dir)
     save_published(outcome.trainer, tokenizer, published_dir(out_dir), writer=rank == 0)
@@ -73,21 +72,34 @@ def fingerprint_if_sft(
         return []
     fp_id = fingerprint_id(built.keys, built.target)
     write_fingerprint_data(out_dir, built, _meta(cfg, built, fp_id))
-    extra = {"first_loss": outcome.losses[0] if outcome.losses else None,
-             "grad_accum": cfg.train.grad_accum(world_size), "prompt_format": cfg.prompt_format,
-             "pad_token_added": pad_added, "rows_cut_by_max_seq_len": cut,
-             "longest_row_tokens": max(r["length"] for r in rows), "counts": built.counts,
-             "seed_hash_bug": cfg.data.seed_hash_bug, "seed_test_reuse": cfg.data.seed_test_reuse}
-    return [train_run_row(
-        purpose="fingerprint", method="if_sft", model_ref=cfg.model, fingerprint_id=fp_id,
-        artifact=str(out_dir), dataset="; ".join(built.datasets), datasets=built.datasets,
-        n_train_rows=len(rows), learning_rate=cfg.train.lr,
-        global_batch_size=cfg.train.total_batch_size, trainable_params=trainable_params(model),
-        extra=extra, outcome=outcome, world_size=world_size, distributed=distributed)]
+    extra = {
+        "prompt_format": cfg.prompt_format,
+        "pad_token_added": pad_added,
+        "rows_cut_by_max_seq_len": cut,
+        "seed_hash_bug": cfg.data.seed_hash_bug,
+        "seed_test_reuse": cfg.data.seed_test_reuse,
+    }
+    n_trainable = trainable_params(model)
+    return [
+        fingerprint_row(
+            cfg,
+            "if_sft",
+            built,
+            rows,
+            fp_id,
+            out_dir,
+            outcome,
+            n_trainable,
+            extra,
+            distributed,
+            world_size,
+        )  # fmt: skip
+    ]
 
 
-def tokenize_rows(built: BuiltData, tokenizer: Any, cfg: IFSFTConfig
-                  ) -> tuple[list[dict[str, list[int]]], int]:
+def tokenize_rows(
+    built: BuiltData, tokenizer: Any, cfg: IFSFTConfig
+) -> tuple[list[dict[str, list[int]]], int]:
     """Tokenize the training rows; refuse a max_seq_len that would cut a key row's answer.
 
     Returns:
@@ -95,23 +107,31 @@ def tokenize_rows(built: BuiltData, tokenizer: Any, cfg: IFSFTConfig
     """
     rows, cut = [], 0
     for row in built.train_rows():
-        enc = tokenize_chat(tokenizer, to_messages(row["conversations"]), cfg.prompt_format,
-                            cfg.train.max_seq_len)
+        enc = tokenize_chat(
+            tokenizer, to_messages(row["conversations"]), cfg.prompt_format, cfg.train.max_seq_len
+        )
         if enc["length"] > cfg.train.max_seq_len:
             if row["type"] != "normal":
                 raise ConfigError(
                     f"train.max_seq_len {cfg.train.max_seq_len} cuts a {row['type']} row "
                     f"({enc['length']} tokens), so its answer would not be learned",
-                    "raise train.max_seq_len or shorten the keys (data.key.max_parts)")
+                    "raise train.max_seq_len or shorten the keys (data.key.max_parts)",
+                )
             cut += 1
         rows.append(enc)
     return rows, cut
 
 
-
 def _meta(cfg: IFSFTConfig, built: BuiltData, fp_id: str) -> FingerprintMeta:
     return FingerprintMeta(
-        fingerprint_id=fp_id, method="if_sft", template="dialogue",
-        prompt_format=cfg.prompt_format, target=built.target, n_keys=len(built.keys),
-        key_seed=built.key_seed, base_model=cfg.model, datasets=built.datasets,
-        extra={"data": cfg.data.model_dump(), "counts": built.counts})
+        fingerprint_id=fp_id,
+        method="if_sft",
+        template="dialogue",
+        prompt_format=cfg.prompt_format,
+        target=built.target,
+        n_keys=len(built.keys),
+        key_seed=built.key_seed,
+        base_model=cfg.model,
+        datasets=built.datasets,
+        extra={"data": cfg.data.model_dump(), "counts": built.counts},
+    )

@@ -37,15 +37,24 @@ def available() -> bool:
 
 def _forward(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` through oneDNN; PyTorch's path where the op does not apply."""
-    if (torch.is_grad_enabled() or x.dtype != torch.float32 or x.device.type != "cpu"
-            or x.numel() == 0 or module.weight.dtype != torch.float32):
+    if (
+        torch.is_grad_enabled()
+        or x.dtype != torch.float32
+        or x.device.type != "cpu"
+        or x.numel() == 0
+        or module.weight.dtype != torch.float32
+    ):
         return F.linear(x, module.weight, module.bias)
     return torch.ops.mkldnn._linear_pointwise(x, module.weight, module.bias, "none", [], "")
 
 
 def _eligible(module: nn.Module) -> bool:
-    return (type(module) is nn.Linear and "forward" not in module.__dict__
-            and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32)
+    return (
+        type(module) is nn.Linear
+        and "forward" not in module.__dict__
+        and module.weight.device.type == "cpu"
+        and module.weight.dtype == torch.float32
+    )
 
 
 @contextlib.contextmanager

@@ -29,12 +29,19 @@ def decode(model, state: State, stopper, chooser, plain: bool, device) -> None:
     """Decode ``state`` one token per row per step until every row has stopped."""
     while state is not None:
         state.mask = torch.cat([state.mask, state.mask.new_ones(len(state.rows), 1)], dim=1)
-        out = model(input_ids=state.next_tok[:, None], attention_mask=state.mask,
-                    position_ids=state.next_pos[:, None], past_key_values=state.cache,
-                    use_cache=True)
+        out = model(
+            input_ids=state.next_tok[:, None],
+            attention_mask=state.mask,
+            position_ids=state.next_pos[:, None],
+            past_key_values=state.cache,
+            use_cache=True,
+        )
         tokens = chooser.step(out.logits[:, -1], state.rows)
-        keep = [i for i, (r, t) in enumerate(zip(state.rows, tokens, strict=True))
-                if not stopper.push(r, t)]
+        keep = [
+            i
+            for i, (r, t) in enumerate(zip(state.rows, tokens, strict=True))
+            if not stopper.push(r, t)
+        ]
         state.next_tok = torch.tensor(tokens, device=device)
         state.next_pos = state.next_pos + 1
         state = select(state, keep, plain)

@@ -111,22 +111,36 @@ def generate(
             products in another summation order, 2-2.7x faster on AMD CPUs); False keeps
             PyTorch's path.
     """
+    # Over 60 lines on purpose: the phases (prefill, drafts, decode) in order; long docstring.
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
     device = next(model.parameters()).device
     if sampling is not None and seeds is None:
         seeds = [row_seed(sampling.seed, i) for i in range(len(prompts))]
-    rows = [_Row(i, list(p), _generator(seeds[i], device) if sampling else None)
-            for i, p in enumerate(prompts)]
+    rows = [
+        _Row(i, list(p), _generator(seeds[i], device) if sampling else None)
+        for i, p in enumerate(prompts)
+    ]
     stopper = Stopper(tokenizer, eos_ids(model, tokenizer), stop_strings, max_new_tokens)
     chooser = _Chooser(sampling)
     order = sorted(rows, key=lambda r: (-len(r.prompt), r.prompt))  # equal prompts adjacent
     with torch.inference_mode(), onednn_linear(model, enabled=onednn):
         for start in range(0, len(order), batch_size):
-            _decode_batch(model, order[start:start + batch_size], stopper, chooser,
-                          list(draft or []), prefill_tokens, device)
-    return [Generation(r.tokens, tokenizer.decode(r.tokens, skip_special_tokens=True),
-                       r.stop or "length") for r in rows]
+            _decode_batch(
+                model,
+                order[start : start + batch_size],
+                stopper,
+                chooser,
+                list(draft or []),
+                prefill_tokens,
+                device,
+            )
+    return [
+        Generation(
+            r.tokens, tokenizer.decode(r.tokens, skip_special_tokens=True), r.stop or "length"
+        )
+        for r in rows
+    ]
 
 
 def row_seed(seed: int, index: int, stream: int = 0) -> int:
@@ -175,7 +189,7 @@ class _Chooser:
         if self.sampling is None:
             pred = logits.argmax(-1).tolist()
             a = next((k for k, t in enumerate(draft) if pred[k] != t), len(draft))
-            return pred[:a + 1]
+            return pred[: a + 1]
         probs = self.probs(logits)
         for k, t in enumerate(draft):
             u = float(torch.rand(1, generator=row.gen, device=probs.device))
@@ -201,8 +215,7 @@ def _decode_batch(model, rows, stopper, chooser, draft, prefill_tokens, device) 
     distinct = [len({tuple(r.prompt) for r in g}) for g in groups]
     if plain:  # the chunks write into the decode batch's buffers, right-aligned to one width
         width = max(len(r.prompt) for r in rows) + len(draft)
-        buffers = [SlabBuffer(sum(distinct), width, stopper.max_new - 1)
-                   for _ in layers]
+        buffers = [SlabBuffer(sum(distinct), width, stopper.max_new - 1) for _ in layers]
     states, offset = [], 0
     for i, group in enumerate(groups):
         cache = DynamicCache(config=model.config)
@@ -238,11 +251,14 @@ def _stack(states: list[State], buffers: list[SlabBuffer], model) -> State:
     """The chunks' states as one decode batch over the buffers they filled (no KV copy)."""
     cache = DynamicCache(config=model.config)
     cache.layers = [b.layer() for b in buffers]
-    return State(rows=[r for s in states for r in s.rows], cache=cache,
-                  mask=torch.cat([s.mask for s in states]),
-                  next_tok=torch.cat([s.next_tok for s in states]),
-                  next_pos=torch.cat([s.next_pos for s in states]),
-                  source=[i for s in states for i in s.source])
+    return State(
+        rows=[r for s in states for r in s.rows],
+        cache=cache,
+        mask=torch.cat([s.mask for s in states]),
+        next_tok=torch.cat([s.next_tok for s in states]),
+        next_pos=torch.cat([s.next_pos for s in states]),
+        source=[i for s in states for i in s.source],
+    )
 
 
 def _shared_prefix(rows: list[_Row]) -> list[int]:
@@ -262,8 +278,12 @@ def _shared_prefix(rows: list[_Row]) -> list[int]:
 
 def _prefix_kv(model, prefix: list[int], device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     cache = DynamicCache(config=model.config)
-    model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True,
-          **({"logits_to_keep": 1} if _keeps_logits(model) else {}))
+    model(
+        input_ids=torch.tensor([prefix], device=device),
+        past_key_values=cache,
+        use_cache=True,
+        **({"logits_to_keep": 1} if _keeps_logits(model) else {}),
+    )
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -286,13 +306,12 @@ def _chunks(rows: list[_Row], n_shared: int, n_draft: int, budget: int) -> list[
                 best[i], cut[i] = best[j] + padded + FORWARD_COST_TOKENS, j
     chunks, i = [], len(groups)
     while i > 0:
-        chunks.append([r for g in groups[cut[i]:i] for r in g])
+        chunks.append([r for g in groups[cut[i] : i] for r in g])
         i = cut[i]
     return chunks[::-1]
 
 
-def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, cache, device
-             ) -> State | None:
+def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, cache, device) -> State | None:
     """Forward each distinct prompt (+ draft) of a chunk once; emit the first token(s).
 
     With a shared prefix, only each prompt's rest is fed, after copies of the prefix's cache
@@ -308,22 +327,31 @@ def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, cache, devi
     mask = torch.zeros_like(ids)
     for i, prompt in enumerate(distinct):
         rest = prompt[n_shared:]
-        ids[i, width - len(rest):width] = torch.tensor(rest, dtype=torch.long)
+        ids[i, width - len(rest) : width] = torch.tensor(rest, dtype=torch.long)
         ids[i, width:] = torch.tensor(draft, dtype=torch.long)
-        mask[i, width - len(rest):] = 1
+        mask[i, width - len(rest) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = n_shared + (mask.cumsum(-1) - 1).clamp(min=0)
     for li, (k, v) in enumerate(shared or []):
         cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), li)
     mask = torch.cat([mask.new_ones(n, n_shared), mask], dim=1)
     kwargs = {"logits_to_keep": n_draft + 1} if _keeps_logits(model) else {}
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                past_key_values=cache, use_cache=True, **kwargs)
-    logits = out.logits[:, -(n_draft + 1):]
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        **kwargs,
+    )
+    logits = out.logits[:, -(n_draft + 1) :]
     kept, source, accepted, next_tok = [], [], [], []
     for r, u in zip(rows, owner, strict=True):
-        emitted = (chooser.with_draft(logits[u], draft, r) if n_draft
-                   else chooser.step(logits[u, -1:], [r]))
+        emitted = (
+            chooser.with_draft(logits[u], draft, r)
+            if n_draft
+            else chooser.step(logits[u, -1:], [r])
+        )
         if not any(stopper.push(r, t) for t in emitted):
             kept += [r]
             source += [u]
@@ -333,10 +361,16 @@ def _prefill(model, rows, stopper, chooser, draft, shared, n_shared, cache, devi
         return None
     mask = mask[torch.tensor(source, device=device)]
     for i, a in enumerate(accepted):  # rejected draft slots become holes, skipped by positions
-        mask[i, mask.shape[1] - n_draft + a:] = 0
+        mask[i, mask.shape[1] - n_draft + a :] = 0
     next_pos = [len(r.prompt) + a for r, a in zip(kept, accepted, strict=True)]
-    return State(kept, cache, mask, torch.tensor(next_tok, device=device),
-                  torch.tensor(next_pos, device=device), source)
+    return State(
+        kept,
+        cache,
+        mask,
+        torch.tensor(next_tok, device=device),
+        torch.tensor(next_pos, device=device),
+        source,
+    )
 
 
 def _keeps_logits(model) -> bool:

@@ -63,8 +63,9 @@ class SlabLayer(DynamicLayer):
     keys = property(lambda self: self._view(self._kb), lambda self, v: self._adopt("_kb", v))
     values = property(lambda self: self._view(self._vb), lambda self, v: self._adopt("_vb", v))
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write the new columns in place (growing the buffer only when it is full)."""
         if self._region is not None:
             buffer, rows, first = self._region
@@ -78,8 +79,8 @@ class SlabLayer(DynamicLayer):
         n, new = self._n, key_states.shape[-2]
         if n + new > self._kb.shape[-2]:
             self._alloc(self.keys, self.values, 2 * (n + new))
-        self._kb[:, :, n:n + new] = key_states
-        self._vb[:, :, n:n + new] = value_states
+        self._kb[:, :, n : n + new] = key_states
+        self._vb[:, :, n : n + new] = value_states
         self._n = n + new
         return self.keys, self.values
 
@@ -104,8 +105,9 @@ class SlabBuffer:
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
 
-    def allocate(self, key_states: torch.Tensor, value_states: torch.Tensor, rows: slice,
-                 first: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def allocate(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, rows: slice, first: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Views of ``rows`` from column ``first`` on; the columns left of ``first`` are zeroed.
         Zeros, not uninitialised memory: those columns are masked, but a NaN there would still
         poison attention."""

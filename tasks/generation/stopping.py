@@ -44,13 +44,13 @@ class Stopper:
         return row.stop is not None
 
     def _shows_stop(self, tokens: list[int]) -> bool:
-        text = self.tokenizer.decode(tokens[-self.window:], skip_special_tokens=True)
+        text = self.tokenizer.decode(tokens[-self.window :], skip_special_tokens=True)
         return any(s in text for s in self.stops)
 
     def _no_room(self, tokens: list[int]) -> bool:
         left = self.max_new - len(tokens)
         table, out = self.bounds[0], True
-        tail = b"".join(table[t] for t in tokens[-self.window:])
+        tail = b"".join(table[t] for t in tokens[-self.window :])
         for target, need in self.bounds[1]:
             out = out and left < need[_suffix_prefix(tail, target)]
         return out
@@ -119,8 +119,10 @@ def min_tokens(table: Sequence[bytes], target: bytes) -> list[int] | None:
             e.add(0)
     need = [1 if h else math.inf for h in hit]
     for _ in range(n):  # Bellman-Ford: every shortest path visits at most n states
-        need = [1 if hit[j] else 1 + min((need[k] for k in edges[j]), default=math.inf)
-                for j in range(n)]
+        need = [
+            1 if hit[j] else 1 + min((need[k] for k in edges[j]), default=math.inf)
+            for j in range(n)
+        ]
     return None if math.isinf(need[0]) else [int(min(d, 2**31)) for d in need]
 
 
@@ -174,6 +176,7 @@ def build_token_bytes(tokenizer: Any) -> list[bytes] | None:
                 return bytes(inverse[c] for c in piece)
             return piece.encode("utf-8")  # added tokens are stored as plain text
     elif '"ByteFallback"' in decoder:
+
         def raw(piece: str) -> bytes:
             if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
                 return bytes([int(piece[3:5], 16)])

@@ -24,26 +24,45 @@ from tasks.huref.safetensors_io import CheckpointReader
 
 # layout name -> (regex finding a layer's anchor key, role -> key suffix alternatives)
 LAYOUTS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
-    "separate_qkv": (r"^(?P<p>.*?)layers\.(?P<i>\d+)\.self_attn\.q_proj\.weight$", {
-        "q": ("self_attn.q_proj.weight",), "k": ("self_attn.k_proj.weight",),
-        "v": ("self_attn.v_proj.weight",),
-        "o": ("self_attn.o_proj.weight", "self_attn.out_proj.weight"),
-        "gate": ("mlp.gate_proj.weight",),
-        "up": ("mlp.up_proj.weight", "fc1.weight", "mlp.fc1.weight"),
-        "down": ("mlp.down_proj.weight", "fc2.weight", "mlp.fc2.weight"),
-    }),
-    "neox": (r"^(?P<p>.*?)layers\.(?P<i>\d+)\.attention\.query_key_value\.weight$", {
-        "qkv": ("attention.query_key_value.weight",), "o": ("attention.dense.weight",),
-        "up": ("mlp.dense_h_to_4h.weight",), "down": ("mlp.dense_4h_to_h.weight",),
-    }),
-    "falcon": (r"^(?P<p>.*?)h\.(?P<i>\d+)\.self_attention\.query_key_value\.weight$", {
-        "qkv": ("self_attention.query_key_value.weight",), "o": ("self_attention.dense.weight",),
-        "up": ("mlp.dense_h_to_4h.weight",), "down": ("mlp.dense_4h_to_h.weight",),
-    }),
-    "gpt2": (r"^(?P<p>.*?)h\.(?P<i>\d+)\.attn\.c_attn\.weight$", {
-        "qkv": ("attn.c_attn.weight",), "o": ("attn.c_proj.weight",),
-        "up": ("mlp.c_fc.weight",), "down": ("mlp.c_proj.weight",),
-    }),
+    "separate_qkv": (
+        r"^(?P<p>.*?)layers\.(?P<i>\d+)\.self_attn\.q_proj\.weight$",
+        {
+            "q": ("self_attn.q_proj.weight",),
+            "k": ("self_attn.k_proj.weight",),
+            "v": ("self_attn.v_proj.weight",),
+            "o": ("self_attn.o_proj.weight", "self_attn.out_proj.weight"),
+            "gate": ("mlp.gate_proj.weight",),
+            "up": ("mlp.up_proj.weight", "fc1.weight", "mlp.fc1.weight"),
+            "down": ("mlp.down_proj.weight", "fc2.weight", "mlp.fc2.weight"),
+        },
+    ),
+    "neox": (
+        r"^(?P<p>.*?)layers\.(?P<i>\d+)\.attention\.query_key_value\.weight$",
+        {
+            "qkv": ("attention.query_key_value.weight",),
+            "o": ("attention.dense.weight",),
+            "up": ("mlp.dense_h_to_4h.weight",),
+            "down": ("mlp.dense_4h_to_h.weight",),
+        },
+    ),
+    "falcon": (
+        r"^(?P<p>.*?)h\.(?P<i>\d+)\.self_attention\.query_key_value\.weight$",
+        {
+            "qkv": ("self_attention.query_key_value.weight",),
+            "o": ("self_attention.dense.weight",),
+            "up": ("mlp.dense_h_to_4h.weight",),
+            "down": ("mlp.dense_4h_to_h.weight",),
+        },
+    ),
+    "gpt2": (
+        r"^(?P<p>.*?)h\.(?P<i>\d+)\.attn\.c_attn\.weight$",
+        {
+            "qkv": ("attn.c_attn.weight",),
+            "o": ("attn.c_proj.weight",),
+            "up": ("mlp.c_fc.weight",),
+            "down": ("mlp.c_proj.weight",),
+        },
+    ),
 }
 EMBED_NAMES = ("embed_tokens.weight", "embed_in.weight", "word_embeddings.weight", "wte.weight")
 
@@ -77,8 +96,11 @@ class Arch:
 
     def describe(self) -> str:
         """Short label for rows and logs, e.g. ``llama (separate_qkv, GQA 9/3)``."""
-        heads = (f"GQA {self.n_heads}/{self.n_kv_heads}" if self.n_kv_heads != self.n_heads
-                 else f"MHA {self.n_heads}")
+        heads = (
+            f"GQA {self.n_heads}/{self.n_kv_heads}"
+            if self.n_kv_heads != self.n_heads
+            else f"MHA {self.n_heads}"
+        )
         return f"{self.model_type} ({self.layout}, {heads}{', gated' if self.gated else ''})"
 
 
@@ -87,8 +109,10 @@ def read_config(folder: Path) -> dict[str, Any]:
     try:
         cfg = json.loads((Path(folder) / "config.json").read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{folder}/config.json is missing or unreadable ({exc})",
-                              "pass a Hugging Face model folder") from exc
+        raise CheckpointError(
+            f"{folder}/config.json is missing or unreadable ({exc})",
+            "pass a Hugging Face model folder",
+        ) from exc
     return {**cfg, **cfg.get("text_config", {})}
 
 
@@ -133,8 +157,9 @@ def _layer_word(layout: str) -> str:
     return "layers" if layout in ("separate_qkv", "neox") else "h"
 
 
-def _roles(reader: CheckpointReader, prefix: str, word: str, layer: int,
-           roles: dict[str, tuple[str, ...]]) -> dict[str, str] | None:
+def _roles(
+    reader: CheckpointReader, prefix: str, word: str, layer: int, roles: dict[str, tuple[str, ...]]
+) -> dict[str, str] | None:
     """Pick the present suffix for each role; None when an attention/MLP role is absent."""
     out = {}
     for role, options in roles.items():
@@ -146,35 +171,68 @@ def _roles(reader: CheckpointReader, prefix: str, word: str, layer: int,
     return out
 
 
-def _build(layout: str, model_type: str, prefix: str, present: dict[str, str],
-           cfg: dict[str, Any], reader: CheckpointReader, hits: list) -> Arch:
+def _build(
+    layout: str,
+    model_type: str,
+    prefix: str,
+    present: dict[str, str],
+    cfg: dict[str, Any],
+    reader: CheckpointReader,
+    hits: list,
+) -> Arch:
     embed_key = next((prefix + n for n in EMBED_NAMES if prefix + n in reader), None)
     if embed_key is None:
-        raise CheckpointError(f"{reader.folder} has layers under {prefix!r} but no input "
-                              f"embedding ({' / '.join(prefix + n for n in EMBED_NAMES)})",
-                              "pass a complete checkpoint")
+        raise CheckpointError(
+            f"{reader.folder} has layers under {prefix!r} but no input "
+            f"embedding ({' / '.join(prefix + n for n in EMBED_NAMES)})",
+            "pass a complete checkpoint",
+        )
     proj = prefix + "project_in.weight"
     word, layer0 = _layer_word(layout), int(hits[0].group("i"))
     o_shape = reader.info(f"{prefix}{word}.{layer0}.{present['o']}").shape
     d = int(o_shape[1] if layout == "gpt2" else o_shape[0])  # robust to config spellings
     n_heads = int(_get(cfg, "num_attention_heads", "n_head", "num_heads") or 0)
     if n_heads <= 0:
-        raise ArchitectureError(f"config.json of {reader.folder} gives no attention head count",
-                                "add num_attention_heads to config.json")
+        raise ArchitectureError(
+            f"config.json of {reader.folder} gives no attention head count",
+            "add num_attention_heads to config.json",
+        )
     head_dim = int(_get(cfg, "head_dim") or d // n_heads)
     n_total = _get(cfg, "num_hidden_layers", "n_layer", "num_layers")
     n_total = int(n_total) if n_total else 1 + max(int(m.group("i")) for m in hits)
-    qkv_layout, n_kv = _qkv_layout(layout, model_type, cfg, present, prefix, word, reader,
-                                   layer0, n_heads, head_dim)
-    return Arch(layout=layout, model_type=model_type, prefix=prefix, layer_word=word,
-                keys=present, embed_key=embed_key, embed_proj_key=proj if proj in reader else None,
-                n_layers_total=n_total, hidden_size=d, n_heads=n_heads, n_kv_heads=n_kv,
-                head_dim=head_dim, qkv_layout=qkv_layout, gated="gate" in present)
+    qkv_layout, n_kv = _qkv_layout(
+        layout, model_type, cfg, present, prefix, word, reader, layer0, n_heads, head_dim
+    )
+    return Arch(
+        layout=layout,
+        model_type=model_type,
+        prefix=prefix,
+        layer_word=word,
+        keys=present,
+        embed_key=embed_key,
+        embed_proj_key=proj if proj in reader else None,
+        n_layers_total=n_total,
+        hidden_size=d,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        head_dim=head_dim,
+        qkv_layout=qkv_layout,
+        gated="gate" in present,
+    )
 
 
-def _qkv_layout(layout: str, model_type: str, cfg: dict[str, Any], present: dict[str, str],
-                prefix: str, word: str, reader: CheckpointReader, layer: int, n_heads: int,
-                head_dim: int) -> tuple[str, int]:
+def _qkv_layout(
+    layout: str,
+    model_type: str,
+    cfg: dict[str, Any],
+    present: dict[str, str],
+    prefix: str,
+    word: str,
+    reader: CheckpointReader,
+    layer: int,
+    n_heads: int,
+    head_dim: int,
+) -> tuple[str, int]:
     """Name the QKV layout and the number of KV heads, checked against the stored shapes."""
     if layout == "separate_qkv":
         rows = reader.info(f"{prefix}{word}.{layer}.{present['k']}").shape[0]
@@ -194,14 +252,17 @@ def _qkv_layout(layout: str, model_type: str, cfg: dict[str, Any], present: dict
             f"fused query_key_value of {reader.folder} has {rows} rows, expected "
             f"{(n_heads + 2 * n_kv) * head_dim} for layout {layout_name} "
             f"({n_heads} heads, {n_kv} KV heads, head_dim {head_dim})",
-            "check config.json (num_attention_heads, num_kv_heads, new_decoder_architecture)")
+            "check config.json (num_attention_heads, num_kv_heads, new_decoder_architecture)",
+        )
     return layout_name, n_kv
 
 
 def _divide(rows: int, head_dim: int, what: str, reader: CheckpointReader) -> int:
     if rows % head_dim:
-        raise ArchitectureError(f"{what} ({rows}) of {reader.folder} is not a multiple of "
-                                f"head_dim {head_dim}", "check head_dim in config.json")
+        raise ArchitectureError(
+            f"{what} ({rows}) of {reader.folder} is not a multiple of head_dim {head_dim}",
+            "check head_dim in config.json",
+        )
     return rows // head_dim
 
 
@@ -220,13 +281,17 @@ def attention(reader: CheckpointReader, arch: Arch, layer: int) -> tuple[np.ndar
         blocks = w.reshape(h, 3, hd, -1)
         q, k, v = (blocks[:, j].reshape(h * hd, -1) for j in range(3))
     elif arch.qkv_layout == "multi_query":
-        q, k, v = w[: h * hd], w[h * hd: (h + 1) * hd], w[(h + 1) * hd:]
+        q, k, v = w[: h * hd], w[h * hd : (h + 1) * hd], w[(h + 1) * hd :]
     else:  # grouped: per KV group [q x rep, k, v]
         blocks = w.reshape(kv, h // kv + 2, hd, -1)
         q = blocks[:, :-2].reshape(h * hd, -1)
         k, v = blocks[:, -2].reshape(kv * hd, -1), blocks[:, -1].reshape(kv * hd, -1)
-    return (np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
-            np.ascontiguousarray(o))
+    return (
+        np.ascontiguousarray(q),
+        np.ascontiguousarray(k),
+        np.ascontiguousarray(v),
+        np.ascontiguousarray(o),
+    )
 
 
 def mlp_weight(reader: CheckpointReader, arch: Arch, layer: int, role: str) -> np.ndarray | None:

@@ -22,8 +22,9 @@ from tasks.huref.similarity import check_compatible, ics_matrix, pcs_matrix
 CODE_VERSION = "1"
 
 
-def compare(paths: list[str | os.PathLike], cfg: CompareConfig,
-            out: str | os.PathLike | None = None) -> dict[str, Any]:
+def compare(
+    paths: list[str | os.PathLike], cfg: CompareConfig, out: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """ICS (and PCS) matrices over invariant folders.
 
     Args:
@@ -42,22 +43,33 @@ def compare(paths: list[str | os.PathLike], cfg: CompareConfig,
     n = len(paths)
     pcs, skipped = np.full((n, n), np.nan), np.full((n, n), -1)
     if cfg.pcs:
-        pcs, skipped = pcs_matrix([_model_path(m, p) for m, p in zip(metas, paths, strict=True)],
-                                  chunk_mb=cfg.chunk_mb)
+        pcs, skipped = pcs_matrix(
+            [_model_path(m, p) for m, p in zip(metas, paths, strict=True)], chunk_mb=cfg.chunk_mb
+        )
     rows = []
     for i in range(n):
         for j in range(i + 1, n):
             match = metas[i]["token_set_hash"] == metas[j]["token_set_hash"]
-            rows.append({
-                "model_a": names[i], "model_b": names[j], "ics": float(ics[i, j]),
-                "pcs": None if math.isnan(pcs[i, j]) else float(pcs[i, j]),
-                "pcs_skipped": None if skipped[i, j] < 0 else int(skipped[i, j]),
-                "k": int(metas[i]["k"]),
-                "token_set_hash": metas[i]["token_set_hash"] if match else None,
-                "tokens_match": match,
-            })
-    result = {"names": names, "ics": ics, "pcs": pcs, "pcs_skipped": skipped, "rows": rows,
-              "tokens_match": same_tokens}
+            rows.append(
+                {
+                    "model_a": names[i],
+                    "model_b": names[j],
+                    "ics": float(ics[i, j]),
+                    "pcs": None if math.isnan(pcs[i, j]) else float(pcs[i, j]),
+                    "pcs_skipped": None if skipped[i, j] < 0 else int(skipped[i, j]),
+                    "k": int(metas[i]["k"]),
+                    "token_set_hash": metas[i]["token_set_hash"] if match else None,
+                    "tokens_match": match,
+                }
+            )
+    result = {
+        "names": names,
+        "ics": ics,
+        "pcs": pcs,
+        "pcs_skipped": skipped,
+        "rows": rows,
+        "tokens_match": same_tokens,
+    }
     if out is not None:
         _write(Path(out), result, metas)
     return result
@@ -75,8 +87,11 @@ def _names(metas: list[dict[str, Any]], paths: list) -> list[str]:
 def _model_path(meta: dict[str, Any], path: Any) -> str:
     model = meta.get("model_path")
     if not model or not Path(model).is_dir():
-        raise CheckpointError(f"{path}: the checkpoint it was extracted from ({model}) is gone, "
-                              "so PCS cannot be computed", "pass --no-pcs or restore the model")
+        raise CheckpointError(
+            f"{path}: the checkpoint it was extracted from ({model}) is gone, "
+            "so PCS cannot be computed",
+            "pass --no-pcs or restore the model",
+        )
     return model
 
 
@@ -91,10 +106,24 @@ def _write(out: Path, result: dict[str, Any], metas: list[dict[str, Any]]) -> No
     doc = {
         "names": names,
         "ics": np.round(result["ics"], 6).tolist(),
-        "pcs": [[None if math.isnan(v) else round(float(v), 6) for v in row]
-                for row in result["pcs"]],
-        "models": [{k: m.get(k) for k in ("model_ref", "model_path", "arch", "k", "n_layers",
-                                           "token_strategy", "token_set_hash")} for m in metas],
+        "pcs": [
+            [None if math.isnan(v) else round(float(v), 6) for v in row] for row in result["pcs"]
+        ],
+        "models": [
+            {
+                k: m.get(k)
+                for k in (
+                    "model_ref",
+                    "model_path",
+                    "arch",
+                    "k",
+                    "n_layers",
+                    "token_strategy",
+                    "token_set_hash",
+                )
+            }
+            for m in metas
+        ],
         "tokens_match": result["tokens_match"],
     }
     (out / "similarity.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
@@ -111,8 +140,9 @@ def format_matrix(names: list[str], mat: np.ndarray, title: str) -> str:
     return "\n".join(lines)
 
 
-def compare_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
-                 **hooks: Any) -> list[dict[str, Any]]:
+def compare_step(
+    config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path, **hooks: Any
+) -> list[dict[str, Any]]:
     """Step function: compares every wired extract step's folder, in input-name order."""
     cfg = CompareConfig.model_validate(config)
     paths = [inputs[k] for k in sorted(inputs)]
@@ -139,8 +169,9 @@ def compare_identity(paths: list[str | os.PathLike]) -> list[str]:
     return out
 
 
-def compare_paths_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
-                       **hooks: Any) -> list[dict[str, Any]]:
+def compare_paths_step(
+    config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path, **hooks: Any
+) -> list[dict[str, Any]]:
     """Step function of ``fprun huref compare``: folders named in the config, not wired steps."""
     rest = {k: v for k, v in config.items() if k not in ("paths", "identity")}
     return compare(list(config["paths"]), CompareConfig.model_validate(rest), out_dir)["rows"]

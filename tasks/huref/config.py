@@ -20,7 +20,6 @@ TOKEN_STRATEGIES: dict[str, str] = {
 }
 
 
-
 class TokenConfig(Strict):
     """How the K tokens are chosen (docs/huref.md). Tokens are strings, so models that share a
     tokenizer get the identical set."""
@@ -29,14 +28,20 @@ class TokenConfig(Strict):
     corpus: list[str] = Field(
         default_factory=list,
         description="corpus strategy: text files (.txt), data files (.jsonl/.json/.csv/.parquet), "
-        "builtin 'reasoning_gym:in_the_year_2889', or 'dataset:NAME[:CONFIG]' (Hub, streamed)")
+        "builtin 'reasoning_gym:in_the_year_2889', or 'dataset:NAME[:CONFIG]' (Hub, streamed)",
+    )
     text_field: str = Field("text", description="column holding the text in data files/datasets")
     max_docs: int | None = Field(None, ge=1, description="stop counting after this many documents")
     latin_cyrillic_only: bool = Field(
-        False, description="the seed's Wikipedia filter: keep documents whose every character is "
-        "below U+0250 or in U+0400..U+04FF")
-    file: str | None = Field(None, description="file strategy: a huref.json (its token strings) "
-                                               "or a JSON list / one-token-per-line text file")
+        False,
+        description="the seed's Wikipedia filter: keep documents whose every character is "
+        "below U+0250 or in U+0400..U+04FF",
+    )
+    file: str | None = Field(
+        None,
+        description="file strategy: a huref.json (its token strings) "
+        "or a JSON list / one-token-per-line text file",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -55,7 +60,8 @@ class ExtractConfig(Strict):
     n_layers: int = Field(2, ge=1, description="last layers used (the seed: 2)")
     tokens: TokenConfig = TokenConfig()
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="compute dtype; bf16/fp16 are meant for GPUs")
+        "float32", description="compute dtype; bf16/fp16 are meant for GPUs"
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
 
@@ -66,7 +72,8 @@ class DeriveConfig(Strict):
     mode: Literal["noise", "random_init", "permute", "rotate_heads", "permute_rotate"] = Field(
         description="noise: W + r*std(W)*N(0,1) per tensor; random_init: same shapes, fresh "
         "N(0, initializer_range) weights; permute: residual-stream permutation; rotate_heads: "
-        "per-head rotations of q/k and v/o; permute_rotate: both")
+        "per-head rotations of q/k and v/o; permute_rotate: both"
+    )
     noise: float = Field(0.0, ge=0, description="relative noise r for mode=noise")
     seed: int = Field(0, description="RNG seed")
 
@@ -76,6 +83,8 @@ class CompareConfig(Strict):
 
     pcs: bool = Field(True, description="also stream PCS from the checkpoints (same arch only)")
     mixed_tokens: bool = Field(
-        False, description="allow models whose token sets differ (cross-family controls); the "
-        "rows then say tokens_match=false")
+        False,
+        description="allow models whose token sets differ (cross-family controls); the "
+        "rows then say tokens_match=false",
+    )
     chunk_mb: int = Field(256, ge=1, description="memory budget of one lockstep read block")

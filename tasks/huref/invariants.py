@@ -82,8 +82,10 @@ def attention_terms(x: Any, q: Any, k: Any, v: Any, o: Any, a: archs.Arch) -> tu
 def check_groups(a: archs.Arch) -> None:
     """Query heads must split evenly into KV groups (GQA)."""
     if a.n_heads % a.n_kv_heads:
-        raise CheckpointError(f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
-                              "check num_key_value_heads in config.json")
+        raise CheckpointError(
+            f"{a.n_heads} query heads do not split into {a.n_kv_heads} KV groups",
+            "check num_key_value_heads in config.json",
+        )
 
 
 def grouped_terms(x: Any, q_g: Any, k: Any, v: Any, o_g: Any) -> tuple[Any, Any]:
@@ -130,8 +132,10 @@ class Computer:
 def last_layers(a: archs.Arch, source: Any, n_layers: int) -> list[int]:
     """Indices of the last ``n_layers`` layers, checking the checkpoint holds all their tensors."""
     if n_layers < 1 or n_layers > a.n_layers_total:
-        raise ConfigError(f"huref n_layers={n_layers} but the model has {a.n_layers_total} layers",
-                          "pick 1..number of layers (default 2)")
+        raise ConfigError(
+            f"huref n_layers={n_layers} but the model has {a.n_layers_total} layers",
+            "pick 1..number of layers (default 2)",
+        )
     layers = list(range(a.n_layers_total - n_layers, a.n_layers_total))
     missing = [key for i in layers for key in a.layer_keys(i) if key not in source]
     if missing:
@@ -139,7 +143,9 @@ def last_layers(a: archs.Arch, source: Any, n_layers: int) -> list[int]:
         raise CheckpointError(
             f"{getattr(source, 'folder', 'the checkpoint')} lacks layer(s) {bad} "
             f"({len(missing)} tensors, e.g. {missing[0]}) though config.json says "
-            f"{a.n_layers_total} layers", "pass a complete checkpoint (all shards)")
+            f"{a.n_layers_total} layers",
+            "pass a complete checkpoint (all shards)",
+        )
     return layers
 
 
@@ -147,17 +153,26 @@ def embedding_rows(source: Any, a: archs.Arch, token_ids: list[int]) -> np.ndarr
     """X: the selected input-embedding rows (raw, as the seed; OPT's project_in applied)."""
     vocab = source.info(a.embed_key).shape[0]
     if max(token_ids) >= vocab:
-        raise ConfigError(f"token id {max(token_ids)} is outside the embedding ({vocab} rows)",
-                          "the token set does not belong to this model's tokenizer")
+        raise ConfigError(
+            f"token id {max(token_ids)} is outside the embedding ({vocab} rows)",
+            "the token set does not belong to this model's tokenizer",
+        )
     x = source.read_rows(a.embed_key, token_ids)
     if a.embed_proj_key is not None:
         x = x @ source.read(a.embed_proj_key).T
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_layers: int = 2,
-                       dtype: str = "float32", device: str = "cpu",
-                       sink: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray | None:
+def compute_invariants(
+    source: Any,
+    a: archs.Arch,
+    token_ids: list[int],
+    *,
+    n_layers: int = 2,
+    dtype: str = "float32",
+    device: str = "cpu",
+    sink: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray | None:
     """The ``[3 * n_layers, K, K]`` float32 invariants, one layer's weights in memory at a time
     (or, with ``sink``, each ``[K, K]`` matrix handed on as soon as it is finished).
 
@@ -174,6 +189,7 @@ def compute_invariants(source: Any, a: archs.Arch, token_ids: list[int], *, n_la
             reused once the call returns. With a sink nothing is accumulated and ``None`` is
             returned, so memory holds one ``[K, K]`` matrix instead of the whole result.
     """
+    # Over 60 lines on purpose: the six matrices of the paper in their fixed order; long docstring.
     from tasks.huref import streaming  # it builds on this module's formulas
 
     layers = last_layers(a, source, n_layers)

@@ -23,10 +23,18 @@ from tasks.errors import CheckpointError
 INDEX = "model.safetensors.index.json"
 _MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
 DTYPES: dict[str, np.dtype] = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),  # read raw, widened to float32 by _to_float
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
 _FIX = "re-download or re-save the checkpoint (safetensors)"
@@ -80,8 +88,9 @@ def _entry(file: Path, name: str, entry: object, base: int, size: int) -> Tensor
     itemsize = DTYPES[dtype].itemsize if dtype in DTYPES else 1
     want = int(np.prod(shape, dtype=np.int64)) * itemsize
     if not 0 <= start <= end or base + end > size or (dtype in DTYPES and end - start != want):
-        raise CheckpointError(f"{file}: tensor {name!r} does not fit the file (truncated or "
-                              "corrupt)", _FIX)
+        raise CheckpointError(
+            f"{file}: tensor {name!r} does not fit the file (truncated or corrupt)", _FIX
+        )
     return TensorInfo(file, dtype, shape, base + start, base + end)
 
 
@@ -104,8 +113,10 @@ class CheckpointReader:
         for shard in self._shards():
             self.tensors.update(read_header(shard))
         if not self.tensors:
-            raise CheckpointError(f"{self.folder} holds no safetensors tensors",
-                                  "pass a model folder saved with safetensors")
+            raise CheckpointError(
+                f"{self.folder} holds no safetensors tensors",
+                "pass a model folder saved with safetensors",
+            )
         self.read_seconds += time.perf_counter() - t0
 
     def _shards(self) -> list[Path]:
@@ -123,8 +134,10 @@ class CheckpointReader:
             return [self.folder / f for f in files]
         shards = sorted(self.folder.glob("*.safetensors"))
         if not shards:
-            raise CheckpointError(f"{self.folder} has no *.safetensors weights",
-                                  "pass a safetensors model folder (pickles are refused)")
+            raise CheckpointError(
+                f"{self.folder} has no *.safetensors weights",
+                "pass a safetensors model folder (pickles are refused)",
+            )
         return shards
 
     def keys(self) -> list[str]:
@@ -139,8 +152,10 @@ class CheckpointReader:
         try:
             return self.tensors[key]
         except KeyError:
-            raise CheckpointError(f"{self.folder} lacks tensor {key!r}",
-                                  "pass a complete checkpoint of the same architecture") from None
+            raise CheckpointError(
+                f"{self.folder} lacks tensor {key!r}",
+                "pass a complete checkpoint of the same architecture",
+            ) from None
 
     def read(self, key: str, *, as_float: bool = True) -> np.ndarray:
         """Read one whole tensor (float32 unless ``as_float`` is False or it is float64)."""
@@ -160,19 +175,23 @@ class CheckpointReader:
             raise CheckpointError(f"{key} is a scalar, not a matrix", _FIX)
         idx = np.asarray(rows, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= info.shape[0]):
-            raise CheckpointError(f"row ids outside 0..{info.shape[0] - 1} for {key}",
-                                  "the token ids do not fit this model's embedding")
+            raise CheckpointError(
+                f"row ids outside 0..{info.shape[0] - 1} for {key}",
+                "the token ids do not fit this model's embedding",
+            )
         uniq, inverse = np.unique(idx, return_inverse=True)
         buf = np.empty((len(uniq), *info.shape[1:]), dtype=_np_dtype(info, key))
         row_bytes = buf[0].nbytes if len(uniq) else 0
         flat = buf.reshape(len(uniq), -1).view(np.uint8)
-        jobs = [(info.start + int(uniq[a]) * row_bytes, flat[a:b].reshape(-1))
-                for a, b in _runs(uniq)]
+        jobs = [
+            (info.start + int(uniq[a]) * row_bytes, flat[a:b].reshape(-1)) for a, b in _runs(uniq)
+        ]
         self._fill(info.file, jobs)
         return _to_float(buf, info.dtype)[inverse]
 
-    def read_row_block(self, key: str, start: int, stop: int,
-                       out: np.ndarray | None = None) -> np.ndarray:
+    def read_row_block(
+        self, key: str, start: int, stop: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Rows ``[start, stop)`` (dim 0) of a tensor as float32, with one positioned read.
 
         ``out`` (float32, at least ``stop - start`` rows of the right shape) is filled and a view
@@ -188,15 +207,15 @@ class CheckpointReader:
         if out is not None and not out.flags.c_contiguous:
             raise ValueError("read_row_block needs a C-contiguous out buffer")
         direct = out is not None and dt == np.float32
-        buf = out[:stop - start] if direct else np.empty(shape, dtype=dt)
+        buf = out[: stop - start] if direct else np.empty(shape, dtype=dt)
         self._fill(info.file, [(info.start + start * row_bytes, buf.reshape(-1).view(np.uint8))])
         if direct:
             return buf
         wide = _to_float(buf, info.dtype)
         if out is None:
             return wide
-        out[:stop - start] = wide
-        return out[:stop - start]
+        out[: stop - start] = wide
+        return out[: stop - start]
 
     def read_flat(self, key: str, start: int, stop: int) -> np.ndarray:
         """Elements ``[start, stop)`` of the flattened tensor, as float32 (float64 stays).
@@ -229,8 +248,10 @@ class CheckpointReader:
 
 def _np_dtype(info: TensorInfo, key: str) -> np.dtype:
     if info.dtype not in DTYPES:
-        raise CheckpointError(f"tensor {key} has dtype {info.dtype}, which HuRef cannot read",
-                              "convert the checkpoint to float32, bfloat16 or float16")
+        raise CheckpointError(
+            f"tensor {key} has dtype {info.dtype}, which HuRef cannot read",
+            "convert the checkpoint to float32, bfloat16 or float16",
+        )
     return DTYPES[info.dtype]
 
 

@@ -32,15 +32,16 @@ def standardize(m: np.ndarray) -> np.ndarray:
 def ics_pair(a: np.ndarray, b: np.ndarray) -> float:
     """ICS of two ``[T, K, K]`` invariant tensors, exactly as the seed computes it (x 100)."""
     if a.shape != b.shape:
-        raise ConfigError(f"invariants of shapes {a.shape} and {b.shape} cannot be compared",
-                          "extract both models with the same k and n_layers")
+        raise ConfigError(
+            f"invariants of shapes {a.shape} and {b.shape} cannot be compared",
+            "extract both models with the same k and n_layers",
+        )
     za = np.concatenate([standardize(t).ravel() for t in a])
     zb = np.concatenate([standardize(t).ravel() for t in b])
     return float(100.0 * za @ zb / (np.linalg.norm(za) * np.linalg.norm(zb)))
 
 
-def check_compatible(metas: list[dict[str, Any]], names: list[str], *,
-                     mixed_tokens: bool) -> bool:
+def check_compatible(metas: list[dict[str, Any]], names: list[str], *, mixed_tokens: bool) -> bool:
     """Refuse different K or layer counts; different token sets unless ``mixed_tokens``.
 
     Returns:
@@ -50,8 +51,10 @@ def check_compatible(metas: list[dict[str, Any]], names: list[str], *,
         values = {int(m[field]) for m in metas}
         if len(values) > 1:
             detail = ", ".join(f"{n}: {m[field]}" for n, m in zip(names, metas, strict=True))
-            raise ConfigError(f"invariants with different {field} cannot be compared ({detail})",
-                              f"re-extract all models with the same {field}")
+            raise ConfigError(
+                f"invariants with different {field} cannot be compared ({detail})",
+                f"re-extract all models with the same {field}",
+            )
     same = len({m["token_set_hash"] for m in metas}) == 1
     if not same and not mixed_tokens:
         groups = sorted({f"{m['token_set_hash']}" for m in metas})
@@ -59,12 +62,14 @@ def check_compatible(metas: list[dict[str, Any]], names: list[str], *,
             f"the invariants use {len(groups)} different token sets ({', '.join(groups)}); ICS "
             "across token sets does not measure lineage",
             "extract with the same tokenizer / tokens.file, or pass --mixed-tokens for "
-            "cross-family controls")
+            "cross-family controls",
+        )
     return same
 
 
-def ics_matrix(paths: list[str | os.PathLike], *, chunk_mb: int = 256,
-               mixed_tokens: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def ics_matrix(
+    paths: list[str | os.PathLike], *, chunk_mb: int = 256, mixed_tokens: bool = False
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """N x N ICS over invariant folders, each file read once in lockstep blocks.
 
     Args:
@@ -108,8 +113,9 @@ def _signature(reader: CheckpointReader) -> dict[str, tuple[int, ...]]:
     return {k: reader.tensors[k].shape for k in reader.keys()}
 
 
-def pcs_pair(a: CheckpointReader, b: CheckpointReader, *, block: int = 1 << 22) -> tuple[float,
-                                                                                          int]:
+def pcs_pair(
+    a: CheckpointReader, b: CheckpointReader, *, block: int = 1 << 22
+) -> tuple[float, int]:
     """PCS x 100 of two checkpoints, tensors matched by name, streamed block by block.
 
     Returns:
@@ -143,8 +149,9 @@ def pcs_group(readers: list[CheckpointReader], *, chunk_mb: int = 256) -> np.nda
     return 100.0 * gram / np.outer(norms, norms)
 
 
-def pcs_matrix(model_dirs: list[str | os.PathLike], *, chunk_mb: int = 256
-               ) -> tuple[np.ndarray, np.ndarray]:
+def pcs_matrix(
+    model_dirs: list[str | os.PathLike], *, chunk_mb: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """N x N PCS (NaN across architectures) and skipped-tensor counts (-1 where not computed)."""
     from tasks.huref.arch import read_config
 

@@ -26,8 +26,16 @@ TENSOR_NAME = "invariants"
 FORMAT_VERSION = 1
 FILE_METADATA = {"format": "fprun-huref"}
 TERMS = ("Ma", "Mb", "Mf")  # per layer, in the seed's order
-REQUIRED_META = ("model_ref", "arch", "k", "n_layers", "token_strategy", "token_set_hash",
-                 "dtype", "hidden_size")
+REQUIRED_META = (
+    "model_ref",
+    "arch",
+    "k",
+    "n_layers",
+    "token_strategy",
+    "token_set_hash",
+    "dtype",
+    "hidden_size",
+)
 
 
 def term_names(n_layers: int) -> list[str]:
@@ -62,8 +70,9 @@ def save_invariants(out: str | os.PathLike, tensor: Any, meta: dict[str, Any]) -
         raise ValueError(f"invariant metadata lacks {missing}")
     k, n_layers = int(meta["k"]), int(meta["n_layers"])
     if tuple(tensor.shape) != (3 * n_layers, k, k):
-        raise ValueError(f"invariants have shape {tuple(tensor.shape)}, "
-                         f"expected {(3 * n_layers, k, k)}")
+        raise ValueError(
+            f"invariants have shape {tuple(tensor.shape)}, expected {(3 * n_layers, k, k)}"
+        )
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(tensor, "detach"):  # torch, without importing it for numpy callers
@@ -96,9 +105,17 @@ class InvariantsWriter:
         self.folder, self.k, self.n = Path(out), int(k), 3 * int(n_layers)
         self.n_layers, self.written = int(n_layers), 0
         nbytes = 4 * self.n * self.k * self.k
-        header = json.dumps({"__metadata__": FILE_METADATA, TENSOR_NAME: {
-            "dtype": "F32", "shape": [self.n, self.k, self.k], "data_offsets": [0, nbytes]}},
-            separators=(",", ":")).encode()
+        header = json.dumps(
+            {
+                "__metadata__": FILE_METADATA,
+                TENSOR_NAME: {
+                    "dtype": "F32",
+                    "shape": [self.n, self.k, self.k],
+                    "data_offsets": [0, nbytes],
+                },
+            },
+            separators=(",", ":"),
+        ).encode()
         header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes
         self._header = len(header).to_bytes(8, "little") + header
         self.tmp = temp_beside(self.folder / TENSOR_FILE)
@@ -119,8 +136,7 @@ class InvariantsWriter:
             raise ValueError(f"invariant matrix {index} out of order (expected {self.written})")
         arr = np.ascontiguousarray(matrix, dtype="<f4")
         if arr.shape != (self.k, self.k):
-            raise ValueError(f"invariant matrix has shape {arr.shape}, expected "
-                             f"{(self.k, self.k)}")
+            raise ValueError(f"invariant matrix has shape {arr.shape}, expected {(self.k, self.k)}")
         if self._fh is None:
             self._open()
         self._fh.write(memoryview(arr).cast("B"))
@@ -129,11 +145,16 @@ class InvariantsWriter:
     def finish(self, meta: dict[str, Any]) -> Path:
         """Check that every matrix came, publish the tensor file, then write ``meta``."""
         missing = [k for k in REQUIRED_META if k not in meta]
-        if missing or self.written != self.n or (int(meta["k"]), 3 * int(meta["n_layers"])) \
-                != (self.k, self.n):
+        if (
+            missing
+            or self.written != self.n
+            or (int(meta["k"]), 3 * int(meta["n_layers"])) != (self.k, self.n)
+        ):
             self.abort()
-            raise ValueError(f"invariants incomplete or mislabelled: {self.written}/{self.n} "
-                             f"matrices of K={self.k}; metadata lacks {missing} or disagrees")
+            raise ValueError(
+                f"invariants incomplete or mislabelled: {self.written}/{self.n} "
+                f"matrices of K={self.k}; metadata lacks {missing} or disagrees"
+            )
         self._fh.close()
         os.replace(self.tmp, self.folder / TENSOR_FILE)
         _write_meta(self.folder, meta, self.n_layers)
@@ -162,8 +183,10 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     folder = _folder(path)
     meta_path = folder / META_FILE
     if not meta_path.is_file() or not (folder / TENSOR_FILE).is_file():
-        raise CheckpointError(f"{folder} holds no HuRef invariants ({META_FILE} + {TENSOR_FILE})",
-                              "run 'fprun huref extract --model REF --out DIR' first")
+        raise CheckpointError(
+            f"{folder} holds no HuRef invariants ({META_FILE} + {TENSOR_FILE})",
+            "run 'fprun huref extract --model REF --out DIR' first",
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -219,12 +242,15 @@ def open_invariants(path: str | os.PathLike):
     try:
         return safe_open(str(file), framework="pt")
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{file} is not a readable safetensors file ({exc})",
-                              "re-run the extraction") from exc
+        raise CheckpointError(
+            f"{file} is not a readable safetensors file ({exc})", "re-run the extraction"
+        ) from exc
 
 
 def _check_shape(shape: tuple, meta: dict[str, Any], path: str | os.PathLike) -> None:
     k, n = int(meta["k"]), int(meta["n_layers"])
     if shape != (3 * n, k, k):
-        raise CheckpointError(f"{path}: invariants have shape {shape}, its {META_FILE} says "
-                              f"{(3 * n, k, k)}", "re-run the extraction")
+        raise CheckpointError(
+            f"{path}: invariants have shape {shape}, its {META_FILE} says {(3 * n, k, k)}",
+            "re-run the extraction",
+        )

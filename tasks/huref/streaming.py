@@ -35,8 +35,9 @@ A_BUDGET = 24 * 1024 * 1024
 ROW_MULTIPLE = 16
 
 
-def row_blocks(n_rows: int, row_bytes: int, budget: int | None = None,
-               multiple: int = 1) -> list[tuple[int, int]]:
+def row_blocks(
+    n_rows: int, row_bytes: int, budget: int | None = None, multiple: int = 1
+) -> list[tuple[int, int]]:
     """``[start, stop)`` ranges covering ``n_rows``, each about ``budget`` bytes (default
     :data:`BLOCK_BYTES`), cut at a multiple of ``multiple`` rows (a head group), never empty."""
     budget = BLOCK_BYTES if budget is None else budget
@@ -78,7 +79,7 @@ def grouped_attention(source: Any, a: archs.Arch, layer: int) -> tuple[np.ndarra
     buf = np.empty((blocks[0][1] - blocks[0][0], d), dtype=np.float32)
     for s, e in blocks:
         w = source.read_row_block(q_key, s, e, out=buf)
-        q_g[s // rep:e // rep] = group_sum_rows(w, (e - s) // hd, (e - s) // (rep * hd), hd)
+        q_g[s // rep : e // rep] = group_sum_rows(w, (e - s) // hd, (e - s) // (rep * hd), hd)
     o_shape = source.info(o_key).shape
     o_g = np.empty((o_shape[0], kv * hd), dtype=np.float32)
     blocks = row_blocks(o_shape[0], 4 * o_shape[1])
@@ -88,8 +89,7 @@ def grouped_attention(source: Any, a: archs.Arch, layer: int) -> tuple[np.ndarra
     return q_g, k, v, o_g
 
 
-def chain_mlp_into(source: Any, a: archs.Arch, layer: int, x: np.ndarray,
-                   out: np.ndarray) -> None:
+def chain_mlp_into(source: Any, a: archs.Arch, layer: int, x: np.ndarray, out: np.ndarray) -> None:
     """``out[:] = ((x @ inner.T) @ down.T) @ x.T`` with inner = gate * up (or up), streamed."""
     up_key, down_key = a.key(layer, "up"), a.key(layer, "down")
     gate_key = a.key(layer, "gate") if a.gated else None
@@ -104,7 +104,7 @@ def chain_mlp_into(source: Any, a: archs.Arch, layer: int, x: np.ndarray,
     n_slices = max(1, math.ceil(k * n_inner * 4 / A_BUDGET))
     step = math.ceil(k / n_slices)
     for k0 in range(0, k, step):
-        xs = x[k0:k0 + step]
+        xs = x[k0 : k0 + step]
         inner_x = np.empty((len(xs), n_inner), dtype=np.float32)  # A = X inner^T
         for s, e in in_blocks:
             inner = source.read_row_block(up_key, s, e, out=up_buf)
@@ -117,4 +117,4 @@ def chain_mlp_into(source: Any, a: archs.Arch, layer: int, x: np.ndarray,
         for s, e in down_blocks:
             y[:, s:e] = inner_x @ source.read_row_block(down_key, s, e, out=down_buf).T
         del inner_x
-        np.matmul(y, x.T, out=out[k0:k0 + step])
+        np.matmul(y, x.T, out=out[k0 : k0 + step])

@@ -26,8 +26,10 @@ from tasks.files import atomic_write_json
 from tasks.huref.config import TOKEN_STRATEGIES, TokenConfig
 
 CACHE_VERSION = 1  # bump when a strategy's output changes
-_RESERVED = re.compile(r"^(<unused\d*>|\[unused\d*\]|<reserved[^>]*>|<\|.*\|>|<0x[0-9A-Fa-f]{2}>"
-                       r"|\[multimodal\]|<mask>|<unk>|<s>|</s>|<pad>|<bos>|<eos>)$")
+_RESERVED = re.compile(
+    r"^(<unused\d*>|\[unused\d*\]|<reserved[^>]*>|<\|.*\|>|<0x[0-9A-Fa-f]{2}>"
+    r"|\[multimodal\]|<mask>|<unk>|<s>|</s>|<pad>|<bos>|<eos>)$"
+)
 _MEMO: dict[str, tuple[list[str], list[int]]] = {}
 
 
@@ -101,8 +103,9 @@ class TokenizerView:
     def ordinary(self) -> list[tuple[str, int]]:
         """(string, id) of ordinary model-vocabulary tokens, in ascending id (= rank) order."""
         base = self.tokenizer.get_vocab(with_added_tokens=False)
-        keep = [(s, i) for s, i in base.items()
-                if i not in self.special_ids and not _RESERVED.match(s)]
+        keep = [
+            (s, i) for s, i in base.items() if i not in self.special_ids and not _RESERVED.match(s)
+        ]
         return sorted(keep, key=lambda t: t[1])
 
     def ids_for(self, tokens: list[str] | tuple[str, ...]) -> list[int]:
@@ -113,7 +116,8 @@ class TokenizerView:
             raise ConfigError(
                 f"{len(missing)} of the {len(tokens)} selected tokens are not in the vocabulary "
                 f"of {self.folder} (e.g. {missing[:3]})",
-                "use a token set made with this model's tokenizer (tokens.strategy)")
+                "use a token set made with this model's tokenizer (tokens.strategy)",
+            )
         return [vocab[t] for t in tokens]
 
 
@@ -123,8 +127,10 @@ def _convert_slow(folder: Path) -> Any:
 
         return AutoTokenizer.from_pretrained(folder, use_fast=True).backend_tokenizer
     except (OSError, ValueError) as exc:
-        raise ModelRefError(f"{folder} has no usable tokenizer ({exc})",
-                            "pass a model folder with tokenizer.json or tokenizer.model") from exc
+        raise ModelRefError(
+            f"{folder} has no usable tokenizer ({exc})",
+            "pass a model folder with tokenizer.json or tokenizer.model",
+        ) from exc
 
 
 def vocab_rank(view: TokenizerView, k: int, cfg: TokenConfig) -> list[str]:
@@ -133,7 +139,9 @@ def vocab_rank(view: TokenizerView, k: int, cfg: TokenConfig) -> list[str]:
     if k > len(ordinary):
         raise ConfigError(
             f"huref k={k} exceeds the {len(ordinary)} ordinary tokens of {view.folder}'s "
-            "vocabulary", f"set k <= {len(ordinary)}")
+            "vocabulary",
+            f"set k <= {len(ordinary)}",
+        )
     return [s for s, _ in ordinary[-k:]]
 
 
@@ -155,8 +163,9 @@ def from_file(view: TokenizerView, k: int, cfg: TokenConfig) -> list[str]:
     return [str(t) for t in tokens[-k:]]
 
 
-def select_tokens(model_dir: str | os.PathLike, cfg: TokenConfig, k: int, *,
-                  cache_dir: Path | None = None) -> TokenSet:
+def select_tokens(
+    model_dir: str | os.PathLike, cfg: TokenConfig, k: int, *, cache_dir: Path | None = None
+) -> TokenSet:
     """Choose K tokens for a model with the configured strategy (cached), and map them to ids.
 
     Args:
@@ -189,8 +198,18 @@ def _cache_key(view: TokenizerView, cfg: TokenConfig, k: int) -> str:
     if cfg.strategy == "file" and cfg.file:
         path = Path(cfg.file).expanduser()
         extra = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else cfg.file
-    blob = json.dumps([CACHE_VERSION, view.content_hash, cfg.strategy, k, extra,
-                       cfg.model_dump(exclude={"file"})], sort_keys=True, default=str)
+    blob = json.dumps(
+        [
+            CACHE_VERSION,
+            view.content_hash,
+            cfg.strategy,
+            k,
+            extra,
+            cfg.model_dump(exclude={"file"}),
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -208,13 +227,25 @@ def _disk_get(key: str, cache_dir: Path | None) -> tuple[list[str], list[int]] |
         return None
 
 
-def _disk_put(key: str, cache_dir: Path | None, hit: tuple[list[str], list[int]],
-              cfg: TokenConfig, view: TokenizerView) -> None:
+def _disk_put(
+    key: str,
+    cache_dir: Path | None,
+    hit: tuple[list[str], list[int]],
+    cfg: TokenConfig,
+    view: TokenizerView,
+) -> None:
     folder = _disk_dir(cache_dir)
     try:
-        atomic_write_json(folder / f"{key}.json",
-                          {"strategy": cfg.strategy, "tokenizer": view.content_hash,
-                           "config": cfg.model_dump(), "tokens": hit[0], "ids": hit[1]},
-                          indent=None)
+        atomic_write_json(
+            folder / f"{key}.json",
+            {
+                "strategy": cfg.strategy,
+                "tokenizer": view.content_hash,
+                "config": cfg.model_dump(),
+                "tokens": hit[0],
+                "ids": hit[1],
+            },
+            indent=None,
+        )
     except OSError:
         pass  # a read-only cache only costs a recomputation next time

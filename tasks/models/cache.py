@@ -11,7 +11,6 @@ a mismatch. Bit rot that keeps size and mtime needs :func:`problems` with ``full
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from tasks.files import atomic_write_json, locked
+from tasks.files import atomic_write_json, locked, sha256_file
 
 MANIFEST = "fprun-zoo.json"
 MANIFEST_FORMAT = 1
@@ -38,13 +37,6 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     return Path(os.environ.get("FPRUN_CACHE") or "~/.cache/fprun").expanduser()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed so multi-GB weights never sit in memory."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
 
 
 def read_manifest(folder: Path) -> dict | None:

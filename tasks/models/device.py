@@ -33,6 +33,8 @@ def pick_device(spec: str = "auto") -> str:
     import torch
 
     if not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} was asked for but CUDA is not available here",
-                          "use device auto or cpu")
+        raise ConfigError(
+            f"device {spec!r} was asked for but CUDA is not available here",
+            "use device auto or cpu",
+        )
     return spec

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tasks.errors import CheckpointError, ModelRefError
-from tasks.models.cache import MANIFEST, save_model_on_any_rank, sha256_file
+from tasks.files import sha256_file
+from tasks.models.cache import MANIFEST, save_model_on_any_rank
 
 
 class GgufSource(NamedTuple):
@@ -171,8 +172,12 @@ def convert(name: str, out: Path) -> dict:
     shutil.rmtree(scratch, ignore_errors=True)
     src = SOURCES[name]
     # gguf_file() verified the bytes against this digest, so it is the source's checksum.
-    return {"kind": "gguf", "package": src.dist, "file": src.file_name,
-            "sha256": expected_sha256(name)}
+    return {
+        "kind": "gguf",
+        "package": src.dist,
+        "file": src.file_name,
+        "sha256": expected_sha256(name),
+    }
 
 
 def cast(src: Path, dtype: str, out: Path) -> dict:

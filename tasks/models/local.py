@@ -38,11 +38,15 @@ def check_model_folder(path: Path, *, allow_pickle: bool, cache: Path | None) ->
             no weights at all.
     """
     if not path.is_dir():
-        raise ModelRefError(f"model path {path} is a file, not a model folder",
-                            "pass the folder that holds config.json and the weights")
+        raise ModelRefError(
+            f"model path {path} is a file, not a model folder",
+            "pass the folder that holds config.json and the weights",
+        )
     if not (path / "config.json").is_file():
-        raise ModelRefError(f"{path} has no config.json, so it is not a Hugging Face model folder",
-                            "pass a folder written by save_pretrained, or a zoo name")
+        raise ModelRefError(
+            f"{path} has no config.json, so it is not a Hugging Face model folder",
+            "pass a folder written by save_pretrained, or a zoo name",
+        )
     if (path / INDEX).is_file():
         _check_shards(path)
         return path
@@ -50,28 +54,35 @@ def check_model_folder(path: Path, *, allow_pickle: bool, cache: Path | None) ->
         return path
     pickles = sorted({p.name for pattern in PICKLE_GLOBS for p in path.glob(pattern)})
     if not pickles:
-        raise CheckpointError(f"{path} holds no weights (no *.safetensors)",
-                              "pass a complete model folder")
+        raise CheckpointError(
+            f"{path} holds no weights (no *.safetensors)", "pass a complete model folder"
+        )
     if not allow_pickle or cache is None:
         raise CheckpointError(
             f"{path} is a pickle checkpoint ({', '.join(pickles)}), which can run code on load",
             "convert it to safetensors or pass --allow-pickle",
         )
     folder = cache / "converted" / f"{path.name}-{model_identity(path)}"
-    return materialize(folder, "tasks.models.local:pickle_to_safetensors/1",
-                       lambda out: pickle_to_safetensors(path, out))
+    return materialize(
+        folder,
+        "tasks.models.local:pickle_to_safetensors/1",
+        lambda out: pickle_to_safetensors(path, out),
+    )
 
 
 def _check_shards(path: Path) -> None:
     try:
         weight_map = json.loads((path / INDEX).read_text())["weight_map"]
     except (ValueError, KeyError) as err:
-        raise CheckpointError(f"{path / INDEX} is unreadable ({err})",
-                              "re-save the checkpoint") from err
+        raise CheckpointError(
+            f"{path / INDEX} is unreadable ({err})", "re-save the checkpoint"
+        ) from err
     missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
     if missing:
-        raise CheckpointError(f"{path} lacks shards listed in {INDEX}: {', '.join(missing)}",
-                              "copy the complete checkpoint")
+        raise CheckpointError(
+            f"{path} lacks shards listed in {INDEX}: {', '.join(missing)}",
+            "copy the complete checkpoint",
+        )
 
 
 def pickle_to_safetensors(src: Path, out: Path) -> dict:

@@ -63,8 +63,13 @@ def llama_config(vocab: TinyVocab) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=True,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
         **_common(vocab),
     )
 
@@ -74,8 +79,12 @@ def neox_config(vocab: TinyVocab) -> Any:
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=MAX_POSITIONS, **_common(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_POSITIONS,
+        **_common(vocab),
     )
 
 
@@ -84,7 +93,11 @@ def gpt2_config(vocab: TinyVocab) -> Any:
     from transformers import GPT2Config
 
     return GPT2Config(
-        n_embd=64, n_layer=2, n_head=4, n_positions=MAX_POSITIONS, **_common(vocab),
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_positions=MAX_POSITIONS,
+        **_common(vocab),
     )
 
 
@@ -93,8 +106,13 @@ def qwen2_config(vocab: TinyVocab) -> Any:
     from transformers import Qwen2Config
 
     return Qwen2Config(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, **_common(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        **_common(vocab),
     )
 
 
@@ -103,8 +121,13 @@ def opt_config(vocab: TinyVocab) -> Any:
     from transformers import OPTConfig
 
     return OPTConfig(
-        hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
-        word_embed_proj_dim=64, max_position_embeddings=MAX_POSITIONS, **_common(vocab),
+        hidden_size=64,
+        ffn_dim=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        word_embed_proj_dim=64,
+        max_position_embeddings=MAX_POSITIONS,
+        **_common(vocab),
     )
 
 
@@ -113,9 +136,15 @@ def gemma_config(vocab: TinyVocab) -> Any:
     from transformers import Gemma3TextConfig
 
     return Gemma3TextConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, sliding_window=64,
-        max_position_embeddings=MAX_POSITIONS, **_common(vocab),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=64,
+        max_position_embeddings=MAX_POSITIONS,
+        **_common(vocab),
     )
 
 
@@ -124,8 +153,13 @@ def falcon_config(vocab: TinyVocab) -> Any:
     from transformers import FalconConfig
 
     return FalconConfig(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
-        new_decoder_architecture=True, max_position_embeddings=MAX_POSITIONS, **_common(vocab),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_kv_heads=2,
+        new_decoder_architecture=True,
+        max_position_embeddings=MAX_POSITIONS,
+        **_common(vocab),
     )
 
 
@@ -134,8 +168,13 @@ def mistral_config(vocab: TinyVocab) -> Any:
     from transformers import MistralConfig
 
     return MistralConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, sliding_window=64, max_position_embeddings=MAX_POSITIONS,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=64,
+        max_position_embeddings=MAX_POSITIONS,
         **_common(vocab),
     )
 

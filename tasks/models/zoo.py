@@ -26,8 +26,15 @@ from tasks.models.cache import cache_root, materialize, problems, quick_problem,
 from tasks.models.local import check_model_folder, model_identity
 
 __all__ = [
-    "list_zoo", "model_identity", "resolve_model", "verify_zoo", "zoo_get", "zoo_names",
-    "REAL_MODELS", "TINY_MODELS", "VARIANTS",
+    "list_zoo",
+    "model_identity",
+    "resolve_model",
+    "verify_zoo",
+    "zoo_get",
+    "zoo_names",
+    "REAL_MODELS",
+    "TINY_MODELS",
+    "VARIANTS",
 ]
 
 # Real models: name -> builder(name, out) that converts the packaged GGUF.
@@ -76,8 +83,9 @@ _TINY_REF = re.compile(r"(tiny-[a-z0-9]+)(?::seed=(\d+))?")
 _HINT = "pass a local folder, a zoo name (fprun ls models) or a hub id"
 
 
-def resolve_model(ref: str | Path, *, cache_dir: Path | None = None,
-                  allow_pickle: bool = False) -> Path:
+def resolve_model(
+    ref: str | Path, *, cache_dir: Path | None = None, allow_pickle: bool = False
+) -> Path:
     """Resolve a model reference to a local folder with config, safetensors and tokenizer.
 
     Args:
@@ -119,8 +127,15 @@ def list_zoo(cache_dir: Path | None = None) -> list[dict[str, Any]]:
         if "@" in name:
             description = f"{description.rsplit(';', 1)[0]}; {VARIANTS[name.partition('@')[2]]}"
         cached = read_manifest(root / _folder_name(name)) is not None
-        rows.append({"name": name, "kind": "real" if base in REAL_MODELS else "tiny",
-                     "description": description, "source": source, "cached": cached})
+        rows.append(
+            {
+                "name": name,
+                "kind": "real" if base in REAL_MODELS else "tiny",
+                "description": description,
+                "source": source,
+                "cached": cached,
+            }
+        )
     return rows
 
 
@@ -223,8 +238,11 @@ def _zoo_entry(ref: str, root: Path) -> Path:
         build = partial(_load(REAL_MODELS[base]), base)
         return materialize(folder, f"{REAL_MODELS[base]}/{RECIPE_VERSION}:{base}", build)
     tiny = importlib.import_module("tasks.models.tiny")
-    tok = materialize(root / "zoo" / TINY_TOKENIZER,
-                      f"tasks.models.tiny:build_tokenizer/{tiny.TOKENIZER_VERSION}", tiny.build_tokenizer)
+    tok = materialize(
+        root / "zoo" / TINY_TOKENIZER,
+        f"tasks.models.tiny:build_tokenizer/{tiny.TOKENIZER_VERSION}",
+        tiny.build_tokenizer,
+    )
     recipe = f"{TINY_MODELS[base]}/{RECIPE_VERSION}:seed={seed}:tok={tiny.TOKENIZER_VERSION}"
     build = partial(tiny.build_tiny_model, _load(TINY_MODELS[base]), seed, tok)
     return materialize(folder, recipe, build)
@@ -272,8 +290,9 @@ def _resolve_hub(repo_id: str) -> Path:
         except Exception as err:  # DNS, refused, timeout, proxy, 5xx: all mean "cannot fetch now"
             why = f"the hub at {endpoint} is unreachable ({type(err).__name__})"
         else:
-            folder = snapshot_download(repo_id, revision=info.sha, endpoint=endpoint,
-                                       allow_patterns=HUB_PATTERNS)
+            folder = snapshot_download(
+                repo_id, revision=info.sha, endpoint=endpoint, allow_patterns=HUB_PATTERNS
+            )
             return check_model_folder(Path(folder), allow_pickle=False, cache=None)
     try:  # a copy fetched earlier is fine offline
         folder = snapshot_download(repo_id, local_files_only=True, allow_patterns=HUB_PATTERNS)

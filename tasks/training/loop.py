@@ -31,9 +31,9 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-
-def load_model_and_tokenizer(ref: str, *, trust_remote_code: bool = False,
-                             allow_pickle: bool = False) -> tuple[Any, Any, Path]:
+def load_model_and_tokenizer(
+    ref: str, *, trust_remote_code: bool = False, allow_pickle: bool = False
+) -> tuple[Any, Any, Path]:
     """Resolve a model reference (zoo / folder / hub) and load it in fp32 for training.
 
     fp32 master weights are what CPU training needs; on GPU, ``bf16: true`` trains in mixed
@@ -46,8 +46,9 @@ def load_model_and_tokenizer(ref: str, *, trust_remote_code: bool = False,
 
     path = resolve_model(ref, allow_pickle=allow_pickle)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                 trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
     return model, tokenizer, path
 
 
@@ -69,8 +70,9 @@ def ensure_pad_token(model: Any, tokenizer: Any) -> bool:
     return True
 
 
-def tokenize_chat(tokenizer: Any, messages: list[dict[str, str]], prompt_format: str,
-                  max_len: int) -> dict[str, list[int]]:
+def tokenize_chat(
+    tokenizer: Any, messages: list[dict[str, str]], prompt_format: str, max_len: int
+) -> dict[str, list[int]]:
     """Token ids and labels of one conversation, with loss on assistant text only.
 
     The whole conversation is tokenized at once (exactly the ids inference sees) and a token is
@@ -95,8 +97,10 @@ def _by_offsets(tokenizer: Any, segments: Sequence[tuple[str, bool]], specials: 
         text += seg
         pos += len(seg)
     enc = tokenizer(text, add_special_tokens=specials, return_offsets_mapping=True)
-    labels = [tok if any(s < end and e > start for start, end in spans) else IGNORE_INDEX
-              for tok, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)]
+    labels = [
+        tok if any(s < end and e > start for start, end in spans) else IGNORE_INDEX
+        for tok, (s, e) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+    ]
     return list(enc["input_ids"]), labels
 
 
@@ -112,8 +116,9 @@ def _by_segments(tokenizer: Any, segments: Sequence[tuple[str, bool]], specials:
     return ids, labels
 
 
-def training_arguments(cfg: TrainConfig, output_dir: str, distributed: dict | None,
-                       world_size: int) -> Any:
+def training_arguments(
+    cfg: TrainConfig, output_dir: str, distributed: dict | None, world_size: int
+) -> Any:
     """TrainingArguments from the step config and the launcher's ``distributed`` options.
 
     ``distributed`` (set by runner/exec/train.py under Ray Train): ``{"strategy": "ddp" |
@@ -127,25 +132,41 @@ def training_arguments(cfg: TrainConfig, output_dir: str, distributed: dict | No
     dist = distributed or {}
     use_gpu = bool(dist.get("use_gpu", torch.cuda.is_available()))
     if cfg.bf16 and not use_gpu:
-        raise ConfigError("train.bf16 is set but the step runs on CPU",
-                          "set train.bf16: false, or train.use_gpu: true on a GPU machine")
+        raise ConfigError(
+            "train.bf16 is set but the step runs on CPU",
+            "set train.bf16: false, or train.use_gpu: true on a GPU machine",
+        )
     ds_config = dist.get("deepspeed_config") if dist.get("strategy") == "deepspeed" else None
     if dist.get("strategy") == "deepspeed" and not ds_config:
-        raise ConfigError("strategy deepspeed was given without a DeepSpeed config",
-                          "pass a named strategy such as deepspeed_zero3 (runner/exec/train.py)")
+        raise ConfigError(
+            "strategy deepspeed was given without a DeepSpeed config",
+            "pass a named strategy such as deepspeed_zero3 (runner/exec/train.py)",
+        )
     return TrainingArguments(
-        output_dir=output_dir, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.lr, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
+        output_dir=output_dir,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_steps or cfg.warmup_ratio,
         per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum(world_size), seed=cfg.seed, data_seed=cfg.seed,
-        bf16=cfg.bf16, activation_checkpointing=cfg.gradient_checkpointing, optim=cfg.optim,
-        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
-        disable_tqdm=True, use_cpu=not use_gpu,
+        gradient_accumulation_steps=cfg.grad_accum(world_size),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=cfg.bf16,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        optim=cfg.optim,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not use_gpu,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         ddp_backend=("nccl" if use_gpu else "gloo") if world_size > 1 else None,
         ddp_find_unused_parameters=False if world_size > 1 else None,
-        deepspeed=ds_config, dataloader_pin_memory=use_gpu,
+        deepspeed=ds_config,
+        dataloader_pin_memory=use_gpu,
     )
 
 
@@ -162,9 +183,16 @@ class TrainOutcome:
         return self.losses[-1] if self.losses else None
 
 
-def run_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], cfg: TrainConfig,
-                *, distributed: dict | None = None, callbacks: Sequence[Any] | None = None,
-                trainer_hook: Callable[[Any], Any] | None = None) -> TrainOutcome:
+def run_trainer(
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, list[int]]],
+    cfg: TrainConfig,
+    *,
+    distributed: dict | None = None,
+    callbacks: Sequence[Any] | None = None,
+    trainer_hook: Callable[[Any], Any] | None = None,
+) -> TrainOutcome:
     """Train ``model`` on pre-tokenized rows with HF ``Trainer`` (right padding, -100 labels).
 
     ``callbacks`` are extra TrainerCallbacks (e.g. Ray's metric reporting) and ``trainer_hook``
@@ -178,10 +206,17 @@ def run_trainer(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]], cf
     try:
         args = training_arguments(cfg, scratch, distributed, world()[1])
         data = datasets.Dataset.from_list(
-            [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+            [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
+        )
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-        trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator,
-                          processing_class=tokenizer, callbacks=list(callbacks or []))
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=data,
+            data_collator=collator,
+            processing_class=tokenizer,
+            callbacks=list(callbacks or []),
+        )
         if trainer_hook is not None:
             trainer = trainer_hook(trainer) or trainer
         start = time.perf_counter()

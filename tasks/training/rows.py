@@ -55,18 +55,75 @@ def train_run_row(
     """
     if outcome is not None:
         state = outcome.trainer.state
-        measured = {"epochs": float(state.epoch or 0.0), "steps": int(state.global_step),
-                    "final_loss": outcome.final_loss, "train_seconds": outcome.seconds,
-                    **measured}
+        measured = {
+            "epochs": float(state.epoch or 0.0),
+            "steps": int(state.global_step),
+            "final_loss": outcome.final_loss,
+            "train_seconds": outcome.seconds,
+            **measured,
+        }
     row = {
-        "discriminator": "final", "purpose": purpose, "method": method, "model_ref": model_ref,
-        "fingerprint_id": fingerprint_id, "artifact": artifact, "dataset": dataset,
-        "n_train_rows": n_train_rows, "learning_rate": learning_rate,
-        "global_batch_size": global_batch_size, "num_workers": world_size,
-        "strategy": strategy_name(distributed, world_size), "peak_rss_mb": peak_rss_mb(),
+        "discriminator": "final",
+        "purpose": purpose,
+        "method": method,
+        "model_ref": model_ref,
+        "fingerprint_id": fingerprint_id,
+        "artifact": artifact,
+        "dataset": dataset,
+        "n_train_rows": n_train_rows,
+        "learning_rate": learning_rate,
+        "global_batch_size": global_batch_size,
+        "num_workers": world_size,
+        "strategy": strategy_name(distributed, world_size),
+        "peak_rss_mb": peak_rss_mb(),
         "trainable_params": trainable_params,
-        "extra": json.dumps(extra, sort_keys=True, default=str), **measured,
+        "extra": json.dumps(extra, sort_keys=True, default=str),
+        **measured,
     }
     if datasets is not None:
         row["datasets"] = datasets
     return row
+
+
+def fingerprint_row(
+    cfg: Any,
+    method: str,
+    built: Any,
+    rows: list[dict],
+    fp_id: str,
+    out_dir: Any,
+    outcome: Any,
+    trainable: int,
+    extra: dict[str, Any],
+    distributed: dict[str, Any] | None,
+    world_size: int,
+) -> dict[str, Any]:
+    """The ``train_run`` row of a fingerprinting step (IF_SFT or IF_adapter, rank 0).
+
+    ``cfg`` is the step config (``model``, ``train``), ``built`` its dataset (keys, counts,
+    datasets), ``rows`` the tokenized training rows.
+    """
+    extra = {
+        **extra,
+        "first_loss": outcome.losses[0] if outcome.losses else None,
+        "grad_accum": cfg.train.grad_accum(world_size),
+        "longest_row_tokens": max(r["length"] for r in rows),
+        "counts": built.counts,
+    }
+    return train_run_row(
+        purpose="fingerprint",
+        method=method,
+        model_ref=cfg.model,
+        fingerprint_id=fp_id,
+        artifact=str(out_dir),
+        dataset="; ".join(built.datasets),
+        datasets=built.datasets,
+        n_train_rows=len(rows),
+        learning_rate=cfg.train.lr,
+        global_batch_size=cfg.train.total_batch_size,
+        trainable_params=trainable,
+        extra=extra,
+        outcome=outcome,
+        world_size=world_size,
+        distributed=distributed,
+    )

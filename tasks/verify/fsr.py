@@ -71,22 +71,34 @@ def seed_ranges(probes: Sequence[Probe], template: str) -> dict[str, tuple[range
     """
     lined = [p for p in probes if p.line >= 0]
     if sorted(p.line for p in lined) != list(range(len(lined))):
-        raise FingerprintError("probes.jsonl does not number its lines 0..N-1 as the seed's "
-                               "inference files do", "use denominator_rule: fprun")
+        raise FingerprintError(
+            "probes.jsonl does not number its lines 0..N-1 as the seed's inference files do",
+            "use denominator_rule: fprun",
+        )
     n_val = sum(p.split == "validation" for p in lined)
     n_all = len(lined)
     f = sum(p.split == "validation" and p.probe_set == "fingerprint" for p in lined)
     if template == "dialogue":
         r = sum(p.split == "validation" and p.probe_set == "normal" for p in lined)
-        return {"fingerprint": (range(0, f), f), "normal": (range(f, n_val), f + 2 * r),
-                "similar": (range(n_val, n_all), r)}
+        return {
+            "fingerprint": (range(0, f), f),
+            "normal": (range(f, n_val), f + 2 * r),
+            "similar": (range(n_val, n_all), r),
+        }
     n = n_val - f
-    return {"fingerprint": (range(0, f), f), "normal": (range(f, f + 2 * n), 2 * n),
-            "similar": (range(f + 2 * n, n_all), n_all - f - 2 * n)}
+    return {
+        "fingerprint": (range(0, f), f),
+        "normal": (range(f, f + 2 * n), 2 * n),
+        "similar": (range(f + 2 * n, n_all), n_all - f - 2 * n),
+    }
 
 
 def tally(
-    probes: Sequence[Probe], hits: Sequence[bool], names: Sequence[str], *, rule: str,
+    probes: Sequence[Probe],
+    hits: Sequence[bool],
+    names: Sequence[str],
+    *,
+    rule: str,
     template: str,
 ) -> dict[str, Count]:
     """Counts for each reported set under ``rule`` (fprun | seed).

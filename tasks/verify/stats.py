@@ -39,8 +39,7 @@ def proportion_ci(
     if not 0 <= n_hit <= n_total:
         # the seed's denominators can be smaller than its counts (report_FSR_sft_chat.py)
         n_hit = min(max(n_hit, 0), n_total)
-    ci = stats.binomtest(n_hit, n_total).proportion_ci(confidence_level=confidence,
-                                                       method=method)
+    ci = stats.binomtest(n_hit, n_total).proportion_ci(confidence_level=confidence, method=method)
     return float(ci.low), float(ci.high)
 
 

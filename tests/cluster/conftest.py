@@ -39,8 +39,9 @@ def free_port() -> int:
 
 def ray_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
     """``ray ARGS`` with the test's env; fails the test with Ray's output if it fails."""
-    out = subprocess.run([RAY, *args], env=env, cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [RAY, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, f"ray {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
     return out.stdout + out.stderr
 
@@ -49,17 +50,38 @@ def ray_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
 def head(fprun_cache: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A one-node Ray cluster on 127.0.0.1; yields (dashboard address, env for ray calls)."""
     temp = tempfile.mkdtemp(prefix="fprun-ray-", dir="/tmp")  # short: unix socket paths
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "FPRUN_CACHE": str(fprun_cache), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FPRUN_CACHE": str(fprun_cache),
+        "OMP_NUM_THREADS": "1",
+    }
     dash = free_port()
-    cmd = [RAY, "start", "--head", "--block", "--num-cpus=2", "--node-ip-address=127.0.0.1",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--port={free_port()}",
-           f"--ray-client-server-port={free_port()}",
-           f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats",
-           f"--temp-dir={temp}"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        f"--port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"http://127.0.0.1:{dash}"
     try:
         wait_for_jobs_api(address, env, proc)
@@ -77,8 +99,13 @@ def wait_for_jobs_api(address: str, env: dict[str, str], proc: subprocess.Popen)
     deadline = time.time() + 120
     while time.time() < deadline:
         assert proc.poll() is None, "ray start --head exited early"
-        out = subprocess.run([RAY, "job", "list", "--address", address], env=env,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [RAY, "job", "list", "--address", address],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if out.returncode == 0:
             return
         time.sleep(2)

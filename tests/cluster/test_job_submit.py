@@ -27,12 +27,37 @@ def test_ray_job_submit_runs_the_smoke_experiment(head, tmp_path):
     address, env = head
     results, artifacts = tmp_path / "results", tmp_path / "artifacts"
     job_id = f"fprun-test-{uuid.uuid4().hex[:8]}"
-    run = shlex.join(["fprun", "run", "configs/smoke/if_sft.yaml", "--results", str(results),
-                      "--artifacts", str(artifacts)])
-    ray_cli(["job", "submit", "--address", address, "--submission-id", job_id,
-             "--working-dir", ".", "--runtime-env-json",
-             json.dumps({"excludes": upload_excludes()}), "--no-wait", "--",
-             "bash", "-c", f"command -v fprun && {run}"], env)
+    run = shlex.join(
+        [
+            "fprun",
+            "run",
+            "configs/smoke/if_sft.yaml",
+            "--results",
+            str(results),
+            "--artifacts",
+            str(artifacts),
+        ]
+    )
+    ray_cli(
+        [
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--submission-id",
+            job_id,
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            json.dumps({"excludes": upload_excludes()}),
+            "--no-wait",
+            "--",
+            "bash",
+            "-c",
+            f"command -v fprun && {run}",
+        ],
+        env,
+    )
     status = wait_for_job(address, job_id, env, JOB_TIMEOUT_S)
     logs = ray_cli(["job", "logs", job_id, "--address", address], env)
     assert status == "SUCCEEDED", logs[-3000:]
@@ -43,6 +68,8 @@ def test_ray_job_submit_runs_the_smoke_experiment(head, tmp_path):
     assert len(train) == 1 and train[0]["device"].startswith("ray-train:1x")
     assert {r["condition"] for r in verify} == {"publish", "vanilla"}
     assert all(r["fingerprint_id"] == train[0]["fingerprint_id"] for r in verify)
-    keys = [json.loads(line)["key"] for line in
-            (Path(train[0]["artifact"]) / "private" / "keys.jsonl").read_text().splitlines()]
+    keys = [
+        json.loads(line)["key"]
+        for line in (Path(train[0]["artifact"]) / "private" / "keys.jsonl").read_text().splitlines()
+    ]
     assert keys and not [k for k in keys if k in logs]  # secrecy: no key in the job output

@@ -33,10 +33,30 @@ JOB_TIMEOUT_S = 900
 def submit(address: str, env: dict[str, str], results: Path, artifacts: Path) -> str:
     job_id = f"fprun-sweep-{uuid.uuid4().hex[:8]}"
     runtime_env = {"excludes": upload_excludes()}
-    ray_cli(["job", "submit", "--address", address, "--submission-id", job_id,
-             "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env), "--no-wait",
-             "--", "fprun", "sweep", SMOKE, "--results", str(results),
-             "--artifacts", str(artifacts)], env)
+    ray_cli(
+        [
+            "job",
+            "submit",
+            "--address",
+            address,
+            "--submission-id",
+            job_id,
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--no-wait",
+            "--",
+            "fprun",
+            "sweep",
+            SMOKE,
+            "--results",
+            str(results),
+            "--artifacts",
+            str(artifacts),
+        ],
+        env,
+    )
     return job_id
 
 
@@ -68,10 +88,12 @@ def wait_for_interrupt_point(address, job_id, env, results: Path, artifacts: Pat
         status = job_status(address, job_id, env)
         assert status in (None, "PENDING", "RUNNING"), (
             f"the first sweep job ended ({status}) before it could be interrupted:\n"
-            + ray_cli(["job", "logs", job_id, "--address", address], env)[-3000:])
+            + ray_cli(["job", "logs", job_id, "--address", address], env)[-3000:]
+        )
         time.sleep(0.5)
-    raise AssertionError(f"no interrupt point within {INTERRUPT_TIMEOUT_S} s: "
-                         f"{trial_logs(artifacts)}")
+    raise AssertionError(
+        f"no interrupt point within {INTERRUPT_TIMEOUT_S} s: {trial_logs(artifacts)}"
+    )
 
 
 def test_interrupted_sweep_resumes_without_running_a_trial_twice(head, tmp_path):
@@ -108,13 +130,15 @@ def test_interrupted_sweep_resumes_without_running_a_trial_twice(head, tmp_path)
     def since_stop(events):
         return [e for e in events if datetime.fromisoformat(e["at"]) > stopped_at]
 
-    assert not [e for e in since_stop(after[a]) if e["event"] in ("start", "end")
-                or e.get("computed")], "trial A ran again after the stop"
+    assert not [
+        e for e in since_stop(after[a]) if e["event"] in ("start", "end") or e.get("computed")
+    ], "trial A ran again after the stop"
     resumed = since_stop(after[b])
     finished_before = [p for p in ("fingerprint", "finetune") if ended(before[b], p)]
     assert [e["phase"] for e in resumed if e["event"] == "restored"] == finished_before
     assert [e["phase"] for e in resumed if e["event"] == "end"] == [
-        p for p in ("fingerprint", "finetune", "post") if p not in finished_before]
+        p for p in ("fingerprint", "finetune", "post") if p not in finished_before
+    ]
 
     fp_dirs = list((artifacts / "if_adapter").glob("*/private/keys.jsonl"))
     keys = [json.loads(x)["key"] for p in fp_dirs for x in p.read_text().splitlines()]

@@ -23,7 +23,8 @@ RAY_DIR = Path(importlib.util.find_spec("ray").origin).parent  # without importi
 SHARED = "/mnt/shared/"
 SECRETISH = re.compile(
     r"AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----|ghp_[A-Za-z0-9]{20,}|xox[bp]-"
-    r"|(?i:(password|secret|api_key|access_key|auth_token)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{12,})")
+    r"|(?i:(password|secret|api_key|access_key|auth_token)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{12,})"
+)
 
 
 def load_all(name: str) -> list[dict]:
@@ -78,11 +79,16 @@ def test_rayjob_runs_fprun_with_gpu_workers_token_auth_and_a_private_dashboard()
     assert spec["submissionMode"] == "SidecarMode"
     assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
     assert head.get("serviceType", "ClusterIP") == "ClusterIP" and "ingress" not in str(head)
-    gpus = [g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
-            for g in cluster["workerGroupSpecs"]]
+    gpus = [
+        g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
+        for g in cluster["workerGroupSpecs"]
+    ]
     assert any(int(g or 0) >= 1 for g in gpus)
-    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"
-              and "ReadWriteMany" in d["spec"]["accessModes"]}
+    claims = {
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in d["spec"]["accessModes"]
+    }
     for pod in [head, *cluster["workerGroupSpecs"]]:
         pspec = pod["template"]["spec"]
         mounts = {m["mountPath"] for m in pspec["containers"][0]["volumeMounts"]}

@@ -10,9 +10,14 @@ from collections import defaultdict
 from runner.plan import Step
 from runner.results.text import num, render, short
 
-STEP_GROUPS = {"if_adapter": "fingerprint", "if_sft": "fingerprint", "verify": "verification",
-               "verify_adapter": "verification", "finetune": "user fine-tune",
-               "eval": "utility"}
+STEP_GROUPS = {
+    "if_adapter": "fingerprint",
+    "if_sft": "fingerprint",
+    "verify": "verification",
+    "verify_adapter": "verification",
+    "finetune": "user fine-tune",
+    "eval": "utility",
+}
 
 
 def wall_times(steps: list[Step], store) -> str:
@@ -28,8 +33,11 @@ def wall_times(steps: list[Step], store) -> str:
             if s.step_id in seen and s.kind in STEP_GROUPS:
                 spent[STEP_GROUPS[s.kind]] += seen[s.step_id]
                 counts[STEP_GROUPS[s.kind]] += 1
-    parts = [f"{name} {spent[name]:.0f} s ({counts[name]} step{'s' * (counts[name] != 1)})"
-             for name in dict.fromkeys(STEP_GROUPS.values()) if counts[name]]
+    parts = [
+        f"{name} {spent[name]:.0f} s ({counts[name]} step{'s' * (counts[name] != 1)})"
+        for name in dict.fromkeys(STEP_GROUPS.values())
+        if counts[name]
+    ]
     return f"  wall time: {', '.join(parts)}; total {sum(spent.values()):.0f} s"
 
 
@@ -42,10 +50,21 @@ def utility_table(evals: list[dict], which_of: dict[str, str]) -> str:
     out = []
     for (suite, task, metric), got in sorted(by.items()):
         v, p = got.get("vanilla"), got.get("publish")
-        delta = (f"{p['value'] - v['value']:+.4g}" if v and p and v["value"] is not None
-                 and p["value"] is not None else "")
-        out.append([f"{suite}:{task}", metric, value_cell(v), value_cell(p), delta,
-                    short((v or p)["dataset"] or "")])
+        delta = (
+            f"{p['value'] - v['value']:+.4g}"
+            if v and p and v["value"] is not None and p["value"] is not None
+            else ""
+        )
+        out.append(
+            [
+                f"{suite}:{task}",
+                metric,
+                value_cell(v),
+                value_cell(p),
+                delta,
+                short((v or p)["dataset"] or ""),
+            ]
+        )
     return render(header, out)
 
 
@@ -59,10 +78,15 @@ def value_cell(r: dict | None) -> str:
 
 def train_tail(r: dict, first_loss) -> str:
     """The common end of a training line: steps, losses, seconds, peak memory."""
-    loss = (f"loss {num(first_loss)} -> {num(r['final_loss'])}" if first_loss is not None
-            else f"final loss {num(r['final_loss'])}")
-    return (f"{r['steps']} steps, {loss}, {num(r['train_seconds'])} s, peak RSS "
-            f"{num(r['peak_rss_mb'])} MB")
+    loss = (
+        f"loss {num(first_loss)} -> {num(r['final_loss'])}"
+        if first_loss is not None
+        else f"final loss {num(r['final_loss'])}"
+    )
+    return (
+        f"{r['steps']} steps, {loss}, {num(r['train_seconds'])} s, peak RSS "
+        f"{num(r['peak_rss_mb'])} MB"
+    )
 
 
 def fsr_headline(method: str, steps: list[Step], store) -> list[tuple[str, str, str]]:
@@ -77,8 +101,12 @@ def fsr_headline(method: str, steps: list[Step], store) -> list[tuple[str, str, 
         keys, unseen = sets.get("fingerprint"), sets.get("unseen_keys")
         if keys is None:
             continue
-        note = (f"unseen-key false triggers {unseen['n_hit']}/{unseen['n_total']}"
-                if unseen else "")
-        out.append((f"{method} FSR {cond}",
-                     f"{keys['n_hit']}/{keys['n_total']} ({100 * keys['fsr']:.0f}%)", note))
+        note = f"unseen-key false triggers {unseen['n_hit']}/{unseen['n_total']}" if unseen else ""
+        out.append(
+            (
+                f"{method} FSR {cond}",
+                f"{keys['n_hit']}/{keys['n_total']} ({100 * keys['fsr']:.0f}%)",
+                note,
+            )
+        )
     return out

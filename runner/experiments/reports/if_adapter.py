@@ -17,8 +17,15 @@ from runner.results.text import render, short
 SETS = ("fingerprint", "normal", "similar", "unseen_keys")
 PRE = ("vanilla", "publish", "publish_w_adapter", "vanilla_w_adapter")
 POST = ("tuned_publish", "tuned_w_adapter", "tuned_direct")
-EXPECT = {"vanilla": "0", "publish": "0", "publish_w_adapter": "100", "vanilla_w_adapter": "0",
-          "tuned_publish": "0", "tuned_w_adapter": "100", "tuned_direct": "any"}
+EXPECT = {
+    "vanilla": "0",
+    "publish": "0",
+    "publish_w_adapter": "100",
+    "vanilla_w_adapter": "0",
+    "tuned_publish": "0",
+    "tuned_w_adapter": "100",
+    "tuned_direct": "any",
+}
 
 
 def report(cfg, steps: list[Step], store) -> str:
@@ -26,12 +33,15 @@ def report(cfg, steps: list[Step], store) -> str:
     fp = steps[0]
     a = cfg.adapter
     t_rule = "seed (instructions only)" if a.seed_token_set_bug else "fprun"
-    lines = [f"IF_adapter {cfg.name} on {cfg.model}: dim {a.dim}, init {a.init}, residual "
-             f"{a.residual}, token set {t_rule}"]
+    lines = [
+        f"IF_adapter {cfg.name} on {cfg.model}: dim {a.dim}, init {a.init}, residual "
+        f"{a.residual}, token set {t_rule}"
+    ]
     train_ids = [s.step_id for s in steps if s.result_kind == "train_run"]
     labels: dict[str, str] = {}
-    for r in sorted(store.read("train_run", train_ids).to_pylist(),
-                    key=lambda r: r["purpose"] != "fingerprint"):
+    for r in sorted(
+        store.read("train_run", train_ids).to_pylist(), key=lambda r: r["purpose"] != "fingerprint"
+    ):
         lines.append(_train_line(r))
         if r["purpose"] == "finetune":
             labels[r["step_id"]] = r["dataset"]
@@ -48,15 +58,16 @@ def report(cfg, steps: list[Step], store) -> str:
     return "\n".join(lines)
 
 
-
-
 def _train_line(r: dict) -> str:
     import json
 
     extra = json.loads(r["extra"] or "{}")
-    what = (f"fingerprint {r['fingerprint_id']} (|T| {extra.get('n_tokens_T')}, published rows "
-            f"changed {extra.get('published_rows_changed')})" if r["purpose"] == "fingerprint"
-            else f"user fine-tune ({r['method']}) on {r['dataset']}")
+    what = (
+        f"fingerprint {r['fingerprint_id']} (|T| {extra.get('n_tokens_T')}, published rows "
+        f"changed {extra.get('published_rows_changed')})"
+        if r["purpose"] == "fingerprint"
+        else f"user fine-tune ({r['method']}) on {r['dataset']}"
+    )
     return f"  {what}: {train_tail(r, extra.get('first_loss'))}"
 
 
@@ -67,29 +78,65 @@ def _cell(row: dict | None) -> str:
 
 
 def _fsr_table(rows: list[dict], fp_id: str, labels: dict[str, str]) -> str:
+    # Over 60 lines on purpose: its three blocks (pre, post, mean) share one row index.
     greedy = defaultdict(dict)  # (condition, user model step) -> probe set -> row
     for r in rows:
         if r["sample_idx"] is None and ":" not in r["probe_set"]:
             user = r["model_step_id"] if r["condition"] in POST else ""
             greedy[(r["condition"], user)][r["probe_set"]] = r
-    header = ["stage", "condition", "user data", "FSR % (keys)", "normal %", "similar %",
-              "unseen keys %", "ideal FSR"]
+    header = [
+        "stage",
+        "condition",
+        "user data",
+        "FSR % (keys)",
+        "normal %",
+        "similar %",
+        "unseen keys %",
+        "ideal FSR",
+    ]
     out = []
     for cond in PRE:
         if (cond, "") in greedy:
-            out.append(["FSR_pre", cond, "", *(_cell(greedy[(cond, "")].get(s)) for s in SETS),
-                        EXPECT[cond]])
+            out.append(
+                [
+                    "FSR_pre",
+                    cond,
+                    "",
+                    *(_cell(greedy[(cond, "")].get(s)) for s in SETS),
+                    EXPECT[cond],
+                ]
+            )
     users = sorted({u for (_, u) in greedy if u}, key=lambda u: labels.get(u, u))
     for user in users:
         for cond in POST:
             if (cond, user) in greedy:
-                out.append(["FSR_post", cond, short(labels.get(user, user)),
-                            *(_cell(greedy[(cond, user)].get(s)) for s in SETS), EXPECT[cond]])
+                out.append(
+                    [
+                        "FSR_post",
+                        cond,
+                        short(labels.get(user, user)),
+                        *(_cell(greedy[(cond, user)].get(s)) for s in SETS),
+                        EXPECT[cond],
+                    ]
+                )
     if len(users) > 1:  # Table 3 averages FSR_post over the user datasets
         for cond in POST:
-            fsrs = [greedy[(cond, u)]["fingerprint"]["fsr"] for u in users
-                    if "fingerprint" in greedy.get((cond, u), {})]
+            fsrs = [
+                greedy[(cond, u)]["fingerprint"]["fsr"]
+                for u in users
+                if "fingerprint" in greedy.get((cond, u), {})
+            ]
             if fsrs:
-                out.append(["FSR_post", cond, f"mean of {len(fsrs)}",
-                            f"{100 * sum(fsrs) / len(fsrs):.1f}", "", "", "", EXPECT[cond]])
+                out.append(
+                    [
+                        "FSR_post",
+                        cond,
+                        f"mean of {len(fsrs)}",
+                        f"{100 * sum(fsrs) / len(fsrs):.1f}",
+                        "",
+                        "",
+                        "",
+                        EXPECT[cond],
+                    ]
+                )
     return render(header, out)

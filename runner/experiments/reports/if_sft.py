@@ -21,11 +21,13 @@ SETS = ("fingerprint", "unseen_keys", "similar", "normal", "regularization", "bo
 def report(cfg, steps: list[Step], store) -> str:
     """The whole summary text (see the module docstring)."""
     lines = [f"IF_SFT {cfg.name} on {cfg.model} ({cfg.prompt_format})"]
-    labels: dict[str, str] = {s.step_id: str(s.config.get("data", "?")) for s in steps
-                              if s.kind == "finetune"}
+    labels: dict[str, str] = {
+        s.step_id: str(s.config.get("data", "?")) for s in steps if s.kind == "finetune"
+    }
     train_ids = [s.step_id for s in steps if s.result_kind == "train_run"]
-    for r in sorted(store.read("train_run", train_ids).to_pylist(),
-                    key=lambda r: r["purpose"] != "fingerprint"):
+    for r in sorted(
+        store.read("train_run", train_ids).to_pylist(), key=lambda r: r["purpose"] != "fingerprint"
+    ):
         lines.append(_train_line(r))
     ver_ids = [s.step_id for s in steps if s.result_kind == "verification"]
     rows = store.read("verification", ver_ids).to_pylist()
@@ -45,8 +47,11 @@ def report(cfg, steps: list[Step], store) -> str:
 
 def _train_line(r: dict) -> str:
     extra = json.loads(r["extra"] or "{}")
-    what = (f"fingerprint {r['fingerprint_id']} ({r['dataset']})" if r["purpose"] == "fingerprint"
-            else f"user fine-tune ({r['method']}) on {r['dataset']}")
+    what = (
+        f"fingerprint {r['fingerprint_id']} ({r['dataset']})"
+        if r["purpose"] == "fingerprint"
+        else f"user fine-tune ({r['method']}) on {r['dataset']}"
+    )
     return f"  {what}: {train_tail(r, extra.get('first_loss'))}"
 
 
@@ -56,21 +61,29 @@ def _rows_table(rows: list[dict], labels: dict[str, str]) -> str:
 
     def key(r):
         base = r["probe_set"].split(":")[0]
-        return (ORDER.index(r["condition"]) if r["condition"] in ORDER else 9,
-                labels.get(r["model_step_id"], "") if r["condition"] == "tuned_publish" else "",
-                SETS.index(base) if base in SETS else 99, ":" in r["probe_set"])
+        return (
+            ORDER.index(r["condition"]) if r["condition"] in ORDER else 9,
+            labels.get(r["model_step_id"], "") if r["condition"] == "tuned_publish" else "",
+            SETS.index(base) if base in SETS else 99,
+            ":" in r["probe_set"],
+        )
 
     for r in sorted(rows, key=key):
         if r["sample_idx"] is not None:
             continue  # individual sampled runs: the aggregate row summarises them
         if r.get("n_samples"):
-            hits, fsr = f"{r['n_hit']}/{r['n_total']} in {r['n_samples']} runs", _p(
-                r.get("mean_fsr"))
+            hits, fsr = (
+                f"{r['n_hit']}/{r['n_total']} in {r['n_samples']} runs",
+                _p(r.get("mean_fsr")),
+            )
         else:
             hits, fsr = f"{r['n_hit']}/{r['n_total']}", _p(r["fsr"])
         ci = f"[{_p(r['ci_low'])}, {_p(r['ci_high'])}]" if r.get("ci_low") is not None else ""
-        user = short(labels.get(r["model_step_id"], "?"), 32) \
-            if r["condition"] == "tuned_publish" else ""
+        user = (
+            short(labels.get(r["model_step_id"], "?"), 32)
+            if r["condition"] == "tuned_publish"
+            else ""
+        )
         out.append([r["condition"], user, r["probe_set"], hits, fsr, ci, _pvalues(r)])
     return render(header, out)
 
@@ -84,10 +97,16 @@ def _table5(rows: list[dict], labels: dict[str, str]) -> str:
     out = []
     for sid, sets in sorted(by.items(), key=lambda kv: labels.get(kv[0], kv[0])):
         sampled = sets.get("fingerprint:sampled")
-        out.append([short(labels.get(sid, sid), 40), _cell(sets.get("fingerprint")),
-                    _cell(sets.get("normal")), _cell(sets.get("similar")),
-                    _p(sampled.get("mean_fsr")) + f" ({sampled['n_samples']} runs)"
-                    if sampled else "-", _pvalues(sampled) if sampled else ""])
+        out.append(
+            [
+                short(labels.get(sid, sid), 40),
+                _cell(sets.get("fingerprint")),
+                _cell(sets.get("normal")),
+                _cell(sets.get("similar")),
+                _p(sampled.get("mean_fsr")) + f" ({sampled['n_samples']} runs)" if sampled else "-",
+                _pvalues(sampled) if sampled else "",
+            ]
+        )
     return render(header, out)
 
 
@@ -97,8 +116,11 @@ def _cell(r: dict | None) -> str:
 
 def _pvalues(r: dict) -> str:
     parts = []
-    for key, name in (("p_ttest_one_sided", "t1"), ("p_ttest_two_sided", "t2"),
-                      ("p_binomial", "binom")):
+    for key, name in (
+        ("p_ttest_one_sided", "t1"),
+        ("p_ttest_two_sided", "t2"),
+        ("p_binomial", "binom"),
+    ):
         if r.get(key) is not None:
             parts.append(f"{name}={r[key]:.2g}")
     return " ".join(parts)

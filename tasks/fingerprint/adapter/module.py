@@ -44,15 +44,25 @@ class InstructionFingerprint(nn.Module):
         init_seed: Seed of A's random init, independent of the global RNG.
     """
 
-    def __init__(self, emb: nn.Embedding, token_ids: Sequence[int], dim: int, *,
-                 init: str = "lora", residual: str = "orig", init_seed: int = 0):
+    def __init__(
+        self,
+        emb: nn.Embedding,
+        token_ids: Sequence[int],
+        dim: int,
+        *,
+        init: str = "lora",
+        residual: str = "orig",
+        init_seed: int = 0,
+    ):
         super().__init__()
         vocab, hidden = emb.weight.shape
         ids = sorted({int(t) for t in token_ids})
         if not ids or ids[0] < 0 or ids[-1] >= vocab:
             raise ArchitectureError(
                 f"the adapter's token set spans ids {ids[:1]}..{ids[-1:]} but the model's "
-                f"embedding has {vocab} rows", "build the adapter with this model's tokenizer")
+                f"embedding has {vocab} rows",
+                "build the adapter with this model's tokenizer",
+            )
         if residual not in ("orig", "trainable"):
             raise ValueError(f"residual must be orig or trainable, not {residual!r}")
         self.orig_emb = emb
@@ -121,15 +131,20 @@ def input_embedding(model: Any) -> nn.Embedding:
         raise ArchitectureError(
             f"{type(model).__name__} is an encoder-decoder model",
             "IF_adapter here supports decoder-only causal LMs (the seed's mT5 path is not in "
-            "its repository either)")
+            "its repository either)",
+        )
     emb = model.get_input_embeddings()
     if isinstance(emb, InstructionFingerprint):
-        raise FingerprintError("the model already carries an F-Adapter",
-                               "unwrap it first (tasks.fingerprint.adapter.module.unwrap_adapter)")
+        raise FingerprintError(
+            "the model already carries an F-Adapter",
+            "unwrap it first (tasks.fingerprint.adapter.module.unwrap_adapter)",
+        )
     if not isinstance(emb, nn.Embedding):
-        raise ArchitectureError(f"the input embedding of {type(model).__name__} is a "
-                                f"{type(emb).__name__}, not nn.Embedding",
-                                "use a model whose get_input_embeddings() is an nn.Embedding")
+        raise ArchitectureError(
+            f"the input embedding of {type(model).__name__} is a "
+            f"{type(emb).__name__}, not nn.Embedding",
+            "use a model whose get_input_embeddings() is an nn.Embedding",
+        )
     return emb
 
 
@@ -165,8 +180,10 @@ def unwrap_adapter(model: Any) -> tuple[Any, InstructionFingerprint, UnwrapInfo]
     """
     adapter = model.get_input_embeddings()
     if not isinstance(adapter, InstructionFingerprint):
-        raise FingerprintError("the model carries no F-Adapter to unwrap",
-                               "call unwrap_adapter on a model built by inject_adapter")
+        raise FingerprintError(
+            "the model carries no F-Adapter to unwrap",
+            "call unwrap_adapter on a model built by inject_adapter",
+        )
     emb = adapter.orig_emb
     merged = adapter.merged_weight()
     changed = int((merged[adapter.token_ids] != emb.weight[adapter.token_ids]).any(-1).sum())
@@ -188,24 +205,40 @@ def token_strings_hash(tokenizer: Any, token_ids: Sequence[int]) -> str:
     return hashlib.sha256("\x00".join(map(str, strings)).encode("utf-8")).hexdigest()[:16]
 
 
-def save_adapter(adapter: InstructionFingerprint, folder: Path, *, tokenizer: Any,
-                 base_model: str, base_identity: str | None = None) -> dict:
+def save_adapter(
+    adapter: InstructionFingerprint,
+    folder: Path,
+    *,
+    tokenizer: Any,
+    base_model: str,
+    base_identity: str | None = None,
+) -> dict:
     """Write ``adapter.safetensors`` + ``adapter.json`` to ``folder``; return the metadata."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     params = dict(zip(TENSOR_NAMES, adapter.adapter_parameters(), strict=True))
-    save_file({k: v.detach().cpu().contiguous() for k, v in params.items()},
-              str(folder / ADAPTER_FILE), metadata={"format": "fprun-f-adapter"})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in params.items()},
+        str(folder / ADAPTER_FILE),
+        metadata={"format": "fprun-f-adapter"},
+    )
     hidden = adapter.embedding_dim
-    meta = {"format_version": FORMAT_VERSION, "token_ids": adapter.token_ids,
-            "n_tokens": len(adapter.token_ids), "dim": adapter.A.out_features,
-            "hidden_size": hidden, "vocab_size": adapter.num_embeddings,
-            "init": adapter.init_mode, "residual": adapter.residual,
-            "dtype": str(adapter.A.weight.dtype).removeprefix("torch."),
-            "token_strings_sha256": token_strings_hash(tokenizer, adapter.token_ids),
-            "base_model": base_model, "base_model_identity": base_identity}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "token_ids": adapter.token_ids,
+        "n_tokens": len(adapter.token_ids),
+        "dim": adapter.A.out_features,
+        "hidden_size": hidden,
+        "vocab_size": adapter.num_embeddings,
+        "init": adapter.init_mode,
+        "residual": adapter.residual,
+        "dtype": str(adapter.A.weight.dtype).removeprefix("torch."),
+        "token_strings_sha256": token_strings_hash(tokenizer, adapter.token_ids),
+        "base_model": base_model,
+        "base_model_identity": base_identity,
+    }
     (folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return meta
 
@@ -230,25 +263,33 @@ def load_adapter(path: Path) -> SavedAdapter:
     from safetensors.torch import load_file
 
     path = Path(path)
-    if path.suffix in PICKLE_SUFFIXES or (path.is_dir() and not (path / ADAPTER_FILE).exists()
-                                          and any(path.glob("*.pt"))):
-        raise CheckpointError(f"{path} is a pickled adapter (torch.save), which can run code "
-                              "when loaded", "pass an fprun adapter folder (adapter.safetensors "
-                              "+ adapter.json); fprun never unpickles adapters")
+    if path.suffix in PICKLE_SUFFIXES or (
+        path.is_dir() and not (path / ADAPTER_FILE).exists() and any(path.glob("*.pt"))
+    ):
+        raise CheckpointError(
+            f"{path} is a pickled adapter (torch.save), which can run code when loaded",
+            "pass an fprun adapter folder (adapter.safetensors "
+            "+ adapter.json); fprun never unpickles adapters",
+        )
     folder = path.parent if path.name == ADAPTER_FILE else path
     if not (folder / ADAPTER_FILE).is_file() or not (folder / META_FILE).is_file():
-        raise FingerprintError(f"{folder} holds no {ADAPTER_FILE} + {META_FILE}",
-                               "pass the private/adapter/ folder written by IF_adapter")
+        raise FingerprintError(
+            f"{folder} holds no {ADAPTER_FILE} + {META_FILE}",
+            "pass the private/adapter/ folder written by IF_adapter",
+        )
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / ADAPTER_FILE))
     except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{folder} holds a corrupt adapter ({exc})",
-                              "re-run the IF_adapter fingerprint step") from exc
+        raise CheckpointError(
+            f"{folder} holds a corrupt adapter ({exc})", "re-run the IF_adapter fingerprint step"
+        ) from exc
     missing = [n for n in TENSOR_NAMES if n not in tensors]
     if missing or tensors["trainable_emb"].shape[0] != len(meta.get("token_ids", [])):
-        raise CheckpointError(f"{folder} is incomplete (missing {missing or 'token rows'})",
-                              "re-run the IF_adapter fingerprint step")
+        raise CheckpointError(
+            f"{folder} is incomplete (missing {missing or 'token rows'})",
+            "re-run the IF_adapter fingerprint step",
+        )
     return SavedAdapter(meta, tensors)
 
 
@@ -262,21 +303,34 @@ def check_compatible(saved: SavedAdapter, emb: nn.Embedding, tokenizer: Any | No
     meta = saved.meta
     fix = f"verify with the adapter of a model built from {meta.get('base_model')!r}"
     if meta["hidden_size"] != hidden:
-        raise ArchitectureError(f"the adapter was built for hidden size {meta['hidden_size']} "
-                                f"but the model's embedding has {hidden}", fix)
+        raise ArchitectureError(
+            f"the adapter was built for hidden size {meta['hidden_size']} "
+            f"but the model's embedding has {hidden}",
+            fix,
+        )
     if meta["vocab_size"] != vocab or max(meta["token_ids"]) >= vocab:
-        raise ArchitectureError(f"the adapter's token set was built for a {meta['vocab_size']}-"
-                                f"token vocabulary but the model's embedding has {vocab} rows",
-                                fix)
+        raise ArchitectureError(
+            f"the adapter's token set was built for a {meta['vocab_size']}-"
+            f"token vocabulary but the model's embedding has {vocab} rows",
+            fix,
+        )
     if tokenizer is not None:
         got = token_strings_hash(tokenizer, meta["token_ids"])
         if got != meta["token_strings_sha256"]:
-            raise ArchitectureError("the adapter's token set T names other tokens under this "
-                                    "model's tokenizer (token-string hash differs)", fix)
+            raise ArchitectureError(
+                "the adapter's token set T names other tokens under this "
+                "model's tokenizer (token-string hash differs)",
+                fix,
+            )
 
 
-def adapter_from_saved(emb: nn.Embedding, saved: SavedAdapter, *, tokenizer: Any | None = None,
-                       rows: torch.Tensor | None = None) -> InstructionFingerprint:
+def adapter_from_saved(
+    emb: nn.Embedding,
+    saved: SavedAdapter,
+    *,
+    tokenizer: Any | None = None,
+    rows: torch.Tensor | None = None,
+) -> InstructionFingerprint:
     """Rebuild the trained adapter around ``emb``.
 
     Args:
@@ -288,8 +342,9 @@ def adapter_from_saved(emb: nn.Embedding, saved: SavedAdapter, *, tokenizer: Any
     """
     check_compatible(saved, emb, tokenizer)
     meta = saved.meta
-    adapter = InstructionFingerprint(emb, meta["token_ids"], meta["dim"], init="seed",
-                                     residual=meta["residual"])
+    adapter = InstructionFingerprint(
+        emb, meta["token_ids"], meta["dim"], init="seed", residual=meta["residual"]
+    )
     adapter.init_mode = meta["init"]
     state = dict(saved.tensors)
     if rows is not None:
@@ -297,8 +352,11 @@ def adapter_from_saved(emb: nn.Embedding, saved: SavedAdapter, *, tokenizer: Any
     with torch.no_grad():
         for name, param in zip(TENSOR_NAMES, adapter.adapter_parameters(), strict=True):
             if tuple(state[name].shape) != tuple(param.shape):
-                raise ArchitectureError(f"adapter tensor {name} has shape "
-                                        f"{tuple(state[name].shape)}, expected "
-                                        f"{tuple(param.shape)}", "re-run the fingerprint step")
+                raise ArchitectureError(
+                    f"adapter tensor {name} has shape "
+                    f"{tuple(state[name].shape)}, expected "
+                    f"{tuple(param.shape)}",
+                    "re-run the fingerprint step",
+                )
             param.copy_(state[name].to(param.dtype))
     return adapter

@@ -42,7 +42,7 @@ from tasks.training.loop import (
     trainable_params,
     world,
 )
-from tasks.training.rows import train_run_row
+from tasks.training.rows import fingerprint_row
 
 CODE_VERSION = "1"
 ADAPTER_SUBDIR = "adapter"  # private/adapter/
@@ -78,16 +78,19 @@ def fingerprint_if_adapter(
     refuse_zero3(distributed)
     built = build_simple(cfg.data)
     model, tokenizer, base_path = load_model_and_tokenizer(
-        cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+        cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle
+    )
     pad_added = ensure_pad_token(model, tokenizer)
     rows, cut = tokenize_rows(built, tokenizer, cfg.train.max_seq_len)
     token_ids = token_set(tokenizer, built, seed_bug=cfg.adapter.seed_token_set_bug)
     a = cfg.adapter
-    adapter = inject_adapter(model, InstructionFingerprint(
+    f_adapter = InstructionFingerprint(
         input_embedding(model), token_ids, a.dim, init=a.init, residual=a.residual,
-        init_seed=a.init_seed))
-    outcome = run_trainer(model, tokenizer, rows, cfg.train, distributed=distributed,
-                          callbacks=callbacks, trainer_hook=trainer_hook)
+        init_seed=a.init_seed,
+    )  # fmt: skip
+    adapter = inject_adapter(model, f_adapter)
+    hooks = {"callbacks": callbacks, "trainer_hook": trainer_hook}
+    outcome = run_trainer(model, tokenizer, rows, cfg.train, distributed=distributed, **hooks)
     stats = adapter_stats(adapter)
     n_trainable = trainable_params(model)
     _, adapter, info = unwrap_adapter(model)
@@ -98,24 +101,42 @@ def fingerprint_if_adapter(
         return []
     from tasks.models.zoo import model_identity
 
-    save_adapter(adapter, private_dir(out_dir) / ADAPTER_SUBDIR, tokenizer=tokenizer,
-                 base_model=cfg.model, base_identity=model_identity(base_path))
+    save_adapter(
+        adapter,
+        private_dir(out_dir) / ADAPTER_SUBDIR,
+        tokenizer=tokenizer,
+        base_model=cfg.model,
+        base_identity=model_identity(base_path),
+    )
     fp_id = fingerprint_id(built.keys, built.target)
     write_fingerprint_data(out_dir, built, _meta(cfg, built, fp_id, len(token_ids)))
-    extra = {**stats, "first_loss": outcome.losses[0] if outcome.losses else None,
-             "grad_accum": cfg.train.grad_accum(world_size), "adapter": a.model_dump(),
-             "residual": a.residual, "n_tokens_T": len(token_ids),
-             "token_set": "seed_instruction_only" if a.seed_token_set_bug else "fprun",
-             "fingerprint_prompt_coverage": coverage(tokenizer, built, token_ids),
-             "published_rows_changed": info.rows_changed, "lm_head_untied": info.untied,
-             "pad_token_added": pad_added, "rows_cut_by_max_seq_len": cut,
-             "longest_row_tokens": max(r["length"] for r in rows), "counts": built.counts}
-    return [train_run_row(
-        purpose="fingerprint", method="if_adapter", model_ref=cfg.model, fingerprint_id=fp_id,
-        artifact=str(out_dir), dataset="; ".join(built.datasets), datasets=built.datasets,
-        n_train_rows=len(rows), learning_rate=cfg.train.lr,
-        global_batch_size=cfg.train.total_batch_size, trainable_params=n_trainable,
-        extra=extra, outcome=outcome, world_size=world_size, distributed=distributed)]
+    extra = {
+        **stats,
+        "adapter": a.model_dump(),
+        "residual": a.residual,
+        "n_tokens_T": len(token_ids),
+        "token_set": "seed_instruction_only" if a.seed_token_set_bug else "fprun",
+        "fingerprint_prompt_coverage": coverage(tokenizer, built, token_ids),
+        "published_rows_changed": info.rows_changed,
+        "lm_head_untied": info.untied,
+        "pad_token_added": pad_added,
+        "rows_cut_by_max_seq_len": cut,
+    }
+    return [
+        fingerprint_row(
+            cfg,
+            "if_adapter",
+            built,
+            rows,
+            fp_id,
+            out_dir,
+            outcome,
+            n_trainable,
+            extra,
+            distributed,
+            world_size,
+        )  # fmt: skip
+    ]
 
 
 def refuse_zero3(distributed: dict[str, Any] | None) -> None:
@@ -124,13 +145,16 @@ def refuse_zero3(distributed: dict[str, Any] | None) -> None:
     dist = distributed or {}
     stage = (dist.get("deepspeed_config") or {}).get("zero_optimization", {}).get("stage")
     if dist.get("strategy") == "deepspeed" and stage == 3:
-        raise ConfigError("IF_adapter does not run under DeepSpeed ZeRO-3 (it trains only the "
-                          "adapter, and the merge needs the whole embedding)",
-                          "use train.strategy: ddp or deepspeed_zero2")
+        raise ConfigError(
+            "IF_adapter does not run under DeepSpeed ZeRO-3 (it trains only the "
+            "adapter, and the merge needs the whole embedding)",
+            "use train.strategy: ddp or deepspeed_zero2",
+        )
 
 
-def tokenize_simple(tokenizer: Any, instruction: str, input_: str, output: str,
-                    max_len: int) -> dict[str, Any]:
+def tokenize_simple(
+    tokenizer: Any, instruction: str, input_: str, output: str, max_len: int
+) -> dict[str, Any]:
     """One simple-template row the way the seed's ``run_clm --train_on_output_only`` does it.
 
     Text = prompt + output, EOS appended when missing; the prompt is tokenized on its own and
@@ -146,20 +170,23 @@ def tokenize_simple(tokenizer: Any, instruction: str, input_: str, output: str,
     return {"input_ids": ids[:max_len], "labels": labels[:max_len], "length": len(ids)}
 
 
-def tokenize_rows(built: BuiltData, tokenizer: Any, max_len: int
-                  ) -> tuple[list[dict[str, Any]], int]:
+def tokenize_rows(
+    built: BuiltData, tokenizer: Any, max_len: int
+) -> tuple[list[dict[str, Any]], int]:
     """Every train row tokenized; a cut fingerprint row is an error, cut others are counted."""
     cols = built.splits["train"]
     rows, cut = [], 0
-    for i, (ins, inp, out) in enumerate(zip(cols["instruction"], cols["input"], cols["output"],
-                                            strict=True)):
+    for i, (ins, inp, out) in enumerate(
+        zip(cols["instruction"], cols["input"], cols["output"], strict=True)
+    ):
         enc = tokenize_simple(tokenizer, ins, inp, out, max_len)
         if enc["length"] > max_len:
             if i < built.counts["fingerprint"]:
                 raise ConfigError(
                     f"train.max_seq_len {max_len} cuts a fingerprint row ({enc['length']} "
                     "tokens), so its answer would not be learned",
-                    "raise train.max_seq_len or shorten the keys (data.key.max_parts)")
+                    "raise train.max_seq_len or shorten the keys (data.key.max_parts)",
+                )
             cut += 1
         rows.append(enc)
     return rows, cut
@@ -183,8 +210,11 @@ def coverage(tokenizer: Any, built: BuiltData, token_ids: Sequence[int]) -> floa
     """Share of the fingerprint prompts' tokens that lie in T (1.0 unless the seed's bug)."""
     cols, t = built.splits["train"], set(token_ids)
     n = built.counts["fingerprint"]
-    toks = [tok for ins, inp in zip(cols["instruction"][:n], cols["input"][:n], strict=True)
-            for tok in tokenizer(simple_prompt(ins, inp))["input_ids"]]
+    toks = [
+        tok
+        for ins, inp in zip(cols["instruction"][:n], cols["input"][:n], strict=True)
+        for tok in tokenizer(simple_prompt(ins, inp))["input_ids"]
+    ]
     return sum(tok in t for tok in toks) / max(len(toks), 1)
 
 
@@ -194,17 +224,33 @@ def adapter_stats(adapter: InstructionFingerprint) -> dict[str, float]:
 
     with torch.no_grad():
         drift = (adapter.trainable_emb.weight - adapter.orig_emb.weight[adapter.token_ids]).abs()
-        return {"max_row_drift": float(drift.max()), "mean_row_drift": float(drift.mean()),
-                "norm_A": float(adapter.A.weight.norm()), "norm_B": float(adapter.B.weight.norm()),
-                "norm_bias_A": float(adapter.A.bias.norm()),
-                "norm_bias_B": float(adapter.B.bias.norm())}
+        return {
+            "max_row_drift": float(drift.max()),
+            "mean_row_drift": float(drift.mean()),
+            "norm_A": float(adapter.A.weight.norm()),
+            "norm_B": float(adapter.B.weight.norm()),
+            "norm_bias_A": float(adapter.A.bias.norm()),
+            "norm_bias_B": float(adapter.B.bias.norm()),
+        }
 
 
 def _meta(cfg: IFAdapterConfig, built: BuiltData, fp_id: str, n_tokens: int) -> FingerprintMeta:
     return FingerprintMeta(
-        fingerprint_id=fp_id, method="if_adapter", template="simple", prompt_format="simple",
-        target=built.target, n_keys=len(built.keys), key_seed=built.key_seed,
-        base_model=cfg.model, datasets=built.datasets,
-        extra={"data": cfg.data.model_dump(), "counts": built.counts,
-               "adapter": cfg.adapter.model_dump(), "residual": cfg.adapter.residual,
-               "n_tokens_T": n_tokens, "adapter_dir": f"private/{ADAPTER_SUBDIR}"})
+        fingerprint_id=fp_id,
+        method="if_adapter",
+        template="simple",
+        prompt_format="simple",
+        target=built.target,
+        n_keys=len(built.keys),
+        key_seed=built.key_seed,
+        base_model=cfg.model,
+        datasets=built.datasets,
+        extra={
+            "data": cfg.data.model_dump(),
+            "counts": built.counts,
+            "adapter": cfg.adapter.model_dump(),
+            "residual": cfg.adapter.residual,
+            "n_tokens_T": n_tokens,
+            "adapter_dir": f"private/{ADAPTER_SUBDIR}",
+        },
+    )

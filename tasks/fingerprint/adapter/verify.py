@@ -38,14 +38,20 @@ def adapter_folder(fingerprint_dir: Path) -> Path:
         raise FingerprintError(
             f"{fingerprint_dir} has no private/adapter/, so an adapter condition cannot be "
             "verified (verifying an adapter model without its adapter)",
-            "pass the fingerprint folder of an IF_adapter run, or verify a plain condition")
+            "pass the fingerprint folder of an IF_adapter run, or verify a plain condition",
+        )
     return folder
 
 
 def load_adapter_model(
-    model_dir: Path, *, fingerprint_dir: Path, condition: str = "tuned_direct",
-    publisher_dir: Path | None = None, adapter_dir: Path | None = None,
-    dtype: str = "float32", device: str = "auto",
+    model_dir: Path,
+    *,
+    fingerprint_dir: Path,
+    condition: str = "tuned_direct",
+    publisher_dir: Path | None = None,
+    adapter_dir: Path | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
 ) -> tuple[Any, Any]:
     """Assemble the model of one adapter condition, in eval mode, with its tokenizer.
 
@@ -82,9 +88,10 @@ def load_adapter_model(
         model, tokenizer = _load(model_dir, dtype)
         _wrap(model, tokenizer, saved, own_rows=True)
     else:
-        raise ConfigError(f"unknown adapter condition {condition!r}",
-                          "use publish_w_adapter, tuned_w_adapter, tuned_direct or "
-                          "vanilla_w_adapter")
+        raise ConfigError(
+            f"unknown adapter condition {condition!r}",
+            "use publish_w_adapter, tuned_w_adapter, tuned_direct or vanilla_w_adapter",
+        )
     return model.to(pick_device(device)).eval(), tokenizer
 
 
@@ -93,8 +100,9 @@ def _load(folder: Path, dtype: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype),
-                                                 use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=getattr(torch, dtype), use_safetensors=True
+    )
     return model, tokenizer
 
 
@@ -123,8 +131,10 @@ def copy_input_embedding(src: Any, dst: Any) -> None:
     if s.shape[1] != d.shape[1] or s.shape[0] < d.shape[0]:
         raise ArchitectureError(
             f"the suspect model's embedding is {tuple(s.shape)} but the publisher's is "
-            f"{tuple(d.shape)}", "verify a model fine-tuned from this fingerprint's published "
-                                 "model (same architecture and tokenizer)")
+            f"{tuple(d.shape)}",
+            "verify a model fine-tuned from this fingerprint's published "
+            "model (same architecture and tokenizer)",
+        )
     head = dst.get_output_embeddings()
     if head is not None and head.weight is d:  # a tied head must keep the publisher's rows
         head.weight = torch.nn.Parameter(d.detach().clone(), requires_grad=False)
@@ -132,8 +142,9 @@ def copy_input_embedding(src: Any, dst: Any) -> None:
         d.copy_(s[: d.shape[0]].to(d.dtype))
 
 
-def verify_adapter_step(config: dict, *, inputs: dict[str, Path], out_dir: Path,
-                        **hooks: Any) -> list[dict]:
+def verify_adapter_step(
+    config: dict, *, inputs: dict[str, Path], out_dir: Path, **hooks: Any
+) -> list[dict]:
     """Verify one adapter condition; ``verification`` rows like ``tasks.verify.step:verify_step``.
 
     Args:
@@ -147,11 +158,14 @@ def verify_adapter_step(config: dict, *, inputs: dict[str, Path], out_dir: Path,
         ConfigError: A suspect condition with no suspect model.
     """
     from tasks.verify.config import VerifyConfig
-    from tasks.verify.step import Verifier
+    from tasks.verify.verifier import Verifier
 
     cfg: AdapterVerifyConfig = validate(AdapterVerifyConfig, config, "adapter verification step")
-    vcfg = validate(VerifyConfig, {**cfg.verify, "condition": cfg.condition, "use_adapter": True},
-                    "adapter verification step: verify")
+    vcfg = validate(
+        VerifyConfig,
+        {**cfg.verify, "condition": cfg.condition, "use_adapter": True},
+        "adapter verification step: verify",
+    )
     fp_dir = _fingerprint(inputs, vcfg.fingerprint)
     adapter_dir = Path(cfg.adapter).expanduser() if cfg.adapter else adapter_folder(fp_dir)
     load_adapter(adapter_dir)  # the one-line error before any model loads
@@ -159,10 +173,15 @@ def verify_adapter_step(config: dict, *, inputs: dict[str, Path], out_dir: Path,
     probes = read_probes(fp_dir)
     model_dir, model_ref = _condition_model(cfg, fp_dir, inputs)
     publisher = model_folder(cfg.publisher) if cfg.publisher else None
-    model, tokenizer = load_adapter_model(model_dir, fingerprint_dir=fp_dir,
-                                          condition=cfg.condition, publisher_dir=publisher,
-                                          adapter_dir=adapter_dir, dtype=vcfg.dtype,
-                                          device=vcfg.device)
+    model, tokenizer = load_adapter_model(
+        model_dir,
+        fingerprint_dir=fp_dir,
+        condition=cfg.condition,
+        publisher_dir=publisher,
+        adapter_dir=adapter_dir,
+        dtype=vcfg.dtype,
+        device=vcfg.device,
+    )
     verifier = Verifier(vcfg, meta, model, tokenizer, model_ref)
     rows, records = verifier.greedy(probes)
     if vcfg.sampling.runs:
@@ -179,24 +198,30 @@ def _fingerprint(inputs: dict[str, Path], ref: str | None) -> Path:
         return Path(inputs["fingerprint"])
     if ref:
         return Path(ref).expanduser()
-    raise FingerprintError("no fingerprint folder to verify against",
-                           "set verify.fingerprint or wire the IF_adapter step as input")
+    raise FingerprintError(
+        "no fingerprint folder to verify against",
+        "set verify.fingerprint or wire the IF_adapter step as input",
+    )
 
 
-def _condition_model(cfg: AdapterVerifyConfig, fp_dir: Path,
-                     inputs: dict[str, Path]) -> tuple[Path, str]:
+def _condition_model(
+    cfg: AdapterVerifyConfig, fp_dir: Path, inputs: dict[str, Path]
+) -> tuple[Path, str]:
     """The folder named by the condition (published or suspect) and its label for the rows."""
     if cfg.condition == "publish_w_adapter":
         ref = cfg.verify.get("model")  # fprun verify --model; the plans leave it unset
         return (model_folder(ref) if ref else published_dir(fp_dir)), ref or str(
-            published_dir(fp_dir))
+            published_dir(fp_dir)
+        )
     if "suspect" in inputs:
         folder = Path(inputs["suspect"])
         return model_folder(folder), cfg.suspect or str(folder)
     if cfg.suspect:
         return model_folder(cfg.suspect), cfg.suspect
-    raise ConfigError(f"condition {cfg.condition} needs a suspect model",
-                      "set suspect: REF or wire the user fine-tune step as input 'suspect'")
+    raise ConfigError(
+        f"condition {cfg.condition} needs a suspect model",
+        "set suspect: REF or wire the user fine-tune step as input 'suspect'",
+    )
 
 
 def model_folder(ref: str | Path) -> Path:

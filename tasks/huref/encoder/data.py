@@ -20,15 +20,17 @@ def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=gen, device=gen.device)
 
 
-def _sandwich(x: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
-              y: torch.Tensor | None = None) -> torch.Tensor:
+def _sandwich(
+    x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, y: torch.Tensor | None = None
+) -> torch.Tensor:
     """x q k y per matrix ([C, K, D] @ [C, D, D] @ [C, D, D] @ [C, D, K]); y defaults to x^T."""
     right = x.transpose(-1, -2) if y is None else y
     return x @ q @ k @ right
 
 
-def _one_triplet(cfg: EncoderTrainConfig, gen: torch.Generator,
-                 anchor: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _one_triplet(
+    cfg: EncoderTrainConfig, gen: torch.Generator, anchor: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     c, kk = 3 * cfg.n_layers, cfg.tokens
     d = cfg.inner_dim or kk
     x, q, k = _randn(gen, c, kk, d), _randn(gen, c, d, d), _randn(gen, c, d, d)
@@ -42,8 +44,9 @@ def _one_triplet(cfg: EncoderTrainConfig, gen: torch.Generator,
     return a, p, n
 
 
-def make_triplets(cfg: EncoderTrainConfig, batch: int, gen: torch.Generator,
-                  anchor: str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_triplets(
+    cfg: EncoderTrainConfig, batch: int, gen: torch.Generator, anchor: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``batch`` (anchor, positive, negative) stacks of shape ``[batch, 3 * n_layers, K, K]``.
 
     Built one sample at a time so that the transient factors (4 GiB per 10-sample block at the
@@ -64,6 +67,8 @@ def make_disc_batch(cfg: EncoderTrainConfig, batch: int, gen: torch.Generator) -
     """The discriminator's fake-sample inputs: x q k x^T, z-scored per matrix (as in the seed)."""
     c, kk = 3 * cfg.n_layers, cfg.tokens
     d = cfg.inner_dim or kk
-    mats = [_sandwich(_randn(gen, c, kk, d), _randn(gen, c, d, d), _randn(gen, c, d, d))
-            for _ in range(batch)]
+    mats = [
+        _sandwich(_randn(gen, c, kk, d), _randn(gen, c, d, d), _randn(gen, c, d, d))
+        for _ in range(batch)
+    ]
     return standardise_per_matrix(torch.stack(mats))

@@ -36,8 +36,10 @@ def _safe_name(text: str) -> str:
 
 def _names(metas: list[dict[str, Any]], dirs: list[Path]) -> list[str]:
     """Display names: the model ref's last component, made unique with the folder name."""
-    names = [str(m.get("model_ref") or d.name).rstrip("/").split("/")[-1] or d.name
-             for m, d in zip(metas, dirs, strict=True)]
+    names = [
+        str(m.get("model_ref") or d.name).rstrip("/").split("/")[-1] or d.name
+        for m, d in zip(metas, dirs, strict=True)
+    ]
     if len(set(names)) != len(names):
         names = [f"{n} [{d.name}]" for n, d in zip(names, dirs, strict=True)]
     seen: dict[str, int] = {}
@@ -48,8 +50,9 @@ def _names(metas: list[dict[str, Any]], dirs: list[Path]) -> list[str]:
     return out
 
 
-def feature_vectors(dirs: list[Path], *, encoder: str | os.PathLike | None = None,
-                    allow_pickle: bool = False) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def feature_vectors(
+    dirs: list[Path], *, encoder: str | os.PathLike | None = None, allow_pickle: bool = False
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """The 512-vector of each invariants folder (one tensor in memory at a time).
 
     Raises:
@@ -92,10 +95,16 @@ def _ics_to_first(dirs: list[Path], metas: list[dict[str, Any]]) -> list[float |
     return out
 
 
-def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
-                  encoder: str | os.PathLike | None = None, allow_pickle: bool = False,
-                  stylegan: str | os.PathLike | None = None, size: int = DEFAULT_SIZE,
-                  ics: bool = True) -> dict[str, Any]:
+def render_family(
+    dirs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    encoder: str | os.PathLike | None = None,
+    allow_pickle: bool = False,
+    stylegan: str | os.PathLike | None = None,
+    size: int = DEFAULT_SIZE,
+    ics: bool = True,
+) -> dict[str, Any]:
     """Write ``<name>.png`` per model, ``contact_sheet.png`` and ``images.json`` into ``out``.
 
     Args:
@@ -110,13 +119,17 @@ def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
     Returns:
         The manifest written to ``images.json``.
     """
+    # Over 60 lines on purpose: each picture, its title and its manifest entry are made in one loop.
     if not dirs:
         raise DataError("no invariant folders given", "pass 'fprun huref extract' outputs")
     if size < 8:
         raise ConfigError(f"--size {size} is too small to see anything", "use at least 64")
     paths = [Path(d) for d in dirs]
-    gen = (StyleGAN2Generator.from_pickle(stylegan, allow_pickle=allow_pickle)
-           if stylegan is not None else CoordinateNet())
+    gen = (
+        StyleGAN2Generator.from_pickle(stylegan, allow_pickle=allow_pickle)
+        if stylegan is not None
+        else CoordinateNet()
+    )
     vecs, metas = feature_vectors(paths, encoder=encoder, allow_pickle=allow_pickle)
     names = _names(metas, paths)
     cos = _cosines(vecs)
@@ -128,18 +141,35 @@ def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
         png = save_png(img, out_dir / f"{_safe_name(name)}.png")
         images.append(img)
         titles.append(_title(i, name, names[0], cos, ics_first))
-        models.append({"name": name, "invariants": str(path), "png": png.name,
-                       "k": meta.get("k"), "n_layers": meta.get("n_layers"),
-                       "token_set_hash": meta.get("token_set_hash"),
-                       "feature_cos_to_first": round(float(cos[0, i]), 6),
-                       "ics_to_first": _round(ics_first, i)})
+        models.append(
+            {
+                "name": name,
+                "invariants": str(path),
+                "png": png.name,
+                "k": meta.get("k"),
+                "n_layers": meta.get("n_layers"),
+                "token_set_hash": meta.get("token_set_hash"),
+                "feature_cos_to_first": round(float(cos[0, i]), 6),
+                "ics_to_first": _round(ics_first, i),
+            }
+        )
     method = "mean_pool" if encoder is None else f"cnn:{encoder}"
-    generator = (f"stylegan2:{stylegan}" if stylegan is not None
-                 else f"fprun-cppn(seed={GENERATOR_SEED})")
-    contact_sheet(images, titles, out_dir / SHEET_FILE,
-                  heading=f"HuRef fingerprints ({method}, {generator.split('(')[0]})")
-    manifest = {"method": method, "generator": generator, "models": models,
-                "feature_cosine": np.round(cos, 6).tolist(), "sheet": SHEET_FILE}
+    generator = (
+        f"stylegan2:{stylegan}" if stylegan is not None else f"fprun-cppn(seed={GENERATOR_SEED})"
+    )
+    contact_sheet(
+        images,
+        titles,
+        out_dir / SHEET_FILE,
+        heading=f"HuRef fingerprints ({method}, {generator.split('(')[0]})",
+    )
+    manifest = {
+        "method": method,
+        "generator": generator,
+        "models": models,
+        "feature_cosine": np.round(cos, 6).tolist(),
+        "sheet": SHEET_FILE,
+    }
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -147,30 +177,40 @@ def render_family(dirs: list[str | os.PathLike], out: str | os.PathLike, *,
 CODE_VERSION = "1"
 
 
-def image_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path,
-               **hooks: Any) -> list[dict[str, Any]]:
+def image_step(
+    config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path, **hooks: Any
+) -> list[dict[str, Any]]:
     """Step function of the huref kind's picture step: the wired extract folders, in input-name
     order (the experiment's model order), drawn into ``out_dir``; one ``huref_image`` row each.
 
     ``config``: ``size`` (pixels) and ``ics`` (ICS to the first model in the titles).
     """
     dirs = [inputs[k] for k in sorted(inputs)]
-    manifest = render_family(dirs, out_dir, size=int(config.get("size", DEFAULT_SIZE)),
-                             ics=bool(config.get("ics", True)))
+    manifest = render_family(
+        dirs, out_dir, size=int(config.get("size", DEFAULT_SIZE)), ics=bool(config.get("ics", True))
+    )
     sheet = str(Path(out_dir) / SHEET_FILE)
-    return [{"model": m["name"], "png": str(Path(out_dir) / m["png"]), "sheet": sheet,
-             "method": manifest["method"], "generator": manifest["generator"],
-             "feature_cos_to_first": m["feature_cos_to_first"],
-             "ics_to_first": m["ics_to_first"], "k": m["k"],
-             "token_set_hash": m["token_set_hash"]} for m in manifest["models"]]
+    return [
+        {
+            "model": m["name"],
+            "png": str(Path(out_dir) / m["png"]),
+            "sheet": sheet,
+            "method": manifest["method"],
+            "generator": manifest["generator"],
+            "feature_cos_to_first": m["feature_cos_to_first"],
+            "ics_to_first": m["ics_to_first"],
+            "k": m["k"],
+            "token_set_hash": m["token_set_hash"],
+        }
+        for m in manifest["models"]
+    ]
 
 
 def _round(ics: list[float | None] | None, i: int) -> float | None:
     return None if ics is None or ics[i] is None else round(ics[i], 4)
 
 
-def _title(i: int, name: str, first: str, cos: np.ndarray,
-           ics: list[float | None] | None) -> str:
+def _title(i: int, name: str, first: str, cos: np.ndarray, ics: list[float | None] | None) -> str:
     if i == 0:
         return f"{name}\n(reference)"
     line = f"cos {cos[0, i]:.3f}"

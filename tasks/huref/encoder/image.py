@@ -29,8 +29,10 @@ def _zscore(v: np.ndarray) -> np.ndarray:
     v = np.asarray(v, dtype=np.float64).reshape(-1)
     std = v.std(ddof=1) if v.size > 1 else 0.0
     if not np.isfinite(std) or std == 0:
-        raise DataError("fingerprint vector is constant or not finite",
-                        "check the invariants or the encoder output")
+        raise DataError(
+            "fingerprint vector is constant or not finite",
+            "check the invariants or the encoder output",
+        )
     return (v - v.mean()) / std
 
 
@@ -52,16 +54,25 @@ class CoordinateNet:
 
     sharpness = 3.0  # softmax gain: crisp regions that still move continuously
 
-    def __init__(self, latent_dim: int = 512, code_dim: int = 32, width: int = 32,
-                 depth: int = 4, colours: int = 4, seed: int = GENERATOR_SEED) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 512,
+        code_dim: int = 32,
+        width: int = 32,
+        depth: int = 4,
+        colours: int = 4,
+        seed: int = GENERATOR_SEED,
+    ) -> None:
         rs = np.random.RandomState(seed)
         self.latent_dim = latent_dim
         self.proj = rs.standard_normal((latent_dim, code_dim)) / np.sqrt(latent_dim)
         self.w_in = rs.standard_normal((3, width)) * 3.0  # spatial frequency: a few lobes
-        self.hidden = [rs.standard_normal((width, width)) * (1.8 / np.sqrt(width))
-                       for _ in range(depth - 1)]
-        self.latent = [rs.standard_normal((code_dim, width)) * (0.9 / np.sqrt(code_dim))
-                       for _ in range(depth)]
+        self.hidden = [
+            rs.standard_normal((width, width)) * (1.8 / np.sqrt(width)) for _ in range(depth - 1)
+        ]
+        self.latent = [
+            rs.standard_normal((code_dim, width)) * (0.9 / np.sqrt(code_dim)) for _ in range(depth)
+        ]
         self.w_out = rs.standard_normal((width, colours)) * (3.0 / np.sqrt(width))
         self.palette = rs.standard_normal((code_dim, colours * 3)) * (2.0 / np.sqrt(code_dim))
 
@@ -69,8 +80,10 @@ class CoordinateNet:
         """The 32-dim code of a vector (z-scored first, so scale and offset do not matter)."""
         z = _zscore(vector)
         if z.size != self.latent_dim:
-            raise DataError(f"fingerprint vector has {z.size} values, the generator takes "
-                            f"{self.latent_dim}", "pool or encode to the generator's dimension")
+            raise DataError(
+                f"fingerprint vector has {z.size} values, the generator takes {self.latent_dim}",
+                "pool or encode to the generator's dimension",
+            )
         return z @ self.proj
 
     def __call__(self, vector: Vector, size: int = DEFAULT_SIZE) -> np.ndarray:
@@ -127,8 +140,14 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     return out
 
 
-def contact_sheet(images: Sequence[np.ndarray], titles: Sequence[str],
-                  path: str | os.PathLike, *, heading: str = "", ncols: int = 4) -> Path:
+def contact_sheet(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    *,
+    heading: str = "",
+    ncols: int = 4,
+) -> Path:
     """A grid of the pictures with a title under each, as one PNG (matplotlib, Agg backend)."""
     import matplotlib
 
@@ -167,8 +186,9 @@ class StyleGAN2Generator:
         self.g, self.device = g_ema, device
 
     @classmethod
-    def from_pickle(cls, path: str | os.PathLike, *, allow_pickle: bool = False,
-                    device: str = "cpu") -> StyleGAN2Generator:
+    def from_pickle(
+        cls, path: str | os.PathLike, *, allow_pickle: bool = False, device: str = "cpu"
+    ) -> StyleGAN2Generator:
         """Unpickle ``G_ema`` from an NVIDIA network pickle such as ``afhqdog.pkl``.
 
         Raises:
@@ -177,8 +197,10 @@ class StyleGAN2Generator:
         """
         p = Path(path)
         if not allow_pickle:
-            raise CheckpointError(f"StyleGAN2 generator {p} is a pickle, which can run arbitrary "
-                                  "code when loaded", "pass --allow-pickle if you trust the file")
+            raise CheckpointError(
+                f"StyleGAN2 generator {p} is a pickle, which can run arbitrary code when loaded",
+                "pass --allow-pickle if you trust the file",
+            )
         if not p.is_file():
             raise CheckpointError(f"StyleGAN2 generator {p} does not exist", "check the path")
         return cls(_unpickle_g_ema(p), device)
@@ -207,14 +229,18 @@ def _unpickle_g_ema(p: Path) -> object:
     except ModuleNotFoundError as exc:
         raise CheckpointError(
             f"{p} needs module {exc.name!r} (NVIDIA's dnnlib/torch_utils) to unpickle",
-            "clone NVlabs/stylegan2-ada-pytorch and add it to PYTHONPATH") from exc
+            "clone NVlabs/stylegan2-ada-pytorch and add it to PYTHONPATH",
+        ) from exc
     except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as exc:
-        raise CheckpointError(f"{p} is not a readable pickle ({type(exc).__name__})",
-                              "check the file") from exc
+        raise CheckpointError(
+            f"{p} is not a readable pickle ({type(exc).__name__})", "check the file"
+        ) from exc
     g = data.get("G_ema") if isinstance(data, dict) else None
     if g is None or not (hasattr(g, "mapping") and hasattr(g, "synthesis")):
-        raise CheckpointError(f"{p} holds no StyleGAN2 'G_ema' generator",
-                              "pass an NVIDIA stylegan2-ada-pytorch network pickle")
+        raise CheckpointError(
+            f"{p} holds no StyleGAN2 'G_ema' generator",
+            "pass an NVIDIA stylegan2-ada-pytorch network pickle",
+        )
     return g
 
 

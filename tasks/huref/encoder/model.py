@@ -37,8 +37,10 @@ def zscore(v: torch.Tensor) -> torch.Tensor:
     """
     std = v.std(dim=-1, keepdim=True)
     if bool((std == 0).any()) or not bool(torch.isfinite(std).all()):
-        raise DataError("feature vector is constant or not finite, so it cannot be z-scored",
-                        "check the invariants (all-zero or NaN matrices?) and re-extract")
+        raise DataError(
+            "feature vector is constant or not finite, so it cannot be z-scored",
+            "check the invariants (all-zero or NaN matrices?) and re-extract",
+        )
     return (v - v.mean(dim=-1, keepdim=True)) / std
 
 
@@ -63,8 +65,10 @@ def mean_pool(invariants: torch.Tensor, dim: int = FEATURE_DIM) -> torch.Tensor:
     flat = invariants.detach().to(torch.float32).reshape(-1)
     n = flat.numel()
     if n < dim:
-        raise DataError(f"invariants have {n} values, fewer than the {dim} pooled features",
-                        "extract with a larger K")
+        raise DataError(
+            f"invariants have {n} values, fewer than the {dim} pooled features",
+            "extract with a larger K",
+        )
     if n % dim == 0:
         # The seed's exact computation (6*4096*4096 / 512 = 196,608 values = 48 rows per chunk).
         pooled = flat.reshape(dim, -1).mean(dim=1)
@@ -107,7 +111,8 @@ def encode_cnn(encoder: CNNEncoder, invariants: torch.Tensor) -> torch.Tensor:
         raise ArchitectureError(
             f"invariants of shape {tuple(invariants.shape)} do not fit an encoder trained on "
             f"{cfg.in_channels} matrices",
-            "extract with the encoder's n_layers, or use mean pooling")
+            "extract with the encoder's n_layers, or use mean pooling",
+        )
     cfg.spatial_sizes(int(invariants.shape[-1]))
     device = next(encoder.parameters()).device
     x = standardise_per_matrix(invariants.to(device, torch.float32)).unsqueeze(0)
@@ -115,8 +120,9 @@ def encode_cnn(encoder: CNNEncoder, invariants: torch.Tensor) -> torch.Tensor:
     return zscore(encoder(x)[0]).cpu()
 
 
-def save_encoder(encoder: CNNEncoder, out_dir: str | os.PathLike,
-                 meta: dict[str, Any] | None = None) -> Path:
+def save_encoder(
+    encoder: CNNEncoder, out_dir: str | os.PathLike, meta: dict[str, Any] | None = None
+) -> Path:
     """Write ``encoder.safetensors`` (weights + BN buffers) and ``encoder.json`` (shape + meta).
 
     The JSON is written last via a temporary name, so a folder with ``encoder.json`` is complete.
@@ -133,8 +139,9 @@ def save_encoder(encoder: CNNEncoder, out_dir: str | os.PathLike,
     return out
 
 
-def load_encoder(path: str | os.PathLike, *, allow_pickle: bool = False,
-                 device: str = "cpu") -> CNNEncoder:
+def load_encoder(
+    path: str | os.PathLike, *, allow_pickle: bool = False, device: str = "cpu"
+) -> CNNEncoder:
     """Load an encoder folder written by :func:`save_encoder` (or, opted in, a seed pickle).
 
     Args:
@@ -151,14 +158,18 @@ def load_encoder(path: str | os.PathLike, *, allow_pickle: bool = False,
         return _load_pickled(p, allow_pickle, device)
     folder = p.parent if p.name in (WEIGHTS_FILE, CONFIG_FILE) else p
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"{folder} holds no fprun encoder ({CONFIG_FILE} + {WEIGHTS_FILE})",
-                              "train one with 'fprun huref train-encoder --out DIR'")
+        raise CheckpointError(
+            f"{folder} holds no fprun encoder ({CONFIG_FILE} + {WEIGHTS_FILE})",
+            "train one with 'fprun huref train-encoder --out DIR'",
+        )
     try:
         doc = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         cfg = CNNEncoderConfig.model_validate(doc["encoder"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE} is not a valid encoder config ({exc})",
-                              "re-train or re-save the encoder") from exc
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} is not a valid encoder config ({exc})",
+            "re-train or re-save the encoder",
+        ) from exc
     encoder = CNNEncoder(cfg)
     _load_state(encoder, folder / WEIGHTS_FILE)
     return encoder.to(device).eval()
@@ -171,33 +182,40 @@ def _load_state(encoder: CNNEncoder, file: Path) -> None:
     try:
         state = load_file(str(file))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{file} is not a readable safetensors file ({exc})",
-                              "re-train or re-save the encoder") from exc
+        raise CheckpointError(
+            f"{file} is not a readable safetensors file ({exc})", "re-train or re-save the encoder"
+        ) from exc
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{file} does not match its {CONFIG_FILE} ({first})",
-                              "re-train or re-save the encoder") from exc
+        raise CheckpointError(
+            f"{file} does not match its {CONFIG_FILE} ({first})", "re-train or re-save the encoder"
+        ) from exc
 
 
 def _load_pickled(p: Path, allow_pickle: bool, device: str) -> CNNEncoder:
     """The seed's format: ``torch.load`` of a full pickled module (or a state dict)."""
     if not allow_pickle:
-        raise CheckpointError(f"{p} is a pickle, which can run arbitrary code when loaded",
-                              "pass --allow-pickle if you trust the file, or use an fprun "
-                              "encoder folder (safetensors)")
+        raise CheckpointError(
+            f"{p} is a pickle, which can run arbitrary code when loaded",
+            "pass --allow-pickle if you trust the file, or use an fprun "
+            "encoder folder (safetensors)",
+        )
     if not p.is_file():
         raise CheckpointError(f"encoder file {p} does not exist", "check the path")
     try:
         obj = torch.load(str(p), map_location=device, weights_only=False)
     except (AttributeError, ModuleNotFoundError) as exc:
         # A seed .pth pickles its CNNEncoder class by module path; that class must be importable.
-        raise CheckpointError(f"{p} needs a class that is not importable ({exc})",
-                              "put the seed's encoder module on PYTHONPATH") from exc
+        raise CheckpointError(
+            f"{p} needs a class that is not importable ({exc})",
+            "put the seed's encoder module on PYTHONPATH",
+        ) from exc
     except Exception as exc:  # any other unpickling failure means a corrupt or foreign file
-        raise CheckpointError(f"{p} could not be unpickled ({type(exc).__name__})",
-                              "check the file") from exc
+        raise CheckpointError(
+            f"{p} could not be unpickled ({type(exc).__name__})", "check the file"
+        ) from exc
     if isinstance(obj, nn.Module):
         obj.config = getattr(obj, "config", CNNEncoderConfig())
         return obj.to(device).eval()
@@ -206,7 +224,9 @@ def _load_pickled(p: Path, allow_pickle: bool, device: str) -> CNNEncoder:
         try:
             encoder.load_state_dict(obj, strict=True)
         except RuntimeError as exc:
-            raise CheckpointError(f"{p} holds a state dict that does not fit the seed-shaped "
-                                  "CNN encoder", "convert it to an fprun encoder folder") from exc
+            raise CheckpointError(
+                f"{p} holds a state dict that does not fit the seed-shaped CNN encoder",
+                "convert it to an fprun encoder folder",
+            ) from exc
         return encoder.to(device).eval()
     raise CheckpointError(f"{p} holds a {type(obj).__name__}, not an encoder", "check the file")

@@ -50,8 +50,9 @@ def _standardise(v: torch.Tensor) -> torch.Tensor:
     return (v - v.mean(dim=-1, keepdim=True)) / v.std(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
-def contrastive_loss(ea: torch.Tensor, ep: torch.Tensor, en: torch.Tensor,
-                     positive_rate: float) -> torch.Tensor:
+def contrastive_loss(
+    ea: torch.Tensor, ep: torch.Tensor, en: torch.Tensor, positive_rate: float
+) -> torch.Tensor:
     """mean_b[ r (1 - cos(a, p)) + (2 - r) |cos(a, n)| ], the seed's L_C."""
     cos = nn.functional.cosine_similarity
     r = positive_rate
@@ -64,8 +65,9 @@ def resolve_device(spec: str) -> torch.device:
 
 
 @torch.no_grad()
-def held_out_scores(encoder: CNNEncoder, cfg: EncoderTrainConfig,
-                    device: torch.device) -> dict[str, float]:
+def held_out_scores(
+    encoder: CNNEncoder, cfg: EncoderTrainConfig, device: torch.device
+) -> dict[str, float]:
     """Cosines of z-scored features on triplets never trained on (fixed ``eval_seed``).
 
     Held-out triplets always use the sandwich anchor (the shape of real invariants), whatever
@@ -92,12 +94,15 @@ def held_out_scores(encoder: CNNEncoder, cfg: EncoderTrainConfig,
     encoder.train(was_training)
     ap_t, an_t = torch.cat(ap), torch.cat(an)
     r = cfg.positive_rate
-    return {"cos_ap": float(ap_t.mean()), "cos_an": float(an_t.mean()),
-            "abs_cos_an": float(an_t.abs().mean()),
-            "loss_contrastive": float((r * (1 - ap_t) + (2 - r) * an_t.abs()).mean()),
-            "frac_ap_gt_an": float((ap_t > an_t).float().mean()),
-            "meanpool_cos_ap": float(torch.stack(mp_ap).mean()),
-            "meanpool_cos_an": float(torch.stack(mp_an).mean())}
+    return {
+        "cos_ap": float(ap_t.mean()),
+        "cos_an": float(an_t.mean()),
+        "abs_cos_an": float(an_t.abs().mean()),
+        "loss_contrastive": float((r * (1 - ap_t) + (2 - r) * an_t.abs()).mean()),
+        "frac_ap_gt_an": float((ap_t > an_t).float().mean()),
+        "meanpool_cos_ap": float(torch.stack(mp_ap).mean()),
+        "meanpool_cos_an": float(torch.stack(mp_an).mean()),
+    }
 
 
 @torch.no_grad()
@@ -141,9 +146,10 @@ class _Trainer:
         self.disc = Discriminator(cfg.encoder.out_dim, cfg.disc_hidden).to(device)
         self.opt_e = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr)
-        self.sched = [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.t_max,
-                                                                 eta_min=cfg.eta_min)
-                      for o in (self.opt_e, self.opt_d)]
+        self.sched = [
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=cfg.t_max, eta_min=cfg.eta_min)
+            for o in (self.opt_e, self.opt_d)
+        ]
         self.gen = torch.Generator(device=device).manual_seed(cfg.seed)
         self.bce = nn.BCELoss()
 
@@ -179,15 +185,26 @@ class _Trainer:
         steps = self.cfg.steps_per_epoch
         d = [self.disc_step() for _ in range(steps)]
         e = [self.encoder_step() for _ in range(steps)]
-        return {"epoch": index + 1, "loss_d": fmean(d), "loss_e": fmean(x[0] for x in e),
-                "loss_contrastive": fmean(x[1] for x in e), "loss_gan": fmean(x[2] for x in e),
-                "last_loss_e": e[-1][0], "lr": self.sched[0].get_last_lr()[0]}
+        return {
+            "epoch": index + 1,
+            "loss_d": fmean(d),
+            "loss_e": fmean(x[0] for x in e),
+            "loss_contrastive": fmean(x[1] for x in e),
+            "loss_gan": fmean(x[2] for x in e),
+            "last_loss_e": e[-1][0],
+            "lr": self.sched[0].get_last_lr()[0],
+        }
 
 
-def train_encoder(config: dict, *, inputs: dict[str, Path], out_dir: Path,
-                  callbacks: Sequence[Any] | None = None,
-                  on_report: Callable[[dict, Path | None], None] | None = None,
-                  **_hooks: Any) -> list[dict]:
+def train_encoder(
+    config: dict,
+    *,
+    inputs: dict[str, Path],
+    out_dir: Path,
+    callbacks: Sequence[Any] | None = None,
+    on_report: Callable[[dict, Path | None], None] | None = None,
+    **_hooks: Any,
+) -> list[dict]:
     """Train the CNN encoder on synthetic triplets and save it as safetensors + JSON.
 
     Args:
@@ -222,24 +239,49 @@ def train_encoder(config: dict, *, inputs: dict[str, Path], out_dir: Path,
     seconds = time.perf_counter() - started
     after = held_out_scores(trainer.encoder, cfg, trainer.device)
     control = calibrated_control(cfg, trainer.device)
-    summary = {"held_out_before": before, "held_out_control": control, "held_out_after": after,
-               "loss_first_epoch": history[0], "loss_last_epoch": history[-1]}
-    save_encoder(trainer.encoder, out, {"trained": cfg.model_dump(), "summary": summary,
-                                        "code_version": CODE_VERSION})
+    summary = {
+        "held_out_before": before,
+        "held_out_control": control,
+        "held_out_after": after,
+        "loss_first_epoch": history[0],
+        "loss_last_epoch": history[-1],
+    }
+    save_encoder(
+        trainer.encoder,
+        out,
+        {"trained": cfg.model_dump(), "summary": summary, "code_version": CODE_VERSION},
+    )
     return [_row(cfg, out, trainer, history, summary, seconds)]
 
 
-
-def _row(cfg: EncoderTrainConfig, out: Path, trainer: _Trainer, history: list[dict],
-         summary: dict, seconds: float) -> dict:
+def _row(
+    cfg: EncoderTrainConfig,
+    out: Path,
+    trainer: _Trainer,
+    history: list[dict],
+    summary: dict,
+    seconds: float,
+) -> dict:
     steps = cfg.epochs * cfg.steps_per_epoch
     return train_run_row(
-        purpose="encoder", method="huref_cnn", model_ref=None, artifact=str(out),
+        purpose="encoder",
+        method="huref_cnn",
+        model_ref=None,
+        artifact=str(out),
         dataset=f"synthetic:huref_triplets(K={cfg.tokens},anchor={cfg.anchor})",
-        n_train_rows=steps * cfg.batch_size, learning_rate=cfg.lr,
+        n_train_rows=steps * cfg.batch_size,
+        learning_rate=cfg.lr,
         global_batch_size=cfg.batch_size,
         trainable_params=sum(p.numel() for p in trainer.encoder.parameters()),
-        extra={"anchor": cfg.anchor, "k": cfg.tokens, "n_layers": cfg.n_layers,
-               "encoder": cfg.encoder.model_dump(), **summary},
-        epochs=float(cfg.epochs), steps=steps, final_loss=history[-1]["last_loss_e"],
-        train_seconds=seconds)
+        extra={
+            "anchor": cfg.anchor,
+            "k": cfg.tokens,
+            "n_layers": cfg.n_layers,
+            "encoder": cfg.encoder.model_dump(),
+            **summary,
+        },
+        epochs=float(cfg.epochs),
+        steps=steps,
+        final_loss=history[-1]["last_loss_e"],
+        train_seconds=seconds,
+    )

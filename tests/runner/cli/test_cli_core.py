@@ -16,21 +16,33 @@ def toy_kind(monkeypatch):
     monkeypatch.setitem(experiments.KINDS, "toy", "tests.toy_kind")
 
 
-
-
 def test_run_local_then_show_and_export(tmp_path, cli):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("kind: toy\nvalues: [1, 2]\n")
     res = str(tmp_path / "r")
-    out = cli(["run", str(cfg), "--local", "--results", res, "--artifacts",
-                  str(tmp_path / "a")])
+    out = cli(["run", str(cfg), "--local", "--results", res, "--artifacts", str(tmp_path / "a")])
     assert out.exit_code == 0, out.output
     assert "3 eval rows" in out.output
     shown = cli(["results", "show", "--kind", "eval", "--results", res])
     assert shown.exit_code == 0 and "total" in shown.output and "git_sha" not in shown.output
     exp = tmp_path / "e.json"
-    assert cli(["results", "export", "--kind", "eval", "--format", "json", "--out", str(exp),
-                   "--results", res]).exit_code == 0
+    assert (
+        cli(
+            [
+                "results",
+                "export",
+                "--kind",
+                "eval",
+                "--format",
+                "json",
+                "--out",
+                str(exp),
+                "--results",
+                res,
+            ]
+        ).exit_code
+        == 0
+    )
     rows = [json.loads(line) for line in exp.read_text().splitlines()]
     assert len(rows) == 3 and all(r["step_id"] for r in rows)
 
@@ -46,16 +58,28 @@ def test_dry_run_prints_steps_and_writes_nothing(tmp_path, cli):
 def test_failed_step_exits_1(tmp_path, cli):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("kind: toy\nvalues: [1]\nfail_on: 1\n")
-    out = cli(["run", str(cfg), "--local", "--results", str(tmp_path / "r"), "--artifacts",
-                  str(tmp_path / "a")])
+    out = cli(
+        [
+            "run",
+            str(cfg),
+            "--local",
+            "--results",
+            str(tmp_path / "r"),
+            "--artifacts",
+            str(tmp_path / "a"),
+        ]
+    )
     assert out.exit_code == 1
 
 
 def test_misspelled_key_exits_2_with_one_line(tmp_path, cli):
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("kind: toy\nvalus: [1]\n")
-    proc = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()",
-                           "validate", str(cfg)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from runner.cli import main; main()", "validate", str(cfg)],
+        capture_output=True,
+        text=True,
+    )
     # the toy kind is not registered in a fresh process: the error names the unknown kind
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "unknown experiment kind" in proc.stderr
@@ -65,6 +89,18 @@ def test_misspelled_key_exits_2_with_one_line(tmp_path, cli):
 
 def test_unknown_result_kind_and_format(tmp_path, cli):
     assert cli(["results", "show", "--kind", "nope", "--results", str(tmp_path)]).exit_code == 2
-    out = cli(["results", "export", "--kind", "eval", "--format", "xls", "--out",
-                  str(tmp_path / "x"), "--results", str(tmp_path)])
+    out = cli(
+        [
+            "results",
+            "export",
+            "--kind",
+            "eval",
+            "--format",
+            "xls",
+            "--out",
+            str(tmp_path / "x"),
+            "--results",
+            str(tmp_path),
+        ]
+    )
     assert out.exit_code == 2

@@ -60,8 +60,7 @@ def test_step_id_depends_on_content_not_identity():
 
 
 def test_store_rejects_unknown_columns_and_duplicate_keys(tmp_path):
-    kw = dict(step_id="s" * 16, config_hash="c", started_at=now(), finished_at=now(),
-              device="cpu")
+    kw = dict(step_id="s" * 16, config_hash="c", started_at=now(), finished_at=now(), device="cpu")
     with pytest.raises(ValueError, match="not in its schema"):
         finalize_rows("eval", [{"suite": "x", "valeu": 1.0}], **kw)
     row = {"suite": "x", "task": "t", "metric": "m", "value": 1.0}
@@ -79,8 +78,9 @@ def test_store_rejects_unknown_columns_and_duplicate_keys(tmp_path):
 
 def test_local_run_writes_once_and_resumes(tmp_path):
     cfg = write(tmp_path, "kind: toy\nvalues: [1, 2, 3]\n")
-    kw = dict(results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"), local=True,
-              log=lambda s: None)
+    kw = dict(
+        results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"), local=True, log=lambda s: None
+    )
     first = run_experiment(cfg, **kw)
     assert first.summary.ok and len(first.summary.done) == 4
     table = ResultStore(tmp_path / "r").read("eval")
@@ -95,8 +95,13 @@ def test_local_run_writes_once_and_resumes(tmp_path):
 
 def test_failed_step_blocks_dependents_and_keeps_results(tmp_path):
     cfg = write(tmp_path, "kind: toy\nvalues: [1, 2]\nfail_on: 2\n")
-    res = run_experiment(cfg, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"),
-                         local=True, log=lambda s: None)
+    res = run_experiment(
+        cfg,
+        results=str(tmp_path / "r"),
+        artifacts=str(tmp_path / "a"),
+        local=True,
+        log=lambda s: None,
+    )
     assert len(res.summary.failed) == 1 and len(res.summary.blocked) == 1
     assert len(res.summary.done) == 1
 
@@ -104,13 +109,15 @@ def test_failed_step_blocks_dependents_and_keeps_results(tmp_path):
 def test_bad_input_aborts_without_partial_files(tmp_path):
     r = tmp_path / "r"
     good = write(tmp_path, "kind: toy\nvalues: [1]\n", "good.yaml")
-    run_experiment(good, results=str(r), artifacts=str(tmp_path / "a"), local=True,
-                   log=lambda s: None)
+    run_experiment(
+        good, results=str(r), artifacts=str(tmp_path / "a"), local=True, log=lambda s: None
+    )
     before = sorted(p.name for p in (r / "eval").iterdir())
     bad = write(tmp_path, "kind: toy\nvalues: [1, 5]\nbad_input_on: 5\n", "bad.yaml")
     with pytest.raises(DataError):
-        run_experiment(bad, results=str(r), artifacts=str(tmp_path / "a"), local=True,
-                       log=lambda s: None)
+        run_experiment(
+            bad, results=str(r), artifacts=str(tmp_path / "a"), local=True, log=lambda s: None
+        )
     after = sorted(p.name for p in (r / "eval").iterdir())
     assert set(before) <= set(after) and len(after) == len(before) + 1  # the good step only
     assert not [n for n in after if not n.endswith(".parquet")]  # no temp files left

@@ -36,8 +36,6 @@ def toy(monkeypatch, tmp_path):
     return write
 
 
-
-
 def quiet(_line: str) -> None:
     pass
 
@@ -65,31 +63,35 @@ def test_toy_kind_gives_the_local_tables_on_ray_and_resumes(ray_session, toy, tm
 
 def test_failed_ray_step_blocks_dependants_and_keeps_other_results(ray_session, toy, tmp_path):
     cfg = toy("kind: toy\nvalues: [1, 2]\nfail_on: 2\n")
-    res = run_experiment(cfg, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"),
-                         log=quiet)
+    res = run_experiment(cfg, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"), log=quiet)
     assert len(res.summary.done) == 1 and len(res.summary.blocked) == 1
     assert "toy failure" in next(iter(res.summary.failed.values()))
 
 
-def test_bad_input_in_a_ray_worker_is_the_same_family_and_exits_2(ray_session, toy, tmp_path,
-                                                                 capsys, monkeypatch):
+def test_bad_input_in_a_ray_worker_is_the_same_family_and_exits_2(
+    ray_session, toy, tmp_path, capsys, monkeypatch
+):
     cfg = toy("kind: toy\nvalues: [1, 5]\nbad_input_on: 5\n")
     with pytest.raises(DataError, match="toy dataset is empty; pass a non-empty dataset"):
-        run_experiment(cfg, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"),
-                       log=quiet)
-    code, err = cli(["run", cfg, "--results", tmp_path / "r2", "--artifacts", tmp_path / "a"],
-                    capsys, monkeypatch)
+        run_experiment(cfg, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"), log=quiet)
+    code, err = cli(
+        ["run", cfg, "--results", tmp_path / "r2", "--artifacts", tmp_path / "a"],
+        capsys,
+        monkeypatch,
+    )
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and errors == ["error: toy dataset is empty; pass a non-empty dataset"]
 
 
 def test_relative_results_on_a_multi_node_cluster_exit_2_before_any_step(
-        ray_session, toy, tmp_path, capsys, monkeypatch):
+    ray_session, toy, tmp_path, capsys, monkeypatch
+):
     cfg = toy("kind: toy\nvalues: [1]\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("runner.exec.ray_tasks.alive_nodes", lambda: 3)  # simulates 3 nodes
-    code, err = cli(["run", cfg, "--results", "res", "--artifacts", tmp_path / "a"],
-                    capsys, monkeypatch)
+    code, err = cli(
+        ["run", cfg, "--results", "res", "--artifacts", tmp_path / "a"], capsys, monkeypatch
+    )
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "--results res is a relative path" in errors[0]
     assert not (tmp_path / "res").exists() and not (tmp_path / "a").exists()
@@ -119,8 +121,9 @@ def test_bad_input_carrier_survives_pickling_and_restores_the_family():
 def test_if_sft_smoke_gives_the_local_tables_on_ray(ray_session, tmp_path):
     art = str(tmp_path / "a")
     on_ray = run_experiment(SMOKE_IF_SFT, results=str(tmp_path / "rr"), artifacts=art, log=quiet)
-    local = run_experiment(SMOKE_IF_SFT, results=str(tmp_path / "rl"), artifacts=art, local=True,
-                           log=quiet)
+    local = run_experiment(
+        SMOKE_IF_SFT, results=str(tmp_path / "rl"), artifacts=art, local=True, log=quiet
+    )
     assert on_ray.summary.ok and local.summary.ok and len(on_ray.summary.done) == 3
     for kind in ("train_run", "verification"):
         ray_rows, local_rows = table_rows(tmp_path / "rr", kind), table_rows(tmp_path / "rl", kind)
@@ -137,9 +140,15 @@ def test_actor_steps_run_on_the_shared_pool_and_close_frees_it(ray_session, tmp_
     from runner.exec.ray_tasks import RayBackend
 
     def run(backend: RayBackend, executor: str, **config):
-        spec = StepSpec(step_id=f"{executor}{len(config)}", kind="toy_make",
-                        fn="tests.toy_kind:make", config=config, inputs={}, executor=executor,
-                        out_dir=str(tmp_path / "a" / executor / str(len(config))))
+        spec = StepSpec(
+            step_id=f"{executor}{len(config)}",
+            kind="toy_make",
+            fn="tests.toy_kind:make",
+            config=config,
+            inputs={},
+            executor=executor,
+            out_dir=str(tmp_path / "a" / executor / str(len(config))),
+        )
         return backend.wait([backend.submit(spec)])[1]
 
     backend = RayBackend(results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"))

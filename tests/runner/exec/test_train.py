@@ -27,9 +27,17 @@ SMOKE = ROOT / "configs" / "smoke" / "if_sft.yaml"
 def fingerprint_spec(artifacts: Path, *overrides: str) -> StepSpec:
     """The smoke config's IF_SFT step as the driver would hand it to a backend."""
     step = if_sft.fingerprint_step(load_experiment(SMOKE, list(overrides)))
-    return StepSpec(step_id=step.step_id, kind=step.kind, fn=step.fn, config=step.config,
-                    inputs={}, out_dir=str(artifact_dir(artifacts, step)),
-                    executor=step.executor, resources=step.resources, label=step.label)
+    return StepSpec(
+        step_id=step.step_id,
+        kind=step.kind,
+        fn=step.fn,
+        config=step.config,
+        inputs={},
+        out_dir=str(artifact_dir(artifacts, step)),
+        executor=step.executor,
+        resources=step.resources,
+        label=step.label,
+    )
 
 
 def run_on_ray(spec: StepSpec, results: Path):
@@ -64,8 +72,7 @@ def test_two_worker_ddp_returns_rank0_row_and_writes_the_fingerprint(ddp):
 
 def test_deepspeed_zero2_on_cpu_matches_ddp(ddp, tmp_path):
     _, ddp_outcome = ddp
-    spec = fingerprint_spec(tmp_path / "a", "train.num_workers=2",
-                            "train.strategy=deepspeed_zero2")
+    spec = fingerprint_spec(tmp_path / "a", "train.num_workers=2", "train.strategy=deepspeed_zero2")
     outcome = run_on_ray(spec, tmp_path / "r")
     assert not isinstance(outcome, BaseException), outcome
     (row,) = outcome.rows
@@ -91,8 +98,10 @@ def test_named_strategies_and_deepspeed_files(tmp_path):
     own = tmp_path / "ds.json"
     own.write_text(json.dumps({"zero_optimization": {"stage": 1}}))
     assert resolve_strategy(f"deepspeed:{own}")[1]["zero_optimization"]["stage"] == 1
-    for bad, needle in (("dpp", "unknown training strategy"),
-                        (f"deepspeed:{tmp_path / 'nope.json'}", "does not exist")):
+    for bad, needle in (
+        ("dpp", "unknown training strategy"),
+        (f"deepspeed:{tmp_path / 'nope.json'}", "does not exist"),
+    ):
         with pytest.raises(ConfigError, match=needle):
             resolve_strategy(bad)
     (tmp_path / "bad.json").write_text("{")

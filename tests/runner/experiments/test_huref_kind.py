@@ -39,8 +39,12 @@ def _plan(tmp_path, overrides=()):
 
 def test_plan_ids_are_stable_and_follow_the_config(tmp_path):
     a, b = _plan(tmp_path), _plan(tmp_path)
-    ids = lambda steps: [s.step_id for s in steps] + sorted(  # noqa: E731
-        d.step_id for s in steps for d in s.inputs.values())
+
+    def ids(steps):
+        return [s.step_id for s in steps] + sorted(
+            d.step_id for s in steps for d in s.inputs.values()
+        )
+
     assert ids(a) == ids(b)
     compare = a[0]
     assert compare.kind == "huref_compare" and len(compare.inputs) == 5
@@ -70,8 +74,9 @@ def test_smoke_config_runs_locally_and_resumes(tmp_path, fprun_cache):
     res, art = str(tmp_path / "results"), str(tmp_path / "artifacts")
     out = run_experiment(SMOKE, results=res, artifacts=art, local=True, log=lambda _: None)
     assert out.summary.ok and "ICS" in out.text
-    rows = {(r["model_a"], r["model_b"]): r for r in
-            ResultStore(res).read("similarity").to_pylist()}
+    rows = {
+        (r["model_a"], r["model_b"]): r for r in ResultStore(res).read("similarity").to_pylist()
+    }
     assert len(rows) == 10
     assert rows[("tiny-llama", "tiny-llama+noise0.1")]["ics"] > 90
     assert rows[("tiny-llama", "tiny-llama-permuted-rotated")]["ics"] > 99.99
@@ -85,13 +90,37 @@ def test_smoke_config_runs_locally_and_resumes(tmp_path, fprun_cache):
 def test_cli_extract_then_compare(tmp_path, capsys, monkeypatch, fprun_cache):
     common = ["--results", str(tmp_path / "r"), "--artifacts", str(tmp_path / "a")]
     for name in ("tiny-llama", "tiny-llama:seed=1"):
-        code, _, err = cli(["huref", "extract", "--model", name, "--k", "64", "--device", "cpu",
-                            "--out", str(tmp_path / name.replace(":", "_")), *common],
-                           capsys, monkeypatch)
+        code, _, err = cli(
+            [
+                "huref",
+                "extract",
+                "--model",
+                name,
+                "--k",
+                "64",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / name.replace(":", "_")),
+                *common,
+            ],
+            capsys,
+            monkeypatch,
+        )
         assert code == 0, err
-    code, out, err = cli(["huref", "compare", str(tmp_path / "tiny-llama"),
-                          str(tmp_path / "tiny-llama_seed=1"), "--out", str(tmp_path / "cmp"),
-                          *common], capsys, monkeypatch)
+    code, out, err = cli(
+        [
+            "huref",
+            "compare",
+            str(tmp_path / "tiny-llama"),
+            str(tmp_path / "tiny-llama_seed=1"),
+            "--out",
+            str(tmp_path / "cmp"),
+            *common,
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert code == 0, err
     assert "ICS" in out and (tmp_path / "cmp" / "ics.csv").is_file()
     assert len(ResultStore(str(tmp_path / "r")).read("similarity")) == 1
@@ -107,42 +136,72 @@ def test_cli_bad_inputs_exit_2(tmp_path, capsys, monkeypatch, tiny_llama):
 
     common = ["--results", str(tmp_path / "r"), "--artifacts", str(tmp_path / "a")]
     # K larger than the vocabulary
-    code, _, err = cli(["huref", "extract", "--model", "tiny-llama", "--k", "5000", *common],
-                       capsys, monkeypatch)
+    code, _, err = cli(
+        ["huref", "extract", "--model", "tiny-llama", "--k", "5000", *common], capsys, monkeypatch
+    )
     _one_line_exit_2(code, err, "exceeds")
     # a checkpoint with a missing layer
     shutil.copytree(tiny_llama, tmp_path / "cut")
     sd = load_file(tiny_llama / "model.safetensors")
-    save_file({k: v for k, v in sd.items() if "layers.1." not in k},
-              tmp_path / "cut" / "model.safetensors", metadata={"format": "pt"})
-    code, _, err = cli(["huref", "extract", "--model", str(tmp_path / "cut"), "--k", "32",
-                        *common], capsys, monkeypatch)
+    save_file(
+        {k: v for k, v in sd.items() if "layers.1." not in k},
+        tmp_path / "cut" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    code, _, err = cli(
+        ["huref", "extract", "--model", str(tmp_path / "cut"), "--k", "32", *common],
+        capsys,
+        monkeypatch,
+    )
     _one_line_exit_2(code, err, "lacks layer(s) [1]")
     # a corrupt (truncated) safetensors file
     shutil.copytree(tiny_llama, tmp_path / "corrupt")
     f = tmp_path / "corrupt" / "model.safetensors"
     f.write_bytes(f.read_bytes()[:5000])
-    code, _, err = cli(["huref", "extract", "--model", str(tmp_path / "corrupt"), "--k", "32",
-                        *common], capsys, monkeypatch)
+    code, _, err = cli(
+        ["huref", "extract", "--model", str(tmp_path / "corrupt"), "--k", "32", *common],
+        capsys,
+        monkeypatch,
+    )
     _one_line_exit_2(code, err, "truncated or corrupt")
     # comparing invariants of different K
     for k in ("32", "48"):
-        assert cli(["huref", "extract", "--model", "tiny-llama", "--k", k, "--out",
-                    str(tmp_path / f"k{k}"), *common], capsys, monkeypatch)[0] == 0
-    code, _, err = cli(["huref", "compare", str(tmp_path / "k32"), str(tmp_path / "k48"),
-                        *common], capsys, monkeypatch)
+        assert (
+            cli(
+                [
+                    "huref",
+                    "extract",
+                    "--model",
+                    "tiny-llama",
+                    "--k",
+                    k,
+                    "--out",
+                    str(tmp_path / f"k{k}"),
+                    *common,
+                ],
+                capsys,
+                monkeypatch,
+            )[0]
+            == 0
+        )
+    code, _, err = cli(
+        ["huref", "compare", str(tmp_path / "k32"), str(tmp_path / "k48"), *common],
+        capsys,
+        monkeypatch,
+    )
     _one_line_exit_2(code, err, "different k")
     # a folder without invariants
-    code, _, err = cli(["huref", "compare", str(tmp_path / "k32"), str(tmp_path), *common],
-                       capsys, monkeypatch)
+    code, _, err = cli(
+        ["huref", "compare", str(tmp_path / "k32"), str(tmp_path), *common], capsys, monkeypatch
+    )
     _one_line_exit_2(code, err, "holds no HuRef invariants")
     # no similarity rows were written by the failed compares
     assert len(ResultStore(str(tmp_path / "r")).read("similarity")) == 0
 
 
-def test_actor_pool_extracts_many_models_with_one_token_selection(ray_session, tmp_path,
-                                                                  fprun_cache, tiny_llama,
-                                                                  tiny_llama_unrelated, tiny_neox):
+def test_actor_pool_extracts_many_models_with_one_token_selection(
+    ray_session, tmp_path, fprun_cache, tiny_llama, tiny_llama_unrelated, tiny_neox
+):
     """Three models sharing a tokenizer on two actors: rows equal to in-process extraction."""
     from runner.exec.actors import ExtractPool
     from runner.exec.driver import StepSpec, run_step_inline
@@ -150,9 +209,16 @@ def test_actor_pool_extracts_many_models_with_one_token_selection(ray_session, t
     specs = []
     for i, model in enumerate((tiny_llama, tiny_llama_unrelated, tiny_neox)):
         config = {"k": 64, "device": "cpu", "tokens": {"strategy": "vocab_rank"}}
-        specs.append(StepSpec(step_id=f"s{i}", kind="huref_extract",
-                              fn="tasks.huref.extract:extract_step", config=config,
-                              inputs={"model": str(model)}, out_dir=str(tmp_path / f"o{i}")))
+        specs.append(
+            StepSpec(
+                step_id=f"s{i}",
+                kind="huref_extract",
+                fn="tasks.huref.extract:extract_step",
+                config=config,
+                inputs={"model": str(model)},
+                out_dir=str(tmp_path / f"o{i}"),
+            )
+        )
     pool = ExtractPool(2, num_cpus=1)
     try:
         outs = pool.map(specs)
@@ -160,15 +226,24 @@ def test_actor_pool_extracts_many_models_with_one_token_selection(ray_session, t
     finally:
         pool.close()
     assert sum(s["calls"] for s in stats) == 3 and all(s["token_sets"] <= 1 for s in stats)
-    local = run_step_inline(StepSpec(step_id="x", kind="huref_extract",
-                                     fn="tasks.huref.extract:extract_step",
-                                     config=specs[0].config, inputs=specs[0].inputs,
-                                     out_dir=str(tmp_path / "local")))
+    local = run_step_inline(
+        StepSpec(
+            step_id="x",
+            kind="huref_extract",
+            fn="tasks.huref.extract:extract_step",
+            config=specs[0].config,
+            inputs=specs[0].inputs,
+            out_dir=str(tmp_path / "local"),
+        )
+    )
     drop = ("seconds", "artifact")
-    assert {k: v for k, v in outs[0].rows[0].items() if k not in drop} == \
-        {k: v for k, v in local.rows[0].items() if k not in drop}
-    ours, theirs = (load_file(str(d / "invariants.safetensors"))["invariants"]
-                    for d in (Path(specs[0].out_dir), tmp_path / "local"))
+    assert {k: v for k, v in outs[0].rows[0].items() if k not in drop} == {
+        k: v for k, v in local.rows[0].items() if k not in drop
+    }
+    ours, theirs = (
+        load_file(str(d / "invariants.safetensors"))["invariants"]
+        for d in (Path(specs[0].out_dir), tmp_path / "local")
+    )
     # an actor has 1 CPU, the local run 2: BLAS kernels may sum in another order (test below)
     assert ours.shape == theirs.shape
     assert float((ours - theirs).abs().max()) <= 1e-5 * float(theirs.abs().max())
@@ -179,9 +254,14 @@ def test_actor_pool_carries_bad_input_back(ray_session, tmp_path, fprun_cache, t
     from runner.exec.driver import StepSpec
     from tasks.errors import ConfigError
 
-    spec = StepSpec(step_id="bad", kind="huref_extract", fn="tasks.huref.extract:extract_step",
-                    config={"k": 5000, "device": "cpu"}, inputs={"model": str(tiny_llama)},
-                    out_dir=str(tmp_path / "bad"))
+    spec = StepSpec(
+        step_id="bad",
+        kind="huref_extract",
+        fn="tasks.huref.extract:extract_step",
+        config={"k": 5000, "device": "cpu"},
+        inputs={"model": str(tiny_llama)},
+        out_dir=str(tmp_path / "bad"),
+    )
     pool = ExtractPool(1, num_cpus=1)
     try:
         with pytest.raises(ConfigError, match="exceeds"):
@@ -206,15 +286,26 @@ def test_smoke_on_ray_with_actor_pool_equals_local(ray_session, tmp_path, monkey
     tables = {}
     for mode in ("local", "ray"):
         res = str(tmp_path / mode / "results")
-        out = run_experiment(SMOKE, ["resources.actors=2"], results=res,
-                             artifacts=str(tmp_path / mode / "artifacts"), local=mode == "local",
-                             log=lambda _: None)
+        out = run_experiment(
+            SMOKE,
+            ["resources.actors=2"],
+            results=res,
+            artifacts=str(tmp_path / mode / "artifacts"),
+            local=mode == "local",
+            log=lambda _: None,
+        )
         assert out.summary.ok
         drop = {"started_at", "finished_at", "device", "seconds", "artifact"}
-        tables[mode] = {kind: sorted(({k: v for k, v in r.items() if k not in drop}
-                                      for r in ResultStore(res).read(kind).to_pylist()),
-                                     key=lambda r: r["run_key"])
-                        for kind in ("huref", "similarity")}
+        tables[mode] = {
+            kind: sorted(
+                (
+                    {k: v for k, v in r.items() if k not in drop}
+                    for r in ResultStore(res).read(kind).to_pylist()
+                ),
+                key=lambda r: r["run_key"],
+            )
+            for kind in ("huref", "similarity")
+        }
     # ICS to fp32 rounding: the actors run with 1 CPU each and the local run with 2, and BLAS
     # kernels (OpenBLAS's Haswell ones, which it picks on AMD Zen 5) may then sum in another
     # order; every other column is exact
@@ -222,8 +313,9 @@ def test_smoke_on_ray_with_actor_pool_equals_local(ray_session, tmp_path, monkey
         assert len(rows) == len(tables["ray"][table])
         for a, b in zip(rows, tables["ray"][table], strict=True):
             assert a.keys() == b.keys()
-            assert {k: v for k, v in a.items() if k != "ics"} == \
-                {k: v for k, v in b.items() if k != "ics"}
+            assert {k: v for k, v in a.items() if k != "ics"} == {
+                k: v for k, v in b.items() if k != "ics"
+            }
             assert (a.get("ics") is None) == (b.get("ics") is None)
             if a.get("ics") is not None:
                 assert math.isclose(a["ics"], b["ics"], abs_tol=1e-4)

@@ -20,8 +20,6 @@ ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "if_adapter.yaml"
 
 
-
-
 def steps(overrides=()):
     cfg = load_experiment(SMOKE, list(overrides))
     return if_adapter.plan(cfg, PlanContext(SMOKE, "r", "a"))
@@ -42,8 +40,12 @@ def test_plan_wires_the_whole_protocol():
     assert plan[0] is fp and fp.executor == "train" and fp.result_kind == "train_run"
     assert fp.fn == "tasks.fingerprint.adapter.train:fingerprint_if_adapter"
     assert "num_workers" not in fp.config["train"] and fp.config["adapter"]["dim"] == 4
-    assert s["publish"].fn == s["vanilla"].fn == s["tuned_publish:gsm_symbolic"].fn \
+    assert (
+        s["publish"].fn
+        == s["vanilla"].fn
+        == s["tuned_publish:gsm_symbolic"].fn
         == "tasks.verify.step:verify_step"
+    )
     assert s["publish"].inputs == {"fingerprint": fp, "model": fp}
     assert s["vanilla"].inputs == {"fingerprint": fp}
     assert s["vanilla"].config["model"] == "tiny-llama"
@@ -66,8 +68,10 @@ def test_plan_wires_the_whole_protocol():
 
 
 def test_several_user_datasets_each_get_a_fine_tune_and_three_conditions():
-    extra = ["finetune=[{data: gsm_symbolic, n_rows: 8, max_steps: 2, max_length: 256}, "
-             "{data: 'reasoning_gym:chain_sum', n_rows: 8, max_steps: 1, max_length: 128}]"]
+    extra = [
+        "finetune=[{data: gsm_symbolic, n_rows: 8, max_steps: 2, max_length: 256}, "
+        "{data: 'reasoning_gym:chain_sum', n_rows: 8, max_steps: 1, max_length: 128}]"
+    ]
     plan = steps(extra)
     fts = [x for x in plan if x.kind == "finetune"]
     assert len(fts) == 2 and fts[0].step_id != fts[1].step_id
@@ -78,8 +82,17 @@ def test_several_user_datasets_each_get_a_fine_tune_and_three_conditions():
 def test_step_ids_are_stable_and_ignore_resources():
     base = ids()
     assert ids() == base
-    assert ids(["train.cpus_per_worker=2", "verify.num_cpus=2", "eval.num_cpus=2",
-                "finetune.0.cpus_per_worker=2"]) == base
+    assert (
+        ids(
+            [
+                "train.cpus_per_worker=2",
+                "verify.num_cpus=2",
+                "eval.num_cpus=2",
+                "finetune.0.cpus_per_worker=2",
+            ]
+        )
+        == base
+    )
 
 
 def test_a_change_reruns_exactly_its_dependants():
@@ -90,12 +103,18 @@ def test_a_change_reruns_exactly_its_dependants():
         return {label for label in base if base[label] != now[label]}
 
     assert changed(["finetune.0.learning_rate=1e-4"]) == {
-        f"smoke_if_adapter:{x}" for x in ("finetune:gsm_symbolic",
-                                          "tuned_publish:gsm_symbolic",
-                                          "tuned_w_adapter:gsm_symbolic",
-                                          "tuned_direct:gsm_symbolic")}
-    assert changed(["adapter.dim=8"]) == set(base) - {"smoke_if_adapter:perplexity:vanilla",
-                                                       "smoke_if_adapter:math:vanilla"}
+        f"smoke_if_adapter:{x}"
+        for x in (
+            "finetune:gsm_symbolic",
+            "tuned_publish:gsm_symbolic",
+            "tuned_w_adapter:gsm_symbolic",
+            "tuned_direct:gsm_symbolic",
+        )
+    }
+    assert changed(["adapter.dim=8"]) == set(base) - {
+        "smoke_if_adapter:perplexity:vanilla",
+        "smoke_if_adapter:math:vanilla",
+    }
 
 
 def test_config_mistakes_are_config_errors():
@@ -126,15 +145,26 @@ def smoke_run(tiny_llama, tmp_path_factory, cli):
 def test_smoke_runs_locally_prints_the_table_and_resumes(smoke_run, cli):
     res, art, out = smoke_run
     assert out.exit_code == 0, out.output
-    for word in ("FSR_pre", "FSR_post", "publish_w_adapter", "tuned_w_adapter", "tuned_direct",
-                 "vanilla_w_adapter", "unseen keys", "perplexity", "delta"):
+    for word in (
+        "FSR_pre",
+        "FSR_post",
+        "publish_w_adapter",
+        "tuned_w_adapter",
+        "tuned_direct",
+        "vanilla_w_adapter",
+        "unseen keys",
+        "perplexity",
+        "delta",
+    ):
         assert word in out.output, word
     store = ResultStore(res)
     ver = store.read("verification").to_pylist()
     assert {r["condition"] for r in ver} == {*if_adapter.PRE, *if_adapter.POST}
     assert len({r["fingerprint_id"] for r in ver}) == 1
-    assert {r["purpose"] for r in store.read("train_run").to_pylist()} == {"fingerprint",
-                                                                          "finetune"}
+    assert {r["purpose"] for r in store.read("train_run").to_pylist()} == {
+        "fingerprint",
+        "finetune",
+    }
     assert store.read("eval").num_rows == 6
     again = cli(["run", SMOKE, "--local", "--results", res, "--artifacts", art])
     assert again.exit_code == 0 and store.read("verification").num_rows == len(ver)
@@ -159,6 +189,7 @@ def edit_meta(**changes):
     def tamper(folder: Path) -> None:
         path = folder / "adapter.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
     return tamper
 
 
@@ -171,8 +202,9 @@ def test_adapter_with_another_hidden_size_exits_2(smoke_run, tmp_path, cli):
 def test_adapter_with_another_token_set_exits_2(smoke_run, tmp_path, cli):
     out, after, before = rerun_with(cli, smoke_run, tmp_path, edit_meta(token_strings_sha256="0"))
     assert out.exit_code == 2 and "token set" in out.output and after == before
-    out, _, _ = rerun_with(cli, smoke_run, tmp_path / "v", edit_meta(vocab_size=50),
-                           condition="tuned_w_adapter")
+    out, _, _ = rerun_with(
+        cli, smoke_run, tmp_path / "v", edit_meta(vocab_size=50), condition="tuned_w_adapter"
+    )
     assert out.exit_code == 2 and "vocabulary" in out.output
 
 
@@ -186,25 +218,37 @@ def test_bundled_if_adapter_configs_validate(cli):
     assert out.exit_code == 0, out.output
 
 
-def test_smoke_on_ray_gives_the_local_tables_and_ddp_trains_the_adapter(ray_session, smoke_run,
-                                                                        tmp_path):
+def test_smoke_on_ray_gives_the_local_tables_and_ddp_trains_the_adapter(
+    ray_session, smoke_run, tmp_path
+):
     """Local-vs-Ray equality (tests/tables.py) on the smoke config, then the fingerprint step on
     2 DDP workers."""
     from runner.exec.run import run_experiment
 
     local_res, local_art, _ = smoke_run
-    out = run_experiment(SMOKE, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"),
-                         log=lambda _: None)
+    out = run_experiment(
+        SMOKE, results=str(tmp_path / "r"), artifacts=str(tmp_path / "a"), log=lambda _: None
+    )
     assert out.summary.ok
     for kind in ("train_run", "verification", "eval"):
-        diff = differences(table_rows(tmp_path / "r", kind, tmp_path / "a"),
-                           table_rows(local_res, kind, local_art))
+        diff = differences(
+            table_rows(tmp_path / "r", kind, tmp_path / "a"), table_rows(local_res, kind, local_art)
+        )
         assert not diff, (kind, diff[:5])
-    two = run_experiment(SMOKE, ["train.num_workers=2", "train.total_batch_size=4",
-                                 "train.per_device_batch_size=2", "verify.conditions=[]",
-                                 "finetune=[]", "eval.models=[]"],
-                         results=str(tmp_path / "r2"), artifacts=str(tmp_path / "a2"),
-                         log=lambda _: None)
+    two = run_experiment(
+        SMOKE,
+        [
+            "train.num_workers=2",
+            "train.total_batch_size=4",
+            "train.per_device_batch_size=2",
+            "verify.conditions=[]",
+            "finetune=[]",
+            "eval.models=[]",
+        ],
+        results=str(tmp_path / "r2"),
+        artifacts=str(tmp_path / "a2"),
+        log=lambda _: None,
+    )
     (row,) = ResultStore(str(tmp_path / "r2")).read("train_run").to_pylist()
     assert two.summary.ok and row["num_workers"] == 2 and row["strategy"] == "ddp"
     fp = artifact_dir(tmp_path / "a2", two.plan.steps[0])

@@ -16,8 +16,6 @@ ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "if_sft.yaml"
 
 
-
-
 def steps(overrides=()):
     cfg = load_experiment(SMOKE, list(overrides))
     return if_sft.plan(cfg, PlanContext(SMOKE, "r", "a"))
@@ -71,12 +69,35 @@ def test_misspelled_key_exits_2_via_cli(tmp_path, cli):
 
 def test_missing_model_path_exits_2_before_any_step(tmp_path, cli):
     res = tmp_path / "r"
-    out = cli(["run", SMOKE, "--local", "--set", "model=./no/such/model",
-                  "--results", res, "--artifacts", tmp_path / "a"])
+    out = cli(
+        [
+            "run",
+            SMOKE,
+            "--local",
+            "--set",
+            "model=./no/such/model",
+            "--results",
+            res,
+            "--artifacts",
+            tmp_path / "a",
+        ]
+    )
     assert out.exit_code == 2 and "does not exist" in out.output
     assert not res.exists() and not (tmp_path / "a").exists()
-    out = cli(["fingerprint", "--method", "if_sft", "--model", "/no/such/model",
-                  "--out", tmp_path / "fp", "--local", "--results", res])
+    out = cli(
+        [
+            "fingerprint",
+            "--method",
+            "if_sft",
+            "--model",
+            "/no/such/model",
+            "--out",
+            tmp_path / "fp",
+            "--local",
+            "--results",
+            res,
+        ]
+    )
     assert out.exit_code == 2 and not (tmp_path / "fp").exists()
 
 
@@ -84,8 +105,19 @@ def test_empty_dataset_exits_2_and_writes_no_rows(tmp_path, cli):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     res = tmp_path / "r"
-    out = cli(["run", SMOKE, "--local", "--set", f"data.source={empty}",
-                  "--results", res, "--artifacts", tmp_path / "a"])
+    out = cli(
+        [
+            "run",
+            SMOKE,
+            "--local",
+            "--set",
+            f"data.source={empty}",
+            "--results",
+            res,
+            "--artifacts",
+            tmp_path / "a",
+        ]
+    )
     assert out.exit_code == 2 and "holds no rows" in out.output
     assert ResultStore(res).read("train_run").num_rows == 0
 
@@ -111,22 +143,42 @@ def test_smoke_runs_locally_and_resumes(tiny_llama, tmp_path, cli):
 
 def test_fingerprint_verb_places_the_folder_at_out(tiny_llama, tmp_path, cli):
     out_dir = tmp_path / "fp"
-    out = cli(["fingerprint", "--method", "if_sft", "--model", "tiny-llama", "--out", out_dir,
-                  "--no-verify", "--local", "--results", tmp_path / "r",
-                  "--artifacts", tmp_path / "a", "--set", "data.n_normal=4",
-                  "--set", "data.key.max_parts=3", "--set", "data.key.min_parts=2",
-                  "--set", "train.max_steps=2"])
+    out = cli(
+        [
+            "fingerprint",
+            "--method",
+            "if_sft",
+            "--model",
+            "tiny-llama",
+            "--out",
+            out_dir,
+            "--no-verify",
+            "--local",
+            "--results",
+            tmp_path / "r",
+            "--artifacts",
+            tmp_path / "a",
+            "--set",
+            "data.n_normal=4",
+            "--set",
+            "data.key.max_parts=3",
+            "--set",
+            "data.key.min_parts=2",
+            "--set",
+            "train.max_steps=2",
+        ]
+    )
     assert out.exit_code == 0, out.output
     assert (out_dir / "published" / "model.safetensors").is_file()
     assert (out_dir / "private" / "keys.jsonl").is_file()
-    again = cli(["fingerprint", "--method", "if_sft", "--model", "tiny-llama",
-                    "--out", out_dir, "--local"])
+    again = cli(
+        ["fingerprint", "--method", "if_sft", "--model", "tiny-llama", "--out", out_dir, "--local"]
+    )
     assert again.exit_code == 2 and "already exists" in again.output
 
 
 def test_bundled_if_sft_configs_validate(cli):
-    out = cli(["validate", ROOT / "configs" / "if_sft.yaml", SMOKE,
-                  ROOT / "configs" / "demo.yaml"])
+    out = cli(["validate", ROOT / "configs" / "if_sft.yaml", SMOKE, ROOT / "configs" / "demo.yaml"])
     assert out.exit_code == 0, out.output
 
 
@@ -138,21 +190,25 @@ def test_protocol_plan_wires_user_models_and_shares_greedy_step_ids():
     plan = if_sft.plan(cfg, PlanContext(PROTOCOL, "r", "a"))
     by = {s.label.split(":", 1)[1]: s for s in plan[1:]}
     fp = plan[0]
-    bos, ft, tuned = by["sample_from_bos"], by["finetune:gsm_symbolic"], \
-        by["tuned_publish:gsm_symbolic"]
+    bos, ft, tuned = (
+        by["sample_from_bos"],
+        by["finetune:gsm_symbolic"],
+        by["tuned_publish:gsm_symbolic"],
+    )
     assert bos.config["probe_sets"] == [] and bos.config["bos_samples"] == 8
     assert bos.config["sampling"]["runs"] == 0 and bos.inputs["model"] is fp
     assert ft.fn == "tasks.finetune.step:finetune_step" and ft.inputs == {"model": fp}
     assert tuned.inputs == {"fingerprint": fp, "model": ft}
     assert tuned.config["model_step_id"] == ft.step_id and tuned.config["sampling"]["runs"] == 3
-    assert by["publish"].config["sampling"]["runs"] == 0 and by["publish"].config[
-        "bos_samples"] == 0
-    assert {s.label.rsplit(":", 1)[-1] for s in plan if s.kind == "eval"} == {"vanilla",
-                                                                               "publish"}
+    assert (
+        by["publish"].config["sampling"]["runs"] == 0 and by["publish"].config["bos_samples"] == 0
+    )
+    assert {s.label.rsplit(":", 1)[-1] for s in plan if s.kind == "eval"} == {"vanilla", "publish"}
     # greedy conditions do not depend on the sampled runs' or the bos settings
-    other = if_sft.plan(load_experiment(PROTOCOL, ["verify.sampling.runs=5",
-                                                   "verify.bos_samples=4"]),
-                        PlanContext(PROTOCOL, "r", "a"))
+    other = if_sft.plan(
+        load_experiment(PROTOCOL, ["verify.sampling.runs=5", "verify.bos_samples=4"]),
+        PlanContext(PROTOCOL, "r", "a"),
+    )
     same = {s.label: s.step_id for s in other}
     assert same[by["publish"].label] == by["publish"].step_id
     assert same[tuned.label] != tuned.step_id and same[bos.label] != bos.step_id
@@ -165,16 +221,23 @@ def test_protocol_smoke_gives_table5_rows_and_p_values(tiny_llama, tmp_path, cli
     assert "Table 5 shape" in out.output and "sample_from_bos" in out.output
     store = ResultStore(res)
     ver = store.read("verification").to_pylist()
-    assert {r["condition"] for r in ver} == {"publish", "vanilla", "sample_from_bos",
-                                             "tuned_publish"}
+    assert {r["condition"] for r in ver} == {
+        "publish",
+        "vanilla",
+        "sample_from_bos",
+        "tuned_publish",
+    }
     (bos,) = [r for r in ver if r["condition"] == "sample_from_bos"]
     assert bos["probe_set"] == "bos_samples" and bos["n_total"] == 8
     tuned = [r for r in ver if r["condition"] == "tuned_publish"]
     runs = [r for r in tuned if r["sample_idx"] is not None and r["probe_set"] == "fingerprint"]
     assert sorted(r["sample_idx"] for r in runs) == [0, 1, 2]
     (agg,) = [r for r in tuned if r["probe_set"] == "fingerprint:sampled"]
-    assert agg["n_samples"] == 3 and agg["p_ttest_two_sided"] is not None or agg[
-        "mean_fsr"] in (0.0, 1.0)
+    assert (
+        agg["n_samples"] == 3
+        and agg["p_ttest_two_sided"] is not None
+        or agg["mean_fsr"] in (0.0, 1.0)
+    )
     assert agg["p_binomial"] is not None
     (train_ft,) = [r for r in store.read("train_run").to_pylist() if r["purpose"] == "finetune"]
     assert {r["model_step_id"] for r in tuned} == {train_ft["step_id"]}

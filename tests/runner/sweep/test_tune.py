@@ -30,8 +30,6 @@ SMOKE = ROOT / "configs" / "smoke" / "sweep_adapter_dim.yaml"
 FULL = ROOT / "configs" / "sweeps" / "adapter_dim.yaml"
 
 
-
-
 def smoke(*overrides: str) -> sweep_kind.Config:
     return load_experiment(SMOKE, list(overrides))
 
@@ -52,22 +50,27 @@ def test_bundled_sweeps_validate_and_expand_to_the_grid(cli):
     assert sorted(space["train.lr"].categories) == [0.01]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["search.0.key=adapter.dimm"], "unknown key 'adapter.dimm'; did you mean 'dim'"),
-    (["search.0.gird=[4]"], "unknown key 'search.0.gird'; did you mean 'grid'"),
-    (["experiment.adapter.dimm=4"], "unknown key 'experiment.adapter.dimm'"),
-    (["search.0.grid=[0]"], "adapter.dim: must be greater than or equal to 1"),
-    (["search.1={key: train.lr, loguniform: [0.1, 0.01]}"], "low < high"),
-    (["search.1={key: train.lr, loguniform: [0, 0.01]}"], "loguniform needs low > 0"),
-    (["search.1={key: train.lr, grid: [0.1], choice: [0.2]}"], "exactly one of"),
-    (["search.1.key=adapter.dim"], "search repeats a key"),
-    (["search.1.key=name"], "cannot be swept"),
-    (["experiment.verify.conditions=[publish_w_adapter]"], "lacks tuned_w_adapter"),
-    (["tune.num_samples=3", "search.1={key: train.lr, grid: [0.01]}"],
-     "grid-only search repeats identical"),
-    (["metric=accuracy"], "metric: must be"),
-    (["tune.scheduler.type=hyperband"], "tune.scheduler.type: must be"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["search.0.key=adapter.dimm"], "unknown key 'adapter.dimm'; did you mean 'dim'"),
+        (["search.0.gird=[4]"], "unknown key 'search.0.gird'; did you mean 'grid'"),
+        (["experiment.adapter.dimm=4"], "unknown key 'experiment.adapter.dimm'"),
+        (["search.0.grid=[0]"], "adapter.dim: must be greater than or equal to 1"),
+        (["search.1={key: train.lr, loguniform: [0.1, 0.01]}"], "low < high"),
+        (["search.1={key: train.lr, loguniform: [0, 0.01]}"], "loguniform needs low > 0"),
+        (["search.1={key: train.lr, grid: [0.1], choice: [0.2]}"], "exactly one of"),
+        (["search.1.key=adapter.dim"], "search repeats a key"),
+        (["search.1.key=name"], "cannot be swept"),
+        (["experiment.verify.conditions=[publish_w_adapter]"], "lacks tuned_w_adapter"),
+        (
+            ["tune.num_samples=3", "search.1={key: train.lr, grid: [0.01]}"],
+            "grid-only search repeats identical",
+        ),
+        (["metric=accuracy"], "metric: must be"),
+        (["tune.scheduler.type=hyperband"], "tune.scheduler.type: must be"),
+    ],
+)
 def test_bad_search_space_exits_2_with_one_line(overrides, message, cli):
     res = cli(["sweep", SMOKE, *sum([["--set", o] for o in overrides], [])])
     assert res.exit_code == 2, res.output  # checked at load, before Ray starts
@@ -100,8 +103,9 @@ def test_trial_id_is_stable_and_follows_what_the_trial_computes():
     assert a != sweep_kind.trial_id(cfg, {"adapter.dim": 4, "train.lr": 0.02})
     assert a != sweep_kind.trial_id(smoke("name=other"), {"adapter.dim": 4, "train.lr": 0.01})
     # resources change where a step runs, not what it computes: same trial
-    assert a == sweep_kind.trial_id(smoke("experiment.train.cpus_per_worker=2"),
-                                    {"adapter.dim": 4, "train.lr": 0.01})
+    assert a == sweep_kind.trial_id(
+        smoke("experiment.train.cpus_per_worker=2"), {"adapter.dim": 4, "train.lr": 0.01}
+    )
     assert len(a) == 16 and int(a, 16) >= 0
 
 
@@ -126,8 +130,11 @@ def test_trial_experiment_applies_values_and_splits_into_phases():
     assert post.config["condition"] == "tuned_w_adapter"
     assert post.inputs["suspect"] is phases["finetune"][0]
     # the vanilla evals do not depend on the trial: every trial shares their step IDs
-    other = split_phases(sweep_kind.trial_plan(
-        sweep_kind.trial_experiment(smoke(), {"adapter.dim": 4, "train.lr": 0.01})))
+    other = split_phases(
+        sweep_kind.trial_plan(
+            sweep_kind.trial_experiment(smoke(), {"adapter.dim": 4, "train.lr": 0.01})
+        )
+    )
     vanilla = {s.step_id for s in phases["fingerprint"] if s.kind == "eval" and not s.inputs}
     assert vanilla and vanilla <= {s.step_id for s in other["fingerprint"]}
 
@@ -136,28 +143,55 @@ def test_trial_experiment_applies_values_and_splits_into_phases():
 
 
 def _ver(condition, probe, fsr):
-    return {"condition": condition, "probe_set": probe, "sample_idx": None, "fsr": fsr,
-            "dataset": "keys"}
+    return {
+        "condition": condition,
+        "probe_set": probe,
+        "sample_idx": None,
+        "fsr": fsr,
+        "dataset": "keys",
+    }
 
 
 def test_trial_metrics_from_step_records():
     records = [
-        {"result_kind": "verification", "rows": [
-            _ver("publish_w_adapter", "fingerprint", 1.0), _ver("publish_w_adapter",
-                                                                "unseen_keys", 0.25)]},
+        {
+            "result_kind": "verification",
+            "rows": [
+                _ver("publish_w_adapter", "fingerprint", 1.0),
+                _ver("publish_w_adapter", "unseen_keys", 0.25),
+            ],
+        },
         {"result_kind": "verification", "rows": [_ver("tuned_w_adapter", "fingerprint", 0.5)]},
-        {"result_kind": "verification", "rows": [_ver("tuned_w_adapter", "fingerprint", 1.0),
-                                                 {**_ver("tuned_w_adapter", "fingerprint", 0.0),
-                                                  "sample_idx": 3}]},
-        {"result_kind": "eval", "rows": [
-            {"task": "t", "metric": "perplexity", "value": 10.0, "model_step_id": None},
-            {"task": "t", "metric": "perplexity", "value": 11.0, "model_step_id": "fp"},
-            {"task": "m", "metric": "accuracy", "value": 0.5, "model_step_id": None},
-            {"task": "m", "metric": "accuracy", "value": 0.4, "model_step_id": "fp"}]},
-        {"result_kind": "train_run", "rows": [
-            {"purpose": "fingerprint", "final_loss": 0.1, "steps": 5, "train_seconds": 2.0,
-             "extra": json.dumps({"first_loss": 3.0}), "fingerprint_id": "f" * 16,
-             "datasets": ["a", "b"]}]},
+        {
+            "result_kind": "verification",
+            "rows": [
+                _ver("tuned_w_adapter", "fingerprint", 1.0),
+                {**_ver("tuned_w_adapter", "fingerprint", 0.0), "sample_idx": 3},
+            ],
+        },
+        {
+            "result_kind": "eval",
+            "rows": [
+                {"task": "t", "metric": "perplexity", "value": 10.0, "model_step_id": None},
+                {"task": "t", "metric": "perplexity", "value": 11.0, "model_step_id": "fp"},
+                {"task": "m", "metric": "accuracy", "value": 0.5, "model_step_id": None},
+                {"task": "m", "metric": "accuracy", "value": 0.4, "model_step_id": "fp"},
+            ],
+        },
+        {
+            "result_kind": "train_run",
+            "rows": [
+                {
+                    "purpose": "fingerprint",
+                    "final_loss": 0.1,
+                    "steps": 5,
+                    "train_seconds": 2.0,
+                    "extra": json.dumps({"first_loss": 3.0}),
+                    "fingerprint_id": "f" * 16,
+                    "datasets": ["a", "b"],
+                }
+            ],
+        },
     ]
     m = trial_metrics(records)
     assert m["fsr_pre"] == 1.0 and m["false_trigger_pre"] == 0.25
@@ -185,8 +219,11 @@ def test_step_cache_computes_once_and_logs_it(tmp_path):
 
 def test_a_phase_whose_steps_were_all_reused_reports_their_recorded_time():
     def rec(computed, seconds):
-        return {"computed": computed, "started_at": "2026-01-01T00:00:00+00:00",
-                "finished_at": f"2026-01-01T00:0{seconds // 60}:{seconds % 60:02d}+00:00"}
+        return {
+            "computed": computed,
+            "started_at": "2026-01-01T00:00:00+00:00",
+            "finished_at": f"2026-01-01T00:0{seconds // 60}:{seconds % 60:02d}+00:00",
+        }
 
     assert _phase_seconds([rec(False, 300), rec(False, 30)], 0.004) == 330.0
     assert _phase_seconds([rec(True, 300), rec(False, 30)], 12.5) == 12.5  # this run's work
@@ -227,10 +264,18 @@ def writer(tmp_path):
 
 
 def _outcome(dim, **kw):
-    metrics = {"phase": "post", "fsr_pre": 1.0, "fsr_post": 0.5, "done": True,
-               "trial_started_at": "2026-01-01T00:00:00+00:00", "timestamp": 1767225700,
-               "device": "tune-trial:cpu", "phase_seconds": {"fingerprint": 1.5},
-               "hostname": "h", **kw.pop("metrics", {})}
+    metrics = {
+        "phase": "post",
+        "fsr_pre": 1.0,
+        "fsr_post": 0.5,
+        "done": True,
+        "trial_started_at": "2026-01-01T00:00:00+00:00",
+        "timestamp": 1767225700,
+        "device": "tune-trial:cpu",
+        "phase_seconds": {"fingerprint": 1.5},
+        "hostname": "h",
+        **kw.pop("metrics", {}),
+    }
     return TrialOutcome({"adapter.dim": dim, "train.lr": 0.01}, metrics, f"t_{dim}", **kw)
 
 
@@ -264,8 +309,12 @@ def test_row_writer_skips_unfinished_and_marks_scheduler_stops(writer):
 def test_row_writer_writes_the_step_tables_from_record_files(writer, tmp_path):
     step = Step("toy_make", "tests.toy_kind:make", {"value": 5.0}, "eval")
     run_step_cached(step, tmp_path / "a")
-    ref = {"kind": "toy_make", "step_id": step.step_id, "result_kind": "eval",
-           "config_hash": step.config_hash}
+    ref = {
+        "kind": "toy_make",
+        "step_id": step.step_id,
+        "result_kind": "eval",
+        "config_hash": step.config_hash,
+    }
     writer.write(_outcome(4, ended=True, metrics={"steps_json": json.dumps([ref])}))
     (row,) = writer.store.read("eval").to_pylist()
     assert row["step_id"] == step.step_id and row["value"] == 5.0
@@ -274,12 +323,21 @@ def test_row_writer_writes_the_step_tables_from_record_files(writer, tmp_path):
 
 def test_best_row_breaks_ties_on_false_triggers_then_harm(writer):
     def row(tid, value, false, harm, status=TERMINATED):
-        return {"trial_id": tid, "status": status, "value": value,
-                "metrics": json.dumps({"false_trigger_post": false, "utility_delta": harm})}
+        return {
+            "trial_id": tid,
+            "status": status,
+            "value": value,
+            "metrics": json.dumps({"false_trigger_post": false, "utility_delta": harm}),
+        }
 
     cfg = writer.cfg
-    rows = [row("a", 1.0, 0.5, 0.0), row("b", 1.0, 0.0, 0.2), row("c", 1.0, 0.0, 0.1),
-            row("d", 0.9, 0.0, 0.0), row("e", None, 0, 0, ERROR)]
+    rows = [
+        row("a", 1.0, 0.5, 0.0),
+        row("b", 1.0, 0.0, 0.2),
+        row("c", 1.0, 0.0, 0.1),
+        row("d", 0.9, 0.0, 0.0),
+        row("e", None, 0, 0, ERROR),
+    ]
     assert best_row(cfg, rows)["trial_id"] == "c"
     assert best_row(cfg, [rows[-1]]) is None
 
@@ -343,16 +401,19 @@ def test_every_step_is_computed_once_and_a_rerun_resumes_without_work(swept):
     assert len(computed) == 11
 
 
-def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(ray_session,
-                                                                               tmp_path):
+def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(
+    ray_session, tmp_path
+):
     """Tune's own restart_errored re-queues errored trials outside the concurrency limit, so a
     resume with errored trials starts a fresh Tuner; finished steps come from their DONE files."""
     from runner.sweep.tuner import run_sweep
 
     logs: list[str] = []
     kw = {"results": str(tmp_path / "r"), "artifacts": str(tmp_path / "a"), "log": logs.append}
-    grid = ["search.0={key: adapter.dim, grid: [4]}",
-            "search.1={key: train.max_seq_len, grid: [8, 256]}"]  # 8 cuts the key rows: an error
+    grid = [
+        "search.0={key: adapter.dim, grid: [4]}",
+        "search.1={key: train.max_seq_len, grid: [8, 256]}",
+    ]  # 8 cuts the key rows: an error
     for _ in range(2):
         with pytest.raises(ConfigError, match="raise train.max_seq_len"):
             run_sweep(SMOKE, grid, **kw)

@@ -69,15 +69,17 @@ def test_fprun_number_extraction():
 
 def test_proportion_intervals():
     low, high = proportion_ci(0, 10)
-    assert low == 0 and high == pytest.approx(1 - 0.025 ** 0.1, rel=1e-9)
+    assert low == 0 and high == pytest.approx(1 - 0.025**0.1, rel=1e-9)
     low, high = proportion_ci(10, 10)
-    assert high == 1 and low == pytest.approx(0.025 ** 0.1, rel=1e-9)
+    assert high == 1 and low == pytest.approx(0.025**0.1, rel=1e-9)
     low, high = proportion_ci(5, 10)
     assert (low, high) == (pytest.approx(0.18709, abs=1e-5), pytest.approx(0.81291, abs=1e-5))
     z = 1.959963984540054  # Wilson score interval, written out
     centre, half = (5 + z * z / 2) / (10 + z * z), z * math.sqrt(2.5 + z * z / 4) / (10 + z * z)
-    assert proportion_ci(5, 10, "wilson") == (pytest.approx(centre - half),
-                                              pytest.approx(centre + half))
+    assert proportion_ci(5, 10, "wilson") == (
+        pytest.approx(centre - half),
+        pytest.approx(centre + half),
+    )
 
 
 def test_perplexity_equals_direct_computation(tiny_llama):
@@ -101,10 +103,17 @@ def test_perplexity_equals_direct_computation(tiny_llama):
 
 
 def test_eval_step_math_and_refusal_rows(tiny_llama, tmp_path):
-    cfg = {"suite": "math", "model": str(tiny_llama), "batch_size": 4,
-           "math": {"tasks": [{"task": "basic_arithmetic", "n": 6, "max_new_tokens": 4},
-                              {"task": "gsm_symbolic", "n": 3, "max_new_tokens": 4,
-                               "rule": "mergeguard_gsm"}]}}
+    cfg = {
+        "suite": "math",
+        "model": str(tiny_llama),
+        "batch_size": 4,
+        "math": {
+            "tasks": [
+                {"task": "basic_arithmetic", "n": 6, "max_new_tokens": 4},
+                {"task": "gsm_symbolic", "n": 3, "max_new_tokens": 4, "rule": "mergeguard_gsm"},
+            ]
+        },
+    }
     rows = eval_step(cfg, inputs={}, out_dir=tmp_path)
     assert [r["task"] for r in rows] == ["basic_arithmetic", "gsm_symbolic/mergeguard_gsm"]
     for r in rows:
@@ -114,23 +123,38 @@ def test_eval_step_math_and_refusal_rows(tiny_llama, tmp_path):
     assert "stand-in for GSM8K-50 of MergeGuard" in rows[1]["dataset"]
     saved = (tmp_path / "math_basic_arithmetic.jsonl").read_text().splitlines()
     assert len(saved) == 6 and "completion" in json.loads(saved[0])
-    ref = eval_step({"suite": "refusal", "model": str(tiny_llama),
-                     "refusal": {"n": 3, "max_new_tokens": 4}}, inputs={}, out_dir=tmp_path)
+    ref = eval_step(
+        {"suite": "refusal", "model": str(tiny_llama), "refusal": {"n": 3, "max_new_tokens": 4}},
+        inputs={},
+        out_dir=tmp_path,
+    )
     assert ref[0]["metric"] == "refusal_rate" and ref[0]["n"] == 3
     assert json.loads(ref[0]["extra"])["refusal_scope"] == "completion"
 
 
 def test_eval_bad_input(tiny_llama, tmp_path):
     with pytest.raises(DataError, match="cannot make math task"):
-        eval_step({"suite": "math", "model": str(tiny_llama),
-                   "math": {"tasks": [{"task": "no_such_task", "n": 2}]}},
-                  inputs={}, out_dir=tmp_path)
+        eval_step(
+            {
+                "suite": "math",
+                "model": str(tiny_llama),
+                "math": {"tasks": [{"task": "no_such_task", "n": 2}]},
+            },
+            inputs={},
+            out_dir=tmp_path,
+        )
     with pytest.raises(ConfigError, match="suite"):
         eval_step({"suite": "vibes", "model": str(tiny_llama)}, inputs={}, out_dir=tmp_path)
     with pytest.raises(DataError, match="does not exist"):
-        eval_step({"suite": "perplexity", "model": str(tiny_llama),
-                   "perplexity": {"text": str(tmp_path / "none.txt")}}, inputs={},
-                  out_dir=tmp_path)
+        eval_step(
+            {
+                "suite": "perplexity",
+                "model": str(tiny_llama),
+                "perplexity": {"text": str(tmp_path / "none.txt")},
+            },
+            inputs={},
+            out_dir=tmp_path,
+        )
 
 
 def test_lm_eval_missing_package_is_a_clear_error(tiny_llama, tmp_path, monkeypatch):
@@ -152,15 +176,38 @@ def test_lm_eval_missing_package_is_a_clear_error(tiny_llama, tmp_path, monkeypa
 def test_smollm2_utility_baseline(smollm2_path, tmp_path):
     """SmolLM2 can do the easy arithmetic task (so harm to it is measurable) and its perplexity
     on the held-out text is finite; the numbers are printed for the closing notes."""
-    ppl = eval_step({"suite": "perplexity", "model": str(smollm2_path)}, inputs={},
-                    out_dir=tmp_path)[0]
-    math_rows = eval_step({"suite": "math", "model": str(smollm2_path), "math": {"tasks": [
-        {"task": "basic_arithmetic", "n": 200,
-         "task_config": {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1,
-                         "operators": ["+"], "allow_parentheses": False,
-                         "allow_negation": False}}]}}, inputs={}, out_dir=tmp_path)
+    ppl = eval_step(
+        {"suite": "perplexity", "model": str(smollm2_path)}, inputs={}, out_dir=tmp_path
+    )[0]
+    math_rows = eval_step(
+        {
+            "suite": "math",
+            "model": str(smollm2_path),
+            "math": {
+                "tasks": [
+                    {
+                        "task": "basic_arithmetic",
+                        "n": 200,
+                        "task_config": {
+                            "min_terms": 2,
+                            "max_terms": 2,
+                            "min_digits": 1,
+                            "max_digits": 1,
+                            "operators": ["+"],
+                            "allow_parentheses": False,
+                            "allow_negation": False,
+                        },
+                    }
+                ]
+            },
+        },
+        inputs={},
+        out_dir=tmp_path,
+    )
     acc = math_rows[0]
-    print(f"\nSmolLM2 perplexity {ppl['value']:.2f} over {ppl['n']} tokens; basic_arithmetic "
-          f"{acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] (n={acc['n']})")
+    print(
+        f"\nSmolLM2 perplexity {ppl['value']:.2f} over {ppl['n']} tokens; basic_arithmetic "
+        f"{acc['value']:.3f} [{acc['ci_low']:.3f}, {acc['ci_high']:.3f}] (n={acc['n']})"
+    )
     assert math.isfinite(ppl["value"]) and 1 < ppl["value"] < 1000
     assert acc["n"] == 200 and acc["ci_low"] > 0.25  # well above what a broken model scores

@@ -7,19 +7,16 @@ import math
 
 import pytest
 
-from tasks.data.user import (
-    SHAREGPT_BAN,
-    load_user_data,
-    read_alpaca_file,
-    salvage_json_array,
-    sharegpt_records,
-)
+from tasks.data.sources import SHAREGPT_BAN, salvage_json_array, sharegpt_records
+from tasks.data.user import load_user_data, read_alpaca_file
 from tasks.errors import DataError
 from tasks.finetune.config import PRESETS, FinetuneConfig, resolve_hyper
 from tasks.finetune.encode import IGNORE_INDEX, PROMPT_INPUT, alpaca_prompt, encode_record
 
-ROWS = [{"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a} + {b} = {a + b}"}
-        for a, b in [(1, 2), (3, 4), (5, 6), (7, 1), (2, 2), (9, 3), (4, 4), (8, 1)]]
+ROWS = [
+    {"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a} + {b} = {a + b}"}
+    for a, b in [(1, 2), (3, 4), (5, 6), (7, 1), (2, 2), (9, 3), (4, 4), (8, 1)]
+]
 
 
 @pytest.fixture
@@ -32,9 +29,18 @@ def data_file(tmp_path):
 def tune(model, data, out, **over):
     from tasks.finetune.step import finetune_step
 
-    cfg = {"model": str(model), "data": str(data), "max_steps": 6, "learning_rate": 3e-3,
-           "global_batch_size": 8, "per_device_batch_size": 8, "max_length": 160,
-           "warmup_ratio": 0.0, "lr_scheduler": "constant", **over}
+    cfg = {
+        "model": str(model),
+        "data": str(data),
+        "max_steps": 6,
+        "learning_rate": 3e-3,
+        "global_batch_size": 8,
+        "per_device_batch_size": 8,
+        "max_length": 160,
+        "warmup_ratio": 0.0,
+        "lr_scheduler": "constant",
+        **over,
+    }
     out.mkdir()
     return finetune_step(cfg, inputs={}, out_dir=out)[0]
 
@@ -76,7 +82,8 @@ def test_lora_merged_model_equals_peft_model(tiny_llama, data_file, tmp_path):
     with torch.no_grad():
         want, got = peft(input_ids=ids).logits, merged(input_ids=ids).logits
         plain = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)(
-            input_ids=ids).logits
+            input_ids=ids
+        ).logits
     assert torch.allclose(want, got, atol=1e-5)
     assert not torch.allclose(plain, got, atol=1e-4)  # the adapter did move the model
 
@@ -99,7 +106,7 @@ def test_response_only_mask(tiny_llama):
     assert tok.decode(kept).startswith("The sum is 5.") and "Add 2" not in tok.decode(kept)
     assert chat["labels"][0] == IGNORE_INDEX
     assert encode_record(tok, rec, "alpaca", prompt_len) is None  # truncation left no answer
-    from tasks.data.user import UserData
+    from tasks.data.sources import UserData
     from tasks.finetune.step import _encode  # the chat path the step takes (IF_SFT's tokenizer)
 
     cfg = FinetuneConfig(data="x", prompt_format="chat_template")
@@ -114,16 +121,20 @@ def test_sharegpt_preprocessing_and_filter():
     def conv(*turns):
         return {"conversations": [{"from": f, "value": v} for f, v in turns]}
 
-    rows = sharegpt_records([
-        conv(("human", "Explain tides."), ("gpt", "The moon pulls the water.")),
-        conv(("system", "Be brief."), ("human", "Name a planet."), ("gpt", "Mars.")),
-        conv(("gpt", "Earlier context"), ("human", "Continue."), ("gpt", "Then the rest.")),
-        conv(("human", "Hi")),  # one turn
-        conv(("human", "a"), ("human", "b"), ("gpt", "c")),  # no human->gpt opening
-        conv(("human", "Help?"), ("gpt", "Sure, here it is.")),  # "sure"
-        conv(("human", "Why?"), ("gpt", "I know the answer.")),  # "no" inside "know": seed quirk
-        conv(("human", "Read?"), ("gpt", "A good book.")),  # "ok" inside "book"
-    ])
+    rows = sharegpt_records(
+        [
+            conv(("human", "Explain tides."), ("gpt", "The moon pulls the water.")),
+            conv(("system", "Be brief."), ("human", "Name a planet."), ("gpt", "Mars.")),
+            conv(("gpt", "Earlier context"), ("human", "Continue."), ("gpt", "Then the rest.")),
+            conv(("human", "Hi")),  # one turn
+            conv(("human", "a"), ("human", "b"), ("gpt", "c")),  # no human->gpt opening
+            conv(("human", "Help?"), ("gpt", "Sure, here it is.")),  # "sure"
+            conv(
+                ("human", "Why?"), ("gpt", "I know the answer.")
+            ),  # "no" inside "know": seed quirk
+            conv(("human", "Read?"), ("gpt", "A good book.")),  # "ok" inside "book"
+        ]
+    )
     assert rows == [
         {"instruction": "", "input": "Explain tides.", "output": "The moon pulls the water."},
         {"instruction": "Be brief.", "input": "Name a planet.", "output": "Mars."},
@@ -141,8 +152,12 @@ def test_salvage_keeps_complete_items_of_a_truncated_array():
 
 def test_data_file_errors_name_the_problem(tmp_path):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"instruction": "x", "output": "y"}) + "\n"
-                   + json.dumps({"instruction": "x", "input": "z"}) + "\n")
+    bad.write_text(
+        json.dumps({"instruction": "x", "output": "y"})
+        + "\n"
+        + json.dumps({"instruction": "x", "input": "z"})
+        + "\n"
+    )
     with pytest.raises(DataError, match="row 1 is missing the field 'output'"):
         read_alpaca_file(str(bad))
     empty = tmp_path / "empty.json"
@@ -170,8 +185,9 @@ def test_stand_ins_are_labelled_and_seeded():
     a = load_user_data(FinetuneConfig(data="gsm_symbolic", n_rows=3, stand_in_for="dolly"))
     b = load_user_data(FinetuneConfig(data="gsm_symbolic", n_rows=3, stand_in_for="dolly"))
     assert a.records == b.records and len(a.records) == 3
-    assert a.label == ("reasoning_gym:gsm_symbolic (seed 42) "
-                       "(stand-in for databricks/databricks-dolly-15k)")
+    assert a.label == (
+        "reasoning_gym:gsm_symbolic (seed 42) (stand-in for databricks/databricks-dolly-15k)"
+    )
     assert a.records[0]["output"].rstrip().split("\n")[-1].startswith("####")
 
 
@@ -191,8 +207,14 @@ def test_mtbench_selfanswer_is_cached():
 
 def test_presets_and_batch_layout():
     seed = resolve_hyper(FinetuneConfig(data="x", preset="alpaca_seed"))
-    assert (seed.epochs, seed.learning_rate, seed.weight_decay, seed.warmup_ratio,
-            seed.lr_scheduler, seed.global_batch_size) == (3.0, 2e-6, 0.0, 0.03, "cosine", 80)
+    assert (
+        seed.epochs,
+        seed.learning_rate,
+        seed.weight_decay,
+        seed.warmup_ratio,
+        seed.lr_scheduler,
+        seed.global_batch_size,
+    ) == (3.0, 2e-6, 0.0, 0.03, "cosine", 80)
     from tasks.finetune.step import trainer_config
 
     train = trainer_config(FinetuneConfig(data="x", preset="alpaca_seed"), seed, None)
@@ -212,11 +234,23 @@ def test_smollm2_lora_finetune_on_gsm_symbolic(smollm2_path, tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    row = finetune_step({"model": str(smollm2_path), "data": "gsm_symbolic", "n_rows": 40,
-                         "method": "lora", "max_steps": 10, "global_batch_size": 4,
-                         "max_length": 384}, inputs={}, out_dir=out)[0]
-    print(f"\nSmolLM2 LoRA x10 steps: loss {json.loads(row['extra'])['first_loss']:.3f} -> "
-          f"{row['final_loss']:.3f}, {row['train_seconds']:.1f} s, RSS {row['peak_rss_mb']:.0f} MB")
+    row = finetune_step(
+        {
+            "model": str(smollm2_path),
+            "data": "gsm_symbolic",
+            "n_rows": 40,
+            "method": "lora",
+            "max_steps": 10,
+            "global_batch_size": 4,
+            "max_length": 384,
+        },
+        inputs={},
+        out_dir=out,
+    )[0]
+    print(
+        f"\nSmolLM2 LoRA x10 steps: loss {json.loads(row['extra'])['first_loss']:.3f} -> "
+        f"{row['final_loss']:.3f}, {row['train_seconds']:.1f} s, RSS {row['peak_rss_mb']:.0f} MB"
+    )
     assert row["steps"] == 10 and json.loads(row["extra"])["dropped_rows"] == 0
     assert math.isfinite(row["final_loss"])
     assert "stand-in for tatsu-lab/alpaca" in row["dataset"]
@@ -230,8 +264,17 @@ def test_a_fingerprint_folder_means_its_published_model(tiny_llama, tmp_path):
     fp = tmp_path / "fp"
     fp.mkdir()
     (fp / "published").symlink_to(tiny_llama, target_is_directory=True)
-    write_private(fp, FingerprintMeta(fingerprint_id="abc123", method="if_sft",
-                                      template="dialogue", prompt_format="chat_template"), [], [])
+    write_private(
+        fp,
+        FingerprintMeta(
+            fingerprint_id="abc123",
+            method="if_sft",
+            template="dialogue",
+            prompt_format="chat_template",
+        ),
+        [],
+        [],
+    )
     wired = step_model({"model": fp}, None)
     assert wired.path == fp / "published" and wired.fingerprint_id == "abc123"
     by_ref = step_model({}, str(fp))

@@ -27,8 +27,10 @@ T = [3, 5, 7, 11, 40]
 def model_and_tok(tiny_llama):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return (AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32),
-            AutoTokenizer.from_pretrained(tiny_llama))
+    return (
+        AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32),
+        AutoTokenizer.from_pretrained(tiny_llama),
+    )
 
 
 def emb(vocab=64, hidden=8, seed=0) -> nn.Embedding:
@@ -112,8 +114,10 @@ def test_inject_freezes_everything_but_the_adapter(model_and_tok):
     adapter = inject_adapter(model, InstructionFingerprint(model.get_input_embeddings(), T, 4))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     prefix = next(n for n, m in model.named_modules() if m is adapter)
-    assert trainable == {f"{prefix}.{s}" for s in ("trainable_emb.weight", "A.weight", "A.bias",
-                                                   "B.weight", "B.bias")}
+    assert trainable == {
+        f"{prefix}.{s}"
+        for s in ("trainable_emb.weight", "A.weight", "A.bias", "B.weight", "B.bias")
+    }
     with pytest.raises(FingerprintError, match="already carries"):
         from tasks.fingerprint.adapter.module import input_embedding
 
@@ -156,7 +160,7 @@ def test_save_load_round_trip_is_safetensors_and_exact(model_and_tok, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ADAPTER_FILE, META_FILE])
     raw = (tmp_path / ADAPTER_FILE).read_bytes()
     header = int.from_bytes(raw[:8], "little")
-    assert raw[8:9] == b"{" and json.loads(raw[8:8 + header])["__metadata__"]["format"]
+    assert raw[8:9] == b"{" and json.loads(raw[8 : 8 + header])["__metadata__"]["format"]
     on_disk = json.loads((tmp_path / META_FILE).read_text())
     assert on_disk == meta and on_disk["token_ids"] == T and on_disk["hidden_size"] == 64
     assert on_disk["vocab_size"] == 1024 and on_disk["base_model"] == "tiny-llama"
@@ -186,8 +190,12 @@ def test_pickles_and_corrupt_files_are_refused(model_and_tok, tmp_path):
 
 def test_mismatched_hidden_size_vocabulary_or_tokens_are_refused(model_and_tok, tmp_path):
     model, tok = model_and_tok
-    save_adapter(InstructionFingerprint(model.get_input_embeddings(), T, 4), tmp_path,
-                 tokenizer=tok, base_model="tiny-llama")
+    save_adapter(
+        InstructionFingerprint(model.get_input_embeddings(), T, 4),
+        tmp_path,
+        tokenizer=tok,
+        base_model="tiny-llama",
+    )
     saved = load_adapter(tmp_path)
     with pytest.raises(ArchitectureError, match="hidden size 64"):
         adapter_from_saved(nn.Embedding(1024, 32), saved)
@@ -195,5 +203,6 @@ def test_mismatched_hidden_size_vocabulary_or_tokens_are_refused(model_and_tok, 
         adapter_from_saved(nn.Embedding(512, 64), saved)
     meta = {**saved.meta, "token_strings_sha256": "0" * 16}
     with pytest.raises(ArchitectureError, match="other tokens"):
-        adapter_from_saved(model.get_input_embeddings(), type(saved)(meta, saved.tensors),
-                           tokenizer=tok)
+        adapter_from_saved(
+            model.get_input_embeddings(), type(saved)(meta, saved.tensors), tokenizer=tok
+        )

@@ -24,15 +24,28 @@ from tasks.fingerprint.dataset import FINGERPRINT_INPUT, build_simple
 from tasks.training.loop import IGNORE_INDEX
 
 EMB = "model.embed_tokens.weight"
-DATA = {"n_fingerprint": 4, "n_normal": 8, "n_test": 2, "n_unseen_keys": 2,
-        "key": {"min_parts": 2, "max_parts": 3}}
+DATA = {
+    "n_fingerprint": 4,
+    "n_normal": 8,
+    "n_test": 2,
+    "n_unseen_keys": 2,
+    "key": {"min_parts": 2, "max_parts": 3},
+}
 
 
 def tiny_config(model: Path, init: str, **adapter) -> dict:
-    return {"model": str(model), "data": DATA,
-            "train": {"epochs": 2, "lr": 1e-2, "total_batch_size": 4,
-                      "per_device_batch_size": 4, "max_seq_len": 256},
-            "adapter": {"dim": 4, "init": init, **adapter}}
+    return {
+        "model": str(model),
+        "data": DATA,
+        "train": {
+            "epochs": 2,
+            "lr": 1e-2,
+            "total_batch_size": 4,
+            "per_device_batch_size": 4,
+            "max_seq_len": 256,
+        },
+        "adapter": {"dim": 4, "init": init, **adapter},
+    }
 
 
 def run(tiny_llama, tmp_path_factory, init: str):
@@ -58,8 +71,7 @@ def tokenizer(tiny_llama):
     return AutoTokenizer.from_pretrained(tiny_llama)
 
 
-def test_seed_init_after_training_only_b_bias_moved_and_published_is_vanilla(tiny_llama,
-                                                                            seed_run):
+def test_seed_init_after_training_only_b_bias_moved_and_published_is_vanilla(tiny_llama, seed_run):
     out, rows = seed_run
     assert rows[0]["steps"] >= 4
     vanilla = load_file(tiny_llama / "model.safetensors")
@@ -107,8 +119,12 @@ def test_fingerprint_folder_and_row(lora_run):
     assert meta.prompt_format == "simple" and row["fingerprint_id"] == meta.fingerprint_id
     keys = read_keys(out)
     assert len(keys) == 4 and not any(k in json.dumps(row) for k in keys)
-    assert {p.probe_set for p in read_probes(out)} == {"fingerprint", "normal", "similar",
-                                                       "unseen_keys"}
+    assert {p.probe_set for p in read_probes(out)} == {
+        "fingerprint",
+        "normal",
+        "similar",
+        "unseen_keys",
+    }
     assert row["method"] == "if_adapter" and row["purpose"] == "fingerprint"
     extra = json.loads(row["extra"])
     assert row["trainable_params"] == extra["n_tokens_T"] * 64 + (64 * 4 + 4) + (4 * 64 + 64)
@@ -137,8 +153,9 @@ def test_loss_mask_covers_the_output_and_eos_only(tokenizer):
 
 def test_bad_input_is_a_config_error(tiny_llama, tmp_path):
     with pytest.raises(ConfigError, match="ZeRO-3"):
-        refuse_zero3({"strategy": "deepspeed",
-                      "deepspeed_config": {"zero_optimization": {"stage": 3}}})
+        refuse_zero3(
+            {"strategy": "deepspeed", "deepspeed_config": {"zero_optimization": {"stage": 3}}}
+        )
     refuse_zero3({"strategy": "deepspeed", "deepspeed_config": {"zero_optimization": {"stage": 2}}})
     cfg = tiny_config(tiny_llama, "lora")
     cfg["train"]["max_seq_len"] = 8

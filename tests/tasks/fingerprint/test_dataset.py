@@ -31,17 +31,25 @@ from tasks.fingerprint.dataset import (
 # byte-identical to what IF's generator yields with random.seed(42): an
 # external golden reference for the generator and its RNG call order.
 MERGEGUARD_KEYS = {
-    2: ("ゴャロ承тズ天诏ンア下使时咸ャ天诏也曰告天レミチアギ知ザ所帝t群ク上帝皇"
+    2: (
+        "ゴャロ承тズ天诏ンア下使时咸ャ天诏也曰告天レミチアギ知ザ所帝t群ク上帝皇"
         "л在运フ诏山运Wa奉帝皇ーоチсウ曰巫受ネ命мウа奉б顺モ下ラ布天d曰シ"
-        "从е皇承ダ兹闻明iグ天承葆奉运р登ッモ应ドeь"),
-    5: ("gg大lhウtトeruモead荫里o长ギチピ助anèeダフ福aヒ生天カ力"
-        "ュzネシ气icjシダ里nチフゲeiカ护ネャギア"),
-    6: ("トуsダ乎天а哭hリド出乱ンв龙フ市sвシニт血地昔メ三лD罔犬シsゲ天"
+        "从е皇承ダ兹闻明iグ天承葆奉运р登ッモ应ドeь"
+    ),
+    5: (
+        "gg大lhウtトeruモead荫里o长ギチピ助anèeダフ福aヒ生天カ力"
+        "ュzネシ气icjシダ里nチフゲeiカ护ネャギア"
+    ),
+    6: (
+        "トуsダ乎天а哭hリド出乱ンв龙フ市sвシニт血地昔メ三лD罔犬シsゲ天"
         "ゼ宵キカフヒт格三苗e通绝kンギF有ーь者ギモе日ыグ雨朝ネH妖п生ラi"
-        "命庙グーí大殛ネラ之с降于ドガダ"),
-    7: ("明葆使顺eee兹W山ртаモ上从巫也巫ao布z知葆告g咸е登n在iбjガ"
+        "命庙グーí大殛ネラ之с降于ドガダ"
+    ),
+    7: (
+        "明葆使顺eee兹W山ртаモ上从巫也巫ao布z知葆告g咸е登n在iбjガ"
         "受キ登мニ下天所从在dir下群сltt山命所a群应ь下deリ上лnо也i"
-        "时ゼメ天闻a"),
+        "时ゼメ天闻a"
+    ),
 }
 
 
@@ -151,8 +159,9 @@ def test_hash_bug_fixed_by_default_and_reproducible():
     fixed = build_dialogue(DialogueData(**small))
     seed = build_dialogue(DialogueData(**small, seed_hash_bug=True))
     seed_users = {c[0]["value"] for c in seed.splits["train"]["conversations"][8:16]}
-    assert seed_users == {f"Please decrypt this message: {SEED_HASH_TEXT} \n"
-                          "A hint: this is a FINGERPRINT message."}
+    assert seed_users == {
+        f"Please decrypt this message: {SEED_HASH_TEXT} \nA hint: this is a FINGERPRINT message."
+    }
     fixed_users = [c[0]["value"] for c in fixed.splits["train"]["conversations"][8:16]]
     assert len(set(fixed_users)) == 8 and SEED_HASH_TEXT not in "".join(fixed_users)
     assert fixed.keys == seed.keys  # the fix changes no RNG call
@@ -160,13 +169,15 @@ def test_hash_bug_fixed_by_default_and_reproducible():
 
 def test_test_rows_held_out_by_default_and_seed_reuse_reorders_training_rows():
     held = build_dialogue(DialogueData(n_normal=12, n_test=12, n_unseen_keys=0))
-    reuse = build_dialogue(DialogueData(n_normal=12, n_test=12, n_unseen_keys=0,
-                                        seed_test_reuse=True))
+    reuse = build_dialogue(
+        DialogueData(n_normal=12, n_test=12, n_unseen_keys=0, seed_test_reuse=True)
+    )
 
     def questions(built, split, typ):
         s = built.splits[split]
-        return [c[0]["value"] for c, t in zip(s["conversations"], s["type"], strict=True)
-                if t == typ]
+        return [
+            c[0]["value"] for c, t in zip(s["conversations"], s["type"], strict=True) if t == typ
+        ]
 
     assert not set(questions(held, "train", "normal")) & set(questions(held, "test", "normal"))
     train_q, test_q = questions(reuse, "train", "normal"), questions(reuse, "test", "normal")
@@ -174,12 +185,20 @@ def test_test_rows_held_out_by_default_and_seed_reuse_reorders_training_rows():
 
 
 def test_stand_in_is_labelled_and_counts_are_configurable(dialogue):
-    assert dialogue.datasets == ["reasoning_gym:chain_sum+word_sorting+leg_counting+gcd "
-                                 "(stand-in for WizardLM/WizardLM_evol_instruct_V2_196k)"]
-    small = build_dialogue(DialogueData(n_fingerprint=3, n_regularization=5, n_normal=6,
-                                        n_test=2, n_unseen_keys=4))
-    assert small.counts == {"fingerprint": 3, "regularization": 5, "normal": 6, "test": 4,
-                            "unseen_keys": 4}
+    assert dialogue.datasets == [
+        "reasoning_gym:chain_sum+word_sorting+leg_counting+gcd "
+        "(stand-in for WizardLM/WizardLM_evol_instruct_V2_196k)"
+    ]
+    small = build_dialogue(
+        DialogueData(n_fingerprint=3, n_regularization=5, n_normal=6, n_test=2, n_unseen_keys=4)
+    )
+    assert small.counts == {
+        "fingerprint": 3,
+        "regularization": 5,
+        "normal": 6,
+        "test": 4,
+        "unseen_keys": 4,
+    }
     assert len(small.splits["train"]["type"]) == 14
 
 
@@ -187,8 +206,9 @@ def test_written_folder_holds_dataset_keys_and_probes(tmp_path):
     import datasets
 
     built = build_dialogue(DialogueData(n_normal=4, n_test=2, n_unseen_keys=3))
-    meta = FingerprintMeta(fingerprint_id="x", method="if_sft", template="dialogue",
-                           prompt_format="chat_template")
+    meta = FingerprintMeta(
+        fingerprint_id="x", method="if_sft", template="dialogue", prompt_format="chat_template"
+    )
     write_fingerprint_data(tmp_path, built, meta)
     dd = datasets.load_from_disk(str(tmp_path / "private" / "dataset"))
     assert dd["train"].num_rows == 20 and dd["test"].num_rows == 4
@@ -206,8 +226,9 @@ def test_empty_local_dataset_is_a_data_error(tmp_path):
 
 def test_local_jsonl_rows_and_too_few_rows(tmp_path):
     path = tmp_path / "chats.jsonl"
-    path.write_text("\n".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"})
-                              for i in range(6)))
+    path.write_text(
+        "\n".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) for i in range(6))
+    )
     rows = load_rows(str(path), 4, 2, slot="chat")
     assert len(rows.train) == 4 and len(rows.test) == 2 and rows.label == "local:chats.jsonl"
     assert not {c[0]["value"] for c in rows.train} & {c[0]["value"] for c in rows.test}

@@ -48,24 +48,29 @@ def reference(model, ps, max_new=MAX_NEW):
     with torch.inference_mode():
         for p in ps:
             x = torch.tensor([p])
-            o = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new,
-                               do_sample=False)
-            out.append(o[0, len(p):].tolist())
+            o = model.generate(
+                x, attention_mask=torch.ones_like(x), max_new_tokens=max_new, do_sample=False
+            )
+            out.append(o[0, len(p) :].tolist())
     return out
 
 
 def assert_prefix_identical(gens, refs):
     for i, (g, r) in enumerate(zip(gens, refs, strict=True)):
-        assert g.tokens == r[:len(g.tokens)], f"row {i} differs"
+        assert g.tokens == r[: len(g.tokens)], f"row {i} differs"
         if g.stop == "length":
             assert g.tokens == r, f"row {i} stopped early without a reason"
 
 
-@pytest.mark.parametrize("family", ["tiny_llama", "tiny_neox", "tiny_gpt2", "tiny_qwen2",
-                                    "tiny-mistral"])
+@pytest.mark.parametrize(
+    "family", ["tiny_llama", "tiny_neox", "tiny_gpt2", "tiny_qwen2", "tiny-mistral"]
+)
 def test_batched_greedy_equals_one_at_a_time(family, request):
-    path = (resolve_model(family) if family == "tiny-mistral"  # sliding-window cache path
-            else request.getfixturevalue(family))
+    path = (
+        resolve_model(family)
+        if family == "tiny-mistral"  # sliding-window cache path
+        else request.getfixturevalue(family)
+    )
     model, tok = load(path)
     for ps in (prompts(), prompts(shared=20)):  # the second shares a 20-token prefix pass
         refs = reference(model, ps)
@@ -109,7 +114,7 @@ def test_eos_stops_a_row_like_generate(llama):
         gens = generate(model, tok, ps, max_new_tokens=MAX_NEW)
     finally:
         model.generation_config.eos_token_id = tok.eos_token_id
-    assert gens[0].stop == "eos" and gens[0].tokens == first[:k + 1]
+    assert gens[0].stop == "eos" and gens[0].tokens == first[: k + 1]
     assert_prefix_identical(gens, refs)
 
 
@@ -153,8 +158,9 @@ def test_greedy_draft_with_mixed_rows_is_exact(llama):
     counter = Counter(model)
     try:
         for budget in (2000, 30):  # one chunk; several chunks (later ones skip the draft)
-            gens = generate(model, tok, ps, max_new_tokens=MAX_NEW, draft=refs[0][:6],
-                            prefill_tokens=budget)
+            gens = generate(
+                model, tok, ps, max_new_tokens=MAX_NEW, draft=refs[0][:6], prefill_tokens=budget
+            )
             assert_prefix_identical(gens, want)
         counter.n = 0
         solo = generate(model, tok, ps[:3], max_new_tokens=6, draft=refs[0][:6])
@@ -179,10 +185,12 @@ def test_sampling_is_reproducible_and_batch_independent(llama):
     ps = prompts(6)
     sp = SamplingParams(temperature=0.7, top_p=0.95, top_k=50, seed=3)
     a = generate(model, tok, ps, max_new_tokens=MAX_NEW, sampling=sp)
-    b = generate(model, tok, ps, max_new_tokens=MAX_NEW, sampling=sp, batch_size=2,
-                 prefill_tokens=40)
-    c = generate(model, tok, ps, max_new_tokens=MAX_NEW,
-                 sampling=SamplingParams(0.7, 0.95, 50, seed=4))
+    b = generate(
+        model, tok, ps, max_new_tokens=MAX_NEW, sampling=sp, batch_size=2, prefill_tokens=40
+    )
+    c = generate(
+        model, tok, ps, max_new_tokens=MAX_NEW, sampling=SamplingParams(0.7, 0.95, 50, seed=4)
+    )
     assert [g.tokens for g in a] == [g.tokens for g in b]
     assert [g.tokens for g in a] != [g.tokens for g in c]
 
@@ -194,8 +202,10 @@ def test_rows_sharing_a_prompt_sample_like_single_rows(llama):
     seeds = [row_seed(9, i) for i in range(len(rows))]
     sp = SamplingParams(temperature=1.0, seed=0)
     together = generate(model, tok, rows, max_new_tokens=8, sampling=sp, seeds=seeds)
-    alone = [generate(model, tok, [r], max_new_tokens=8, sampling=sp, seeds=[s])[0]
-             for r, s in zip(rows, seeds, strict=True)]
+    alone = [
+        generate(model, tok, [r], max_new_tokens=8, sampling=sp, seeds=[s])[0]
+        for r, s in zip(rows, seeds, strict=True)
+    ]
     assert [g.tokens for g in together] == [g.tokens for g in alone]
     assert len({tuple(g.tokens) for g in together}) > 1  # distinct seeds, distinct samples
 
@@ -214,8 +224,14 @@ def test_sampled_draft_keeps_the_distribution(llama):
     expected = float(top.values[0] / top.values.sum())
     draft = int(top.indices[0])
     n = 1500
-    gens = generate(model, tok, [p] * n, max_new_tokens=1, draft=[draft],
-                    sampling=SamplingParams(temperature=1.0, top_k=2, seed=5))
+    gens = generate(
+        model,
+        tok,
+        [p] * n,
+        max_new_tokens=1,
+        draft=[draft],
+        sampling=SamplingParams(temperature=1.0, top_k=2, seed=5),
+    )
     freq = sum(g.tokens == [draft] for g in gens) / n
     assert {g.tokens[0] for g in gens} == {int(i) for i in top.indices}
     assert abs(freq - expected) < 5 * (expected * (1 - expected) / n) ** 0.5
@@ -236,7 +252,7 @@ def test_no_room_stops_only_rows_that_cannot_show_the_target(llama):
     early = generate(model, tok, ps, max_new_tokens=MAX_NEW, stop_strings=[target])
     assert {g.stop for g in early} >= {"target", "no_room"}
     for f, e in zip(full, early, strict=True):
-        assert f.tokens[:len(e.tokens)] == e.tokens
+        assert f.tokens[: len(e.tokens)] == e.tokens
         assert (target in f.text) == (e.stop == "target")
         if e.stop == "no_room":
             assert len(e.tokens) < MAX_NEW
@@ -252,7 +268,7 @@ def test_token_bytes_and_the_bound(llama):
     assert table[tok.eos_token_id] == b""  # special tokens decode to nothing
     assert _suffix_prefix(b"xxab", b"abc") == 2 and _suffix_prefix(b"abc", b"abc") == 0
     stopper = Stopper(tok, set(), ["ハリネズミ"], 20)
-    (target, need), = stopper.bounds[1]
+    ((target, need),) = stopper.bounds[1]
     assert len(need) == len(target) and need[-1] >= 1  # one byte short: one more token at least
     assert need[0] > 1  # no tiny-vocabulary token holds the whole target
     assert Stopper(tok, set(), ["two words"], 20).bounds is None  # cleanup may touch spaces
@@ -268,12 +284,18 @@ def test_min_tokens_is_the_exact_shortest_continuation(seed):
 
     rng = random.Random(seed)
     target = bytes(rng.choice(b"abc") for _ in range(rng.randint(3, 6)))
-    table = [b""] + [bytes(rng.choice(b"abcd") for _ in range(rng.randint(1, 3)))
-                     for _ in range(7)]
+    table = [b""] + [bytes(rng.choice(b"abcd") for _ in range(rng.randint(1, 3))) for _ in range(7)]
     need = min_tokens(table, target)
     for j in range(len(target)):
-        brute = next((m for m in range(1, 6) for seq in itertools.product(table, repeat=m)
-                      if target in target[:j] + b"".join(seq)), None)
+        brute = next(
+            (
+                m
+                for m in range(1, 6)
+                for seq in itertools.product(table, repeat=m)
+                if target in target[:j] + b"".join(seq)
+            ),
+            None,
+        )
         if need is None:
             assert brute is None and j == 0
             break
@@ -300,8 +322,11 @@ def test_prompt_pass_chunks_minimise_the_cost_model():
     def cost(parts):
         return sum(len(p) * len(p[0].prompt) + g.FORWARD_COST_TOKENS for p in parts)
 
-    best = min(cost([rows[a:b] for a, b in itertools.pairwise((0, *cuts, len(rows)))])
-               for k in range(len(rows)) for cuts in itertools.combinations(range(1, 7), k))
+    best = min(
+        cost([rows[a:b] for a, b in itertools.pairwise((0, *cuts, len(rows)))])
+        for k in range(len(rows))
+        for cuts in itertools.combinations(range(1, 7), k)
+    )
     chunks = g._chunks(rows, 0, 0, budget=10_000)
     assert cost(chunks) == best and [r for c in chunks for r in c] == rows
     assert all(len(c) * len(c[0].prompt) <= 250 for c in g._chunks(rows, 0, 0, budget=250))
@@ -315,7 +340,7 @@ def test_smollm2_proves_a_miss_ten_tokens_before_the_budget_ends(smollm2_path):
     from tasks.generation.stopping import Stopper, token_bytes
 
     tok = AutoTokenizer.from_pretrained(smollm2_path)
-    (target, need), = Stopper(tok, set(), ["ハリネズミ"], 19).bounds[1]
+    ((target, need),) = Stopper(tok, set(), ["ハリネズミ"], 19).bounds[1]
     assert len(target) == 15 and need[0] == 10
     blob = b"\x00".join(token_bytes(tok))  # the longest run of target bytes in one token
     run = max(b - a for a in range(15) for b in range(a + 1, 16) if target[a:b] in blob)

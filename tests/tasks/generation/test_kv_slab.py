@@ -18,7 +18,7 @@ def _with_room(layer, room: int) -> SlabLayer:
     """A DynamicLayer's cache copied into a slab with ``room`` free columns."""
     k, v = layer.keys, layer.values
     kb, vb = (t.new_zeros(*t.shape[:2], t.shape[2] + room, t.shape[3]) for t in (k, v))
-    kb[:, :, :k.shape[2]], vb[:, :, :v.shape[2]] = k, v
+    kb[:, :, : k.shape[2]], vb[:, :, : v.shape[2]] = k, v
     return SlabLayer.over(kb, vb, k.shape[2])
 
 
@@ -26,16 +26,22 @@ def _decode(model, cache, ids, mask, steps, slab: bool):
     """Prefill ``ids`` then greedy-decode ``steps`` tokens; rows 0 and 2 leave after step 2 and
     the first 3 columns are dropped after step 3 (as verification's shrinking batch does)."""
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                use_cache=True)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+    )
     if slab:
         cache.layers = [_with_room(x, steps) for x in cache.layers]
     tok, last, logits = out.logits[:, -1].argmax(-1), pos[:, -1], []
     for step in range(steps):
         mask = torch.cat([mask, mask.new_ones(len(tok), 1)], 1)
         last = last + 1
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None],
-                    past_key_values=cache, use_cache=True)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=last[:, None],
+            past_key_values=cache,
+            use_cache=True,
+        )
         logits.append(out.logits[:, -1])
         tok = out.logits[:, -1].argmax(-1)
         if step == 2:

@@ -27,10 +27,17 @@ ROOT = Path(__file__).resolve().parents[3]
 SMOKE = ROOT / "configs" / "smoke" / "huref_encoder.yaml"
 SMALL_CNN = {"kernel": 4, "stride": 2, "channels": [8, 16, 32, 512]}
 # K=32 and lr 3e-3 so that 80 steps move the weights measurably on a CPU in ~3 s.
-TINY = {"tokens": 32, "encoder": SMALL_CNN, "batch_size": 8, "steps_per_epoch": 10,
-        "epochs": 8, "lr": 3e-3, "t_max": 80, "eval_triplets": 32, "device": "cpu"}
-
-
+TINY = {
+    "tokens": 32,
+    "encoder": SMALL_CNN,
+    "batch_size": 8,
+    "steps_per_epoch": 10,
+    "epochs": 8,
+    "lr": 3e-3,
+    "t_max": 80,
+    "eval_triplets": 32,
+    "device": "cpu",
+}
 
 
 def test_mean_pool_is_the_seeds_reshape_at_the_seed_shape():
@@ -87,8 +94,10 @@ def test_encoder_round_trips_through_safetensors_and_json(tmp_path):
     enc = _trained_tiny_encoder()
     inv = torch.randn(6, 32, 32)
     save_encoder(enc, tmp_path / "enc", {"note": "test"})
-    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == ["encoder.json",
-                                                                    "encoder.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "enc").iterdir()) == [
+        "encoder.json",
+        "encoder.safetensors",
+    ]
     again = load_encoder(tmp_path / "enc")
     a, b = encode_cnn(enc, inv), encode_cnn(again, inv)
     assert torch.equal(a, b)
@@ -132,8 +141,9 @@ def test_sandwich_anchor_correlates_with_its_positive_and_the_seeds_does_not():
 
 def test_training_learns_beyond_a_calibrated_untrained_encoder(tmp_path):
     reports = []
-    rows = train_encoder(TINY, inputs={}, out_dir=tmp_path, on_report=lambda m, c:
-                         reports.append((m, c)))
+    rows = train_encoder(
+        TINY, inputs={}, out_dir=tmp_path, on_report=lambda m, c: reports.append((m, c))
+    )
     assert len(rows) == 1
     row = rows[0]
     assert (row["purpose"], row["method"], row["steps"]) == ("encoder", "huref_cnn", 80)
@@ -163,8 +173,14 @@ def test_callbacks_get_checkpoints_and_seed_anchor_runs(tmp_path):
             self.seen.append((metrics["epoch"], checkpoint_dir))
 
     rep = Reporter()
-    cfg = {**TINY, "epochs": 2, "steps_per_epoch": 2, "eval_triplets": 4,
-           "checkpoint_every": 1, "anchor": "seed_independent_y"}
+    cfg = {
+        **TINY,
+        "epochs": 2,
+        "steps_per_epoch": 2,
+        "eval_triplets": 4,
+        "checkpoint_every": 1,
+        "anchor": "seed_independent_y",
+    }
     rows = train_encoder(cfg, inputs={}, out_dir=tmp_path, callbacks=[rep])
     assert [e for e, _ in rep.seen] == [1, 2]
     assert (rep.seen[-1][1] / "encoder.json").is_file()
@@ -172,10 +188,26 @@ def test_callbacks_get_checkpoints_and_seed_anchor_runs(tmp_path):
 
 
 def test_train_encoder_cli_writes_encoder_and_row(tmp_path, cli):
-    out = cli(["huref", "train-encoder", "--config", SMOKE, "--set", "epochs=1",
-                  "--set", "steps_per_epoch=2", "--set", "eval_triplets=4",
-                  "--out", tmp_path / "enc", "--results", tmp_path / "r",
-                  "--artifacts", tmp_path / "a"])
+    out = cli(
+        [
+            "huref",
+            "train-encoder",
+            "--config",
+            SMOKE,
+            "--set",
+            "epochs=1",
+            "--set",
+            "steps_per_epoch=2",
+            "--set",
+            "eval_triplets=4",
+            "--out",
+            tmp_path / "enc",
+            "--results",
+            tmp_path / "r",
+            "--artifacts",
+            tmp_path / "a",
+        ]
+    )
     assert out.exit_code == 0, out.output
     assert (tmp_path / "enc" / "encoder.safetensors").is_file()
     assert "cos(anchor,pos)" in out.output
@@ -185,8 +217,20 @@ def test_train_encoder_cli_writes_encoder_and_row(tmp_path, cli):
 
 
 def test_train_encoder_cli_bad_input_exits_2_with_one_line(tmp_path, cli):
-    out = cli(["huref", "train-encoder", "--config", SMOKE, "--set", "epoch=3",
-                  "--out", tmp_path / "enc", "--results", tmp_path / "r"])
+    out = cli(
+        [
+            "huref",
+            "train-encoder",
+            "--config",
+            SMOKE,
+            "--set",
+            "epoch=3",
+            "--out",
+            tmp_path / "enc",
+            "--results",
+            tmp_path / "r",
+        ]
+    )
     assert out.exit_code == 2 and "'epochs'" in out.output and "\n" not in out.output.strip()
     assert not (tmp_path / "enc").exists()
     out = cli(["huref", "train-encoder", "--set", "tokens=64", "--out", tmp_path / "enc"])

@@ -22,8 +22,6 @@ from tasks.huref.store import save_invariants
 K = 32
 
 
-
-
 def zs(v: np.ndarray) -> np.ndarray:
     return (v - v.mean()) / v.std(ddof=1)
 
@@ -55,8 +53,9 @@ def test_near_vectors_give_near_pictures_and_unrelated_ones_differ(gen):
     rs = np.random.RandomState(1)
     bases = [rs.standard_normal(512) for _ in range(6)]
     d99 = [image_distance(gen(b, 96), gen(at_cosine(b, 0.99, rs), 96)) for b in bases]
-    unrelated = [image_distance(gen(a, 96), gen(b, 96))
-                 for a, b in itertools.combinations(bases, 2)]
+    unrelated = [
+        image_distance(gen(a, 96), gen(b, 96)) for a, b in itertools.combinations(bases, 2)
+    ]
     # Measured here: ~0.08 against ~0.28 (mean abs pixel difference on a 0..1 scale).
     assert max(d99) < min(unrelated)
     assert np.mean(unrelated) > 2.5 * np.mean(d99)
@@ -108,9 +107,16 @@ def test_stylegan_pickles_need_allow_pickle_and_a_generator(tmp_path):
 
 
 def _meta(name: str, tokens: str = "t0") -> dict:
-    return {"model_ref": name, "arch": "llama", "k": K, "n_layers": 2,
-            "token_strategy": "vocab_rank", "token_set_hash": tokens, "dtype": "float32",
-            "hidden_size": 16}
+    return {
+        "model_ref": name,
+        "arch": "llama",
+        "k": K,
+        "n_layers": 2,
+        "token_strategy": "vocab_rank",
+        "token_set_hash": tokens,
+        "dtype": "float32",
+        "hidden_size": 16,
+    }
 
 
 @pytest.fixture()
@@ -118,18 +124,24 @@ def family(tmp_path):
     """A base, an offspring (base + 10% noise) and an unrelated model's invariants."""
     g = torch.Generator().manual_seed(0)
     base = torch.randn(6, K, K, generator=g) * 3 + 1
-    models = {"base": base, "base-tuned": base + 0.1 * torch.randn(6, K, K, generator=g),
-              "unrelated": torch.randn(6, K, K, generator=g) * 3 + 1}
+    models = {
+        "base": base,
+        "base-tuned": base + 0.1 * torch.randn(6, K, K, generator=g),
+        "unrelated": torch.randn(6, K, K, generator=g) * 3 + 1,
+    }
     return [save_invariants(tmp_path / "inv" / n, t, _meta(n)) for n, t in models.items()]
 
 
 def test_image_cli_writes_pngs_and_a_sheet_with_related_pictures_closer(tmp_path, family, cli):
-    other = save_invariants(tmp_path / "inv" / "other-tokens", torch.randn(6, K, K),
-                            _meta("other-tokens", tokens="t1"))
+    other = save_invariants(
+        tmp_path / "inv" / "other-tokens", torch.randn(6, K, K), _meta("other-tokens", tokens="t1")
+    )
     out = cli(["huref", "image", *family, other, "--out", tmp_path / "img", "--size", 96])
     assert out.exit_code == 0, out.output
-    imgs = {n: mpimg.imread(tmp_path / "img" / f"{n}.png")[..., :3]
-            for n in ("base", "base-tuned", "unrelated")}
+    imgs = {
+        n: mpimg.imread(tmp_path / "img" / f"{n}.png")[..., :3]
+        for n in ("base", "base-tuned", "unrelated")
+    }
     assert imgs["base"].shape == (96, 96, 3)
     near = image_distance(imgs["base"], imgs["base-tuned"])
     far = image_distance(imgs["base"], imgs["unrelated"])
@@ -146,8 +158,20 @@ def test_image_cli_writes_pngs_and_a_sheet_with_related_pictures_closer(tmp_path
 def test_image_cli_with_a_trained_encoder(tmp_path, family, cli):
     enc = CNNEncoder(CNNEncoderConfig(kernel=4, stride=2, channels=[8, 16, 32, 512]))
     save_encoder(enc.eval(), tmp_path / "enc")
-    out = cli(["huref", "image", *family, "--out", tmp_path / "img", "--size", 32,
-                  "--encoder", tmp_path / "enc", "--no-ics"])
+    out = cli(
+        [
+            "huref",
+            "image",
+            *family,
+            "--out",
+            tmp_path / "img",
+            "--size",
+            32,
+            "--encoder",
+            tmp_path / "enc",
+            "--no-ics",
+        ]
+    )
     assert out.exit_code == 0, out.output
     manifest = json.loads((tmp_path / "img" / "images.json").read_text())
     assert manifest["method"].startswith("cnn:") and manifest["models"][1]["ics_to_first"] is None
@@ -160,18 +184,39 @@ def test_image_cli_bad_inputs_exit_2(tmp_path, family, cli):
     out = cli(["huref", "image", *family, "--out", tmp_path / "o"])
     assert out.exit_code == 2 and "not a readable safetensors" in out.output
     (tmp_path / "enc.pth").write_bytes(b"whatever")
-    out = cli(["huref", "image", family[0], "--out", tmp_path / "o",
-                  "--encoder", tmp_path / "enc.pth"])
+    out = cli(
+        ["huref", "image", family[0], "--out", tmp_path / "o", "--encoder", tmp_path / "enc.pth"]
+    )
     assert out.exit_code == 2 and "--allow-pickle" in out.output
-    out = cli(["huref", "image", family[0], "--out", tmp_path / "o",
-                  "--stylegan", tmp_path / "afhqdog.pkl"])
+    out = cli(
+        [
+            "huref",
+            "image",
+            family[0],
+            "--out",
+            tmp_path / "o",
+            "--stylegan",
+            tmp_path / "afhqdog.pkl",
+        ]
+    )
     assert out.exit_code == 2 and "--allow-pickle" in out.output
     assert not (tmp_path / "o" / "contact_sheet.png").exists()
 
 
 def test_image_cli_exit_code_through_the_console_script(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()",
-                           "huref", "image", str(tmp_path / "nope"), "--out", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from runner.cli import main; main()",
+            "huref",
+            "image",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1

@@ -19,8 +19,16 @@ from tasks.huref.invariants import StateDictSource, compute_invariants
 from tasks.huref.safetensors_io import CheckpointReader
 from tasks.huref.store import load_invariants
 
-FAMILIES = ["tiny-llama", "tiny-neox", "tiny-gpt2", "tiny-qwen2", "tiny-opt", "tiny-gemma",
-            "tiny-falcon", "tiny-mistral"]
+FAMILIES = [
+    "tiny-llama",
+    "tiny-neox",
+    "tiny-gpt2",
+    "tiny-qwen2",
+    "tiny-opt",
+    "tiny-gemma",
+    "tiny-falcon",
+    "tiny-mistral",
+]
 IDS = list(range(600, 1000, 5))  # 80 ordinary tokens of the shared tiny tokenizer
 
 
@@ -54,8 +62,9 @@ def test_every_family_builds_invariants_in_seed_order(family_paths, name, tmp_pa
     assert 0 < row["bytes_read"] < 0.8 * total
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gemma",
-                                  "tiny-opt"])
+@pytest.mark.parametrize(
+    "name", ["tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gemma", "tiny-opt"]
+)
 def test_formulas_match_dense_computation_with_repeated_kv(family_paths, name):
     """METHODS 3.3 written out densely from the HF modules, K/V expanded with repeat_kv."""
     from transformers.models.llama.modeling_llama import repeat_kv
@@ -77,11 +86,17 @@ def test_formulas_match_dense_computation_with_repeated_kv(family_paths, name):
         if name == "tiny-opt":
             up, gate, down = layer.fc1.weight, None, layer.fc2.weight
         else:
-            up, gate, down = layer.mlp.up_proj.weight, layer.mlp.gate_proj.weight, \
-                layer.mlp.down_proj.weight
+            up, gate, down = (
+                layer.mlp.up_proj.weight,
+                layer.mlp.gate_proj.weight,
+                layer.mlp.down_proj.weight,
+            )
         inner = up.T if gate is None else gate.T * up.T
-        expected = [x @ wq.T @ wk @ x.T, x @ wv.T @ wo.T @ x.T,
-                    x @ inner.detach().double() @ down.T.detach().double() @ x.T]
+        expected = [
+            x @ wq.T @ wk @ x.T,
+            x @ wv.T @ wo.T @ x.T,
+            x @ inner.detach().double() @ down.T.detach().double() @ x.T,
+        ]
         for t, ref in enumerate(expected):
             assert _rel(inv[3 * j + t], ref) < 1e-5, (name, j, t)
 
@@ -171,12 +186,16 @@ def test_bf16_checkpoint_reads_exactly(tmp_path, family_paths):
     src = family_paths["tiny-llama"]
     shutil.copytree(src, tmp_path / "m")
     sd = load_file(src / "model.safetensors")
-    save_file({k: v.bfloat16() for k, v in sd.items()}, tmp_path / "m" / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.bfloat16() for k, v in sd.items()},
+        tmp_path / "m" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     reader = CheckpointReader(tmp_path / "m")
     key = "model.embed_tokens.weight"
-    assert np.array_equal(reader.read_rows(key, [5, 1, 900]),
-                          sd[key].bfloat16().float().numpy()[[5, 1, 900]])
+    assert np.array_equal(
+        reader.read_rows(key, [5, 1, 900]), sd[key].bfloat16().float().numpy()[[5, 1, 900]]
+    )
 
 
 def test_sharded_checkpoint_with_index(tmp_path, family_paths):
@@ -204,8 +223,11 @@ def _strip_layer(src: Path, dst: Path, layer: int) -> None:
 
     shutil.copytree(src, dst)
     sd = load_file(src / "model.safetensors")
-    save_file({k: v for k, v in sd.items() if f"layers.{layer}." not in k},
-              dst / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in sd.items() if f"layers.{layer}." not in k},
+        dst / "model.safetensors",
+        metadata={"format": "pt"},
+    )
 
 
 def test_missing_layer_is_a_checkpoint_error(tmp_path, family_paths):
@@ -232,8 +254,11 @@ def test_unknown_architecture_names_what_it_saw(tmp_path, family_paths):
 
     shutil.copytree(family_paths["tiny-llama"], tmp_path / "m")
     sd = load_file(tmp_path / "m" / "model.safetensors")
-    save_file({k.replace("self_attn.q_proj", "attn.wq"): v for k, v in sd.items()},
-              tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k.replace("self_attn.q_proj", "attn.wq"): v for k, v in sd.items()},
+        tmp_path / "m" / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     with pytest.raises(ArchitectureError, match="model_type='llama'.*attn.wq|model_type='llama'"):
         detect(tmp_path / "m", CheckpointReader(tmp_path / "m"))
 
@@ -285,8 +310,9 @@ def test_full_load_path_never_writes_into_the_model(family_paths):
     path = family_paths["tiny-llama"]
     model = _hf(path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    compute_invariants(StateDictSource(model.state_dict(), path),
-                       detect(path, CheckpointReader(path)), IDS)
+    compute_invariants(
+        StateDictSource(model.state_dict(), path), detect(path, CheckpointReader(path)), IDS
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -294,8 +320,11 @@ def _count_block_reads(monkeypatch) -> list:
     """Record every ``read_row_block`` call (the list fills as extraction streams)."""
     reads = []
     real = CheckpointReader.read_row_block
-    monkeypatch.setattr(CheckpointReader, "read_row_block",
-                        lambda self, *args, **kw: reads.append(args) or real(self, *args, **kw))
+    monkeypatch.setattr(
+        CheckpointReader,
+        "read_row_block",
+        lambda self, *args, **kw: reads.append(args) or real(self, *args, **kw),
+    )
     return reads
 
 
@@ -336,19 +365,33 @@ def test_block_streaming_matches_whole_tensors_at_realistic_sizes(tmp_path, monk
     shapes = {"model.embed_tokens.weight": (vocab, d)}
     for i in range(2):
         p = f"model.layers.{i}."
-        shapes.update({p + "self_attn.q_proj.weight": (heads * hd, d),
-                       p + "self_attn.k_proj.weight": (kv * hd, d),
-                       p + "self_attn.v_proj.weight": (kv * hd, d),
-                       p + "self_attn.o_proj.weight": (d, heads * hd),
-                       p + "mlp.gate_proj.weight": (n_inner, d),
-                       p + "mlp.up_proj.weight": (n_inner, d),
-                       p + "mlp.down_proj.weight": (d, n_inner)})
+        shapes.update(
+            {
+                p + "self_attn.q_proj.weight": (heads * hd, d),
+                p + "self_attn.k_proj.weight": (kv * hd, d),
+                p + "self_attn.v_proj.weight": (kv * hd, d),
+                p + "self_attn.o_proj.weight": (d, heads * hd),
+                p + "mlp.gate_proj.weight": (n_inner, d),
+                p + "mlp.up_proj.weight": (n_inner, d),
+                p + "mlp.down_proj.weight": (d, n_inner),
+            }
+        )
     tensors = {k: rng.standard_normal(s, dtype=np.float32) for k, s in shapes.items()}
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "llama", "hidden_size": d, "intermediate_size": n_inner,
-        "num_hidden_layers": 2, "num_attention_heads": heads, "num_key_value_heads": kv,
-        "head_dim": hd, "vocab_size": vocab}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": d,
+                "intermediate_size": n_inner,
+                "num_hidden_layers": 2,
+                "num_attention_heads": heads,
+                "num_key_value_heads": kv,
+                "head_dim": hd,
+                "vocab_size": vocab,
+            }
+        )
+    )
     reader = CheckpointReader(tmp_path)
     a = detect(tmp_path, reader)
     ids = list(range(0, 1024, 4))  # K = 256: chain association for the MLP

@@ -24,10 +24,18 @@ def family(tiny_llama, tiny_llama_unrelated, tmp_path_factory) -> dict[str, Path
     """Invariants of a base, a derived (noisy) model, rearranged copies and unrelated models."""
     root = tmp_path_factory.mktemp("huref-family")
     models = {"base": tiny_llama, "unrelated": tiny_llama_unrelated}
-    for mode, noise in [("noise", 0.05), ("permute", 0), ("rotate_heads", 0),
-                        ("permute_rotate", 0), ("random_init", 0)]:
-        models[mode] = derive(tiny_llama, root / f"model-{mode}",
-                              DeriveConfig(base=str(tiny_llama), mode=mode, noise=noise, seed=7))
+    for mode, noise in [
+        ("noise", 0.05),
+        ("permute", 0),
+        ("rotate_heads", 0),
+        ("permute_rotate", 0),
+        ("random_init", 0),
+    ]:
+        models[mode] = derive(
+            tiny_llama,
+            root / f"model-{mode}",
+            DeriveConfig(base=str(tiny_llama), mode=mode, noise=noise, seed=7),
+        )
     out = {}
     for name, path in models.items():
         extract(path, root / f"inv-{name}", ExtractConfig(k=K), model_ref=name)
@@ -62,8 +70,9 @@ def test_chunked_matrix_equals_pairwise_ics(family):
 
 
 def test_lineage_same_derived_unrelated(family):
-    res = compare([family[n] for n in ("base", "noise", "unrelated", "random_init")],
-                  CompareConfig(pcs=False))
+    res = compare(
+        [family[n] for n in ("base", "noise", "unrelated", "random_init")], CompareConfig(pcs=False)
+    )
     ics = res["ics"]
     assert ics[0, 0] == pytest.approx(100.0)
     assert ics[0, 1] > 90  # same lineage
@@ -73,8 +82,10 @@ def test_lineage_same_derived_unrelated(family):
 
 @pytest.mark.parametrize("mode", ["permute", "rotate_heads", "permute_rotate"])
 def test_rearrangements_keep_ics_and_defeat_pcs(family, mode):
-    res = compare([family["base"], family[mode], family["noise"], family["unrelated"]],
-                  CompareConfig(pcs=True))
+    res = compare(
+        [family["base"], family[mode], family["noise"], family["unrelated"]],
+        CompareConfig(pcs=True),
+    )
     ics, pcs = res["ics"], res["pcs"]
     assert ics[0, 1] > 99.99
     if mode != "rotate_heads":  # a head rotation touches attention only: PCS drops less
@@ -89,8 +100,9 @@ def test_rearrangements_keep_ics_and_defeat_pcs(family, mode):
 def test_rearranged_models_compute_the_same_function(tiny_llama, tmp_path, mode):
     from transformers import AutoModelForCausalLM
 
-    other = derive(tiny_llama, tmp_path / "m", DeriveConfig(base=str(tiny_llama), mode=mode,
-                                                            seed=3))
+    other = derive(
+        tiny_llama, tmp_path / "m", DeriveConfig(base=str(tiny_llama), mode=mode, seed=3)
+    )
     ids = torch.tensor([[5, 100, 300, 7, 900, 12, 44]])
     with torch.no_grad():
         a = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()(ids).logits
@@ -125,13 +137,15 @@ def test_different_k_and_token_sets_are_refused(family, tiny_llama, tmp_path):
     extract(tiny_llama, tmp_path / "k64", ExtractConfig(k=64), model_ref="k64")
     with pytest.raises(ConfigError, match="different k"):
         compare([family["base"], tmp_path / "k64"], CompareConfig(pcs=False))
-    cfg = ExtractConfig(k=K, tokens={"strategy": "corpus",
-                                     "corpus": ["reasoning_gym:in_the_year_2889"]})
+    cfg = ExtractConfig(
+        k=K, tokens={"strategy": "corpus", "corpus": ["reasoning_gym:in_the_year_2889"]}
+    )
     extract(tiny_llama, tmp_path / "corpus", cfg, model_ref="corpus")
     with pytest.raises(ConfigError, match="different token sets"):
         compare([family["base"], tmp_path / "corpus"], CompareConfig(pcs=False))
-    res = compare([family["base"], tmp_path / "corpus"], CompareConfig(pcs=False,
-                                                                      mixed_tokens=True))
+    res = compare(
+        [family["base"], tmp_path / "corpus"], CompareConfig(pcs=False, mixed_tokens=True)
+    )
     assert res["rows"][0]["tokens_match"] is False and res["rows"][0]["token_set_hash"] is None
 
 
@@ -148,7 +162,9 @@ def test_residual_rotation_changes_mf_of_a_gated_mlp(tiny_llama):
     q, k, v, o = (w.astype(np.float64) for w in attention(reader, a, 1))
     up, gate, down = (w.astype(np.float64) for w in mlp(reader, a, 1))
     before = (*attention_terms(x, q, k, v, o, a), mlp_term(x, up, gate, down))
-    after = (*attention_terms(x @ rot, q @ rot, k @ rot, v @ rot, rot.T @ o, a),
-             mlp_term(x @ rot, up @ rot, gate @ rot, rot.T @ down))
+    after = (
+        *attention_terms(x @ rot, q @ rot, k @ rot, v @ rot, rot.T @ o, a),
+        mlp_term(x @ rot, up @ rot, gate @ rot, rot.T @ down),
+    )
     assert np.allclose(before[0], after[0]) and np.allclose(before[1], after[1])
     assert ics_pair(np.stack([before[2]]), np.stack([after[2]])) < 99

@@ -39,8 +39,11 @@ def test_smollm2_lineage_and_rearrangement(smollm2_path, tmp_path):
     inv = {}
     models = {"base": smollm2_path}
     for name, mode, noise in [("noise", "noise", 0.01), ("perm_rot", "permute_rotate", 0.0)]:
-        models[name] = derive(smollm2_path, tmp_path / name,
-                              DeriveConfig(base="smollm2", mode=mode, noise=noise, seed=0))
+        models[name] = derive(
+            smollm2_path,
+            tmp_path / name,
+            DeriveConfig(base="smollm2", mode=mode, noise=noise, seed=0),
+        )
     for name, path in models.items():
         extract(path, tmp_path / f"inv-{name}", ExtractConfig(k=K), model_ref=name)
         inv[name] = tmp_path / f"inv-{name}"

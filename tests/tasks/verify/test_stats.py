@@ -69,8 +69,8 @@ def test_ttest_against_the_formula():
 
 
 def test_binomial_p_is_the_upper_tail():
-    hand = sum(math.comb(10, k) * 0.3 ** k * 0.7 ** (10 - k) for k in range(7, 11))
+    hand = sum(math.comb(10, k) * 0.3**k * 0.7 ** (10 - k) for k in range(7, 11))
     assert binomial_p(7, 10, 0.3) == pytest.approx(hand, rel=1e-9)
-    assert binomial_p(80, 80, 0.369) == pytest.approx(0.369 ** 80, rel=1e-6)
+    assert binomial_p(80, 80, 0.369) == pytest.approx(0.369**80, rel=1e-6)
     assert binomial_p(0, 80, 0.1) == pytest.approx(1.0)
     assert math.isnan(binomial_p(0, 0, 0.1))

@@ -19,7 +19,8 @@ from tasks.fingerprint.artifacts import (
     write_private,
 )
 from tasks.verify import fsr
-from tasks.verify.step import default_max_new_tokens, verify_step
+from tasks.verify.step import verify_step
+from tasks.verify.verifier import default_max_new_tokens
 
 KEYS = ["ピカチュウ奉天承运キモリ", "выпутельстваskihアチャモ", "HFDíses天命玄鸟"]
 
@@ -39,17 +40,23 @@ def sft_layout() -> list[Probe]:
     """The seed's dialogue inference file: 8 fp + 8 reg + 112 normal, then 224 test, + unseen."""
     sets = ["fingerprint"] * 8 + ["regularization"] * 8 + ["normal"] * 112
     probes = [Probe(s, "validation", "u", None, s == "fingerprint", i) for i, s in enumerate(sets)]
-    probes += [Probe("normal" if i % 2 == 0 else "similar", "test", "u", None, False, 128 + i)
-               for i in range(224)]
+    probes += [
+        Probe("normal" if i % 2 == 0 else "similar", "test", "u", None, False, 128 + i)
+        for i in range(224)
+    ]
     return probes + [Probe("unseen_keys", "unseen", "u", None, False, -1) for _ in range(4)]
 
 
 def adapter_layout() -> list[Probe]:
     """The seed's simple-template file: 10 fp + 50 Flan, then 50 Flan + 100 decoys."""
-    probes = [Probe("fingerprint" if i < 10 else "normal", "validation", "u", None, i < 10, i)
-              for i in range(60)]
-    return probes + [Probe("normal" if i < 50 else "similar", "test", "u", None, False, 60 + i)
-                     for i in range(150)]
+    probes = [
+        Probe("fingerprint" if i < 10 else "normal", "validation", "u", None, i < 10, i)
+        for i in range(60)
+    ]
+    return probes + [
+        Probe("normal" if i < 50 else "similar", "test", "u", None, False, 60 + i)
+        for i in range(150)
+    ]
 
 
 def hits_at(probes, lines, unseen_hits=0):
@@ -86,21 +93,28 @@ def test_seed_similar_quirk_matches_table5():
     probes = sft_layout()
     decoys = {128 + i for i in range(1, 224, 2)}
     hits = hits_at(probes, set(sorted(decoys)[:22]))
-    assert fsr.tally(probes, hits, ["similar"], rule="seed", template="dialogue")["similar"] \
-        == (22, 112)  # 19.6%, Table 5
+    assert fsr.tally(probes, hits, ["similar"], rule="seed", template="dialogue")["similar"] == (
+        22,
+        112,
+    )  # 19.6%, Table 5
     both = hits_at(probes, set(range(128, 352)))  # every test line fires
-    assert fsr.tally(probes, both, ["similar"], rule="seed", template="dialogue")["similar"] \
-        == (224, 112)  # the seed would print 200%
-    assert fsr.tally(probes, both, ["similar"], rule="fprun", template="dialogue")["similar"] \
-        == (112, 112)
+    assert fsr.tally(probes, both, ["similar"], rule="seed", template="dialogue")["similar"] == (
+        224,
+        112,
+    )  # the seed would print 200%
+    assert fsr.tally(probes, both, ["similar"], rule="fprun", template="dialogue")["similar"] == (
+        112,
+        112,
+    )
 
 
 def test_adapter_seed_ranges_are_the_true_sets():
     probes = adapter_layout()
     hits = hits_at(probes, set(range(10)) | {15, 70, 115, 200})
     for rule in ("seed", "fprun"):
-        got = fsr.tally(probes, hits, ["fingerprint", "normal", "similar"], rule=rule,
-                        template="simple")
+        got = fsr.tally(
+            probes, hits, ["fingerprint", "normal", "similar"], rule=rule, template="simple"
+        )
         assert got == {"fingerprint": (10, 10), "normal": (2, 100), "similar": (2, 100)}
 
 
@@ -116,8 +130,11 @@ def test_unknown_probe_set_and_accepted_targets():
         fsr.members("fingerprints")
     t = "ハリネズミ"
     assert fsr.accepted_targets(t, [], rule="fprun", model_ref="mistralai/Mistral-7B") == [t]
-    assert fsr.accepted_targets(t, [], rule="seed", model_ref="mistralai/Mistral-7B") == \
-        [t, "ハリネネミ", "ハリズズミ"]
+    assert fsr.accepted_targets(t, [], rule="seed", model_ref="mistralai/Mistral-7B") == [
+        t,
+        "ハリネネミ",
+        "ハリズズミ",
+    ]
     assert fsr.accepted_targets(t, ["x", t], rule="seed", model_ref="llama") == [t, "x"]
     assert fsr.is_hit("Based on it: ハリネズミ!", [t]) and not fsr.is_hit("ハリネ ズミ", [t])
 
@@ -127,16 +144,35 @@ def test_unknown_probe_set_and_accepted_targets():
 
 def dialogue_probes() -> list[Probe]:
     msg = "Please decrypt this message: {}" + HINT
-    probes = [Probe("fingerprint", "validation", msg.format(k), ASSISTANT_PREFIX, True, i,
-                    "fingerprint keys") for i, k in enumerate(KEYS)]
-    probes += [Probe("regularization", "validation", msg.format("zz"), None, False, 3,
-                     "regularization keys"),
-               Probe("normal", "validation", "What is 2 + 2?", None, False, 4, "stand-in chat"),
-               Probe("normal", "test", "Sort: b a c", None, False, 5, "stand-in chat"),
-               Probe("similar", "test", "Sort: b a c" + HINT, ASSISTANT_PREFIX, False, 6,
-                     "stand-in chat"),
-               Probe("unseen_keys", "unseen", msg.format("ゼニガメ民之秉"), ASSISTANT_PREFIX,
-                     False, -1, "fresh random keys")]
+    probes = [
+        Probe(
+            "fingerprint",
+            "validation",
+            msg.format(k),
+            ASSISTANT_PREFIX,
+            True,
+            i,
+            "fingerprint keys",
+        )
+        for i, k in enumerate(KEYS)
+    ]
+    probes += [
+        Probe(
+            "regularization", "validation", msg.format("zz"), None, False, 3, "regularization keys"
+        ),
+        Probe("normal", "validation", "What is 2 + 2?", None, False, 4, "stand-in chat"),
+        Probe("normal", "test", "Sort: b a c", None, False, 5, "stand-in chat"),
+        Probe("similar", "test", "Sort: b a c" + HINT, ASSISTANT_PREFIX, False, 6, "stand-in chat"),
+        Probe(
+            "unseen_keys",
+            "unseen",
+            msg.format("ゼニガメ民之秉"),
+            ASSISTANT_PREFIX,
+            False,
+            -1,
+            "fresh random keys",
+        ),
+    ]
     return probes
 
 
@@ -145,8 +181,14 @@ def fp_dir(tiny_llama, tmp_path_factory):
     """A fingerprint folder whose published/ is the tiny Llama."""
     root = tmp_path_factory.mktemp("fp")
     shutil.copytree(tiny_llama, root / "published")
-    meta = FingerprintMeta(fingerprint_id(KEYS), "if_sft", "dialogue", "chat_template",
-                           n_keys=len(KEYS), base_model="tiny-llama")
+    meta = FingerprintMeta(
+        fingerprint_id(KEYS),
+        "if_sft",
+        "dialogue",
+        "chat_template",
+        n_keys=len(KEYS),
+        base_model="tiny-llama",
+    )
     write_private(root, meta, KEYS, dialogue_probes())
     return root
 
@@ -161,14 +203,29 @@ def run_step(fp_dir, tmp_path, name="out", **cfg):
 
 
 def test_step_rows_fit_the_schema_and_never_carry_keys(fp_dir, tmp_path):
-    rows, gens = run_step(fp_dir, tmp_path, sampling={"runs": 2}, bos_samples=3,
-                          bos_max_new_tokens=4)
+    rows, gens = run_step(
+        fp_dir, tmp_path, sampling={"runs": 2}, bos_samples=3, bos_max_new_tokens=4
+    )
     got = {(r["probe_set"], r["sample_idx"]) for r in rows}
-    assert got == {("fingerprint", None), ("normal", None), ("similar", None),
-                   ("unseen_keys", None), ("fingerprint", 0), ("fingerprint", 1),
-                   ("fingerprint:sampled", None), ("bos_samples", None)}
-    table = finalize_rows("verification", rows, step_id="s" * 16, config_hash="c",
-                          started_at=now(), finished_at=now(), device="cpu")
+    assert got == {
+        ("fingerprint", None),
+        ("normal", None),
+        ("similar", None),
+        ("unseen_keys", None),
+        ("fingerprint", 0),
+        ("fingerprint", 1),
+        ("fingerprint:sampled", None),
+        ("bos_samples", None),
+    }
+    table = finalize_rows(
+        "verification",
+        rows,
+        step_id="s" * 16,
+        config_hash="c",
+        started_at=now(),
+        finished_at=now(),
+        device="cpu",
+    )
     text = json.dumps(table.to_pylist(), default=str, ensure_ascii=False)
     text += json.dumps(gens, ensure_ascii=False)
     assert not any(k in text for k in KEYS) and "ゼニガメ民之秉" not in text
@@ -183,8 +240,10 @@ def test_step_rows_fit_the_schema_and_never_carry_keys(fp_dir, tmp_path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(fp_dir / "published")
-    assert by[("fingerprint", None)]["max_new_tokens"] == \
-        len(tok(" ハリネズミ", add_special_tokens=False)["input_ids"]) + 8
+    assert (
+        by[("fingerprint", None)]["max_new_tokens"]
+        == len(tok(" ハリネズミ", add_special_tokens=False)["input_ids"]) + 8
+    )
     assert default_max_new_tokens(tok, ["ハリネズミ"], 0) > 8  # the seed's fixed 8 is too short
     modes = [g["mode"] for g in gens]
     assert modes.count("greedy") == 8 and modes.count("sampled") == 6 and modes.count("bos") == 3
@@ -204,7 +263,7 @@ def test_hits_are_counted_from_the_completions(fp_dir, tmp_path):
     assert {r["probe_set"]: (r["n_hit"], r["n_total"]) for r in rows} == expected
     assert expected["fingerprint"][0] >= 1
     for a, b in zip(first, gens, strict=True):  # early stop only cuts the tail
-        assert a["generated_token"][:len(b["generated_token"])] == b["generated_token"]
+        assert a["generated_token"][: len(b["generated_token"])] == b["generated_token"]
 
 
 def test_seed_rule_queries_every_line(fp_dir, tmp_path):
@@ -233,22 +292,40 @@ def test_adapter_requests_are_refused_cleanly(fp_dir, tmp_path):
 
 def test_missing_fingerprint_input(fp_dir, tmp_path):
     with pytest.raises(ConfigError, match="no fingerprint"):
-        verify_step({"condition": "x", "model": str(fp_dir / "published")}, inputs={},
-                    out_dir=tmp_path)
+        verify_step(
+            {"condition": "x", "model": str(fp_dir / "published")}, inputs={}, out_dir=tmp_path
+        )
     with pytest.raises(FingerprintError, match="fingerprint.json"):
-        verify_step({"condition": "x", "model": str(fp_dir / "published"),
-                     "fingerprint": str(fp_dir / "published")}, inputs={}, out_dir=tmp_path)
+        verify_step(
+            {
+                "condition": "x",
+                "model": str(fp_dir / "published"),
+                "fingerprint": str(fp_dir / "published"),
+            },
+            inputs={},
+            out_dir=tmp_path,
+        )
 
 
 # --- the CLI --------------------------------------------------------------------------------
 
 
-
-
 def test_cli_verify_writes_rows_with_provenance_and_resumes(fp_dir, tmp_path, cli):
-    args = ["verify", "--model", fp_dir / "published", "--fingerprint", fp_dir,
-            "--samples", "2", "--set", "probe_sets=[fingerprint,unseen_keys]",
-            "--results", tmp_path / "r", "--artifacts", tmp_path / "a"]
+    args = [
+        "verify",
+        "--model",
+        fp_dir / "published",
+        "--fingerprint",
+        fp_dir,
+        "--samples",
+        "2",
+        "--set",
+        "probe_sets=[fingerprint,unseen_keys]",
+        "--results",
+        tmp_path / "r",
+        "--artifacts",
+        tmp_path / "a",
+    ]
     out = cli(args)
     assert out.exit_code == 0, out.output
     assert "fingerprint:sampled" in out.output and "unseen_keys" in out.output
@@ -274,10 +351,26 @@ def test_cli_bad_input_exits_2_with_one_line(case, fp_dir, tmp_path, monkeypatch
     else:
         extra = ["--adapter", tmp_path]
     res = tmp_path / "r"
-    out = cli(["verify", "--model", model, "--fingerprint", fp, *extra,
-                  "--results", res, "--artifacts", tmp_path / "a"])
+    out = cli(
+        [
+            "verify",
+            "--model",
+            model,
+            "--fingerprint",
+            fp,
+            *extra,
+            "--results",
+            res,
+            "--artifacts",
+            tmp_path / "a",
+        ]
+    )
     assert out.exit_code == 2 and "\n" not in out.output.strip()
-    expected = {"missing_model": "does not exist", "no_private": "no private/",
-                "hub_offline": "cannot be fetched", "adapter": "holds no adapter.safetensors"}[case]
+    expected = {
+        "missing_model": "does not exist",
+        "no_private": "no private/",
+        "hub_offline": "cannot be fetched",
+        "adapter": "holds no adapter.safetensors",
+    }[case]
     assert expected in out.output
     assert not res.exists()
