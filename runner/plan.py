@@ -50,6 +50,20 @@ class Resources:
     max_retries: int = 1
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """What a step is expected to cost, for ``--dry-run`` and budgets (never part of its ID).
+
+    ``disk_gb`` is the peak disk the step needs while it runs (scratch included), ``kept_gb`` what
+    its artifacts keep afterwards; ``how`` says how the figures were estimated.
+    """
+
+    seconds: float | None = None
+    disk_gb: float | None = None
+    kept_gb: float | None = None
+    how: str = ""
+
+
 @dataclass(eq=False)
 class Step:
     """One unit of work: a task function applied to a config and upstream artifacts."""
@@ -62,6 +76,7 @@ class Step:
     executor: str = "task"  # task | train
     resources: Resources = field(default_factory=Resources)
     label: str = ""
+    estimate: Estimate | None = None
 
     @cached_property
     def config_hash(self) -> str:
