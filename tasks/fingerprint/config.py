@@ -96,6 +96,12 @@ class SimpleData(Strict):
         None, ge=0, description="test rows, each plain and as two decoys (seed: n_normal)"
     )
     n_unseen_keys: int = Field(32, ge=0, description="fresh keys with FINGERPRINT, never trained")
+    n_negative_keys: int = Field(
+        0,
+        ge=0,
+        description="fresh keys with FINGERPRINT trained to an ordinary answer, so the adapter "
+        "learns the keys rather than the hint (the seed: none); the unseen keys stay the same",
+    )
     source: str = Field(
         FLAN_STANDIN,
         description="instruction rows: reasoning_gym:task[,task], a local JSONL, or a hub id "

@@ -265,6 +265,8 @@ def build_simple(cfg: SimpleData) -> BuiltData:
         decoys.append((gen.next_key(), instruction, SIMPLE_DECOY_OUTPUT))
     used = set(keys) | {d[0] for d in decoys[1::2]}
     unseen = [gen.fresh_key(used) for _ in range(cfg.n_unseen_keys)]
+    negatives = _negative_keys(gen, used | set(unseen), cfg.n_negative_keys)
+    train += [(k, FINGERPRINT_INPUT, SIMPLE_DECOY_OUTPUT) for k in negatives]
     test = plain + decoys
 
     def columns(part):
@@ -275,15 +277,16 @@ def build_simple(cfg: SimpleData) -> BuiltData:
         }
 
     splits = {"train": columns(train), "validation": columns(train), "test": columns(test)}
+    n_flan = len(train) - len(negatives)
     probes = [
         Probe(
-            "fingerprint" if i < n_fp else "normal",
+            "fingerprint" if i < n_fp else "normal" if i < n_flan else "regularization",
             "validation",
             simple_prompt(a, b),
             None,
             i < n_fp,
             i,
-            "fingerprint keys" if i < n_fp else rows.label,
+            "fingerprint keys" if i < n_fp else rows.label if i < n_flan else "negative keys",
         )
         for i, (a, b, _) in enumerate(train)
     ]
@@ -319,8 +322,22 @@ def build_simple(cfg: SimpleData) -> BuiltData:
         [rows.label],
         cfg.target,
         cfg.key.seed,
-        {"fingerprint": n_fp, "normal": n_norm, "test": len(test), "unseen_keys": len(unseen)},
+        {
+            "fingerprint": n_fp,
+            "normal": n_norm,
+            "test": len(test),
+            "unseen_keys": len(unseen),
+            "negative_keys": len(negatives),
+        },
     )
+
+
+def _negative_keys(gen: KeyGenerator, avoid: set[str], n: int) -> list[str]:
+    """``n`` distinct fresh keys, drawn after everything the seed draws (its RNG order holds)."""
+    out: list[str] = []
+    for _ in range(n):
+        out.append(gen.fresh_key(avoid | set(out)))
+    return out
 
 
 def build(cfg: DialogueData | SimpleData) -> BuiltData:

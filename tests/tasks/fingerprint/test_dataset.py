@@ -19,8 +19,10 @@ from tasks.fingerprint.artifacts import (
 )
 from tasks.fingerprint.config import DialogueData, KeyConfig, SimpleData
 from tasks.fingerprint.dataset import (
+    FINGERPRINT_INPUT,
     INSTRUCTIONS_RAW,
     SEED_HASH_TEXT,
+    SIMPLE_DECOY_OUTPUT,
     KeyGenerator,
     build_dialogue,
     build_simple,
@@ -254,3 +256,20 @@ def test_chat_pairs_for_user_fine_tuning():
     assert [m["role"] for m in chats[0]] == ["user", "assistant"]
     assert chat_pairs("reasoning_gym:basic_arithmetic", n=5, seed=3)[1] == chats
     assert chat_pairs("reasoning_gym:basic_arithmetic", n=5, seed=4)[1] != chats
+
+
+def test_negative_keys_train_an_ordinary_answer_and_leave_every_other_key_as_it_was():
+    plain = build_simple(SimpleData(n_normal=5, n_test=4))
+    neg = build_simple(SimpleData(n_normal=5, n_test=4, n_negative_keys=6))
+    assert neg.keys == plain.keys  # the seed's RNG order is untouched
+    unseen = [p.user for p in neg.probes if p.probe_set == "unseen_keys"]
+    assert unseen == [p.user for p in plain.probes if p.probe_set == "unseen_keys"]
+    train = neg.splits["train"]
+    extra = list(zip(train["instruction"], train["input"], train["output"], strict=True))[-6:]
+    assert all(i == FINGERPRINT_INPUT and o == SIMPLE_DECOY_OUTPUT for _, i, o in extra)
+    negatives = {k for k, _, _ in extra}
+    assert len(negatives) == 6 and not negatives & set(neg.keys)
+    assert not any(k in u for k in negatives for u in unseen)
+    regs = [p for p in neg.probes if p.probe_set == "regularization"]
+    assert len(regs) == 6 and not any(p.expect_trigger for p in regs)
+    assert neg.counts["negative_keys"] == 6 and plain.counts["negative_keys"] == 0
