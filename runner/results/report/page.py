@@ -78,5 +78,6 @@ def render_page(source: str, sections: list[Section]) -> str:
             cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>"
                             for r in rows)  # fmt: skip
             body.append(f"<table><tr>{head}</tr>{cells}</table>")
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>fprun report</title>"
+    meta = '<meta charset=utf-8><title>fprun report</title><link rel=icon href="data:,">'
+    return (f"<!doctype html><html lang=en><head>{meta}"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")  # fmt: skip
