@@ -36,14 +36,16 @@ demo-full: $(STAMP)
 	$(BIN)/fprun demo --full
 
 # Tiers (pytest markers): ray (starts Ray, Ray Train or Tune), integration (the real SmolLM2),
-# cluster (a `ray start` head and `ray job submit`), gpu (needs CUDA). test-fast has none of them.
+# cluster (a `ray start` head and `ray job submit`), browser (headless Chromium), gpu (needs CUDA).
+# test-fast has none of them.
 test: $(STAMP)
 	@start=$$(date +%s); $(BIN)/python -m pytest -m "not gpu" --durations=15; rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s in all (exit $$rc)"; exit $$rc
 
 test-fast: $(STAMP)
 	@start=$$(date +%s); \
-	$(BIN)/python -m pytest -m "not gpu and not integration and not cluster and not ray"; rc=$$?; \
+	$(BIN)/python -m pytest -m "not gpu and not integration and not cluster and not ray and not browser"; \
+	rc=$$?; \
 	echo "make test-fast: $$(( $$(date +%s) - start )) s in all (exit $$rc)"; exit $$rc
 
 bench: $(STAMP)
