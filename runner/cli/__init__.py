@@ -31,6 +31,7 @@ VERBS: dict[str, str] = {
     "huref image": "runner.cli.huref_image:image",
     "huref train-encoder": "runner.cli.huref_image:train_encoder",
     "sweep": "runner.cli.sweep:sweep",
+    "merge": "runner.cli.merge:merge",
     "results show": "runner.cli.results:results_show",
     "results export": "runner.cli.results:results_export",
 }

@@ -164,7 +164,10 @@ def sharegpt_records(conversations: list[dict]) -> list[Record]:
 
 
 def stand_in_label(what: str, cfg: FinetuneConfig) -> str:
-    """'<what> (stand-in for <seed hub id>)', the dataset column of a stand-in."""
+    """'<what> (stand-in for <seed hub id>)', the dataset column of a stand-in (just '<what>'
+    when ``stand_in_for`` is null: the data stands for nothing else)."""
+    if cfg.stand_in_for is None:
+        return what
     return f"{what} (stand-in for {HUB_IDS[cfg.stand_in_for]})"
 
 

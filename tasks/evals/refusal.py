@@ -152,6 +152,9 @@ def run_refusal(
         is_refusal(c, t, opts.refusal_scope, opts.match_straight_apostrophes)
         for c, t in zip(completions, texts, strict=True)
     ]
+    straight = [  # the same responses, straight apostrophes accepted: reported beside the rate
+        is_refusal(c, t, opts.refusal_scope, True) for c, t in zip(completions, texts, strict=True)
+    ]
     with (out_dir / f"refusal_{opts.prompts}.jsonl").open("w", encoding="utf-8") as fh:
         for p, c, h in zip(prompts, completions, hits, strict=True):
             fh.write(
@@ -164,6 +167,7 @@ def run_refusal(
         "sampling": "greedy" if not sample else f"T={opts.temperature}",
         "max_new_tokens": opts.max_new_tokens,
         "seed": seed,
+        "k_straight_apostrophes": sum(straight),
     }
     return [
         {

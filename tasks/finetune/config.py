@@ -98,8 +98,10 @@ class FinetuneConfig(Strict):
         "(default 1000)",
     )
     data_seed: int = Field(42, description="seed of stand-in generators and row sub-sampling")
-    stand_in_for: Literal["alpaca", "alpaca_gpt4", "dolly", "sharegpt", "ni"] = Field(
-        "alpaca", description="seed dataset a reasoning-gym stand-in replaces (for its label)"
+    stand_in_for: Literal["alpaca", "alpaca_gpt4", "dolly", "sharegpt", "ni"] | None = Field(
+        "alpaca",
+        description="seed dataset a reasoning-gym stand-in replaces (for its label); null when "
+        "the data is used as what it is (e.g. a merge grid's arithmetic expert)",
     )
     task_config: dict[str, Any] = Field(
         default_factory=dict, description="reasoning-gym generator options"
