@@ -78,3 +78,35 @@ def plan(cfg: Config, ctx) -> list[Step]:
 def summarize(cfg: Config, store, ctx) -> str:
     t = store.read("eval")
     return f"{t.num_rows} eval rows"
+
+
+def die_once(config: dict, *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
+    """Leave node-local scratch behind and kill this process the first time (the marker file
+    does not exist yet); the retry reports whether a restarted worker removed that scratch."""
+    import os
+    import signal
+
+    from tasks.scratch import scratch_root
+
+    marker = Path(config["marker"])
+    if not marker.exists():
+        stale = scratch_root() / f"toy.{os.getpid()}"
+        stale.mkdir(parents=True, exist_ok=True)
+        marker.write_text(str(stale))
+        os.kill(os.getpid(), signal.SIGKILL)
+    stale_left = Path(marker.read_text()).exists()
+    return [
+        {"suite": "toy", "task": "die_once", "metric": "stale_left", "value": float(stale_left)}
+    ]
+
+
+def spans(config: dict, *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
+    """Sleep, recording when this step ran (for in-flight bounds)."""
+    import time
+
+    t0 = time.time()
+    time.sleep(config.get("sleep", 0.5))
+    log = Path(config["log"])
+    with log.open("a") as fh:
+        fh.write(json.dumps([t0, time.time()]) + "\n")
+    return [{"suite": "toy", "task": "spans", "metric": "value", "value": config["value"]}]

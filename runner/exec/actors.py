@@ -1,16 +1,23 @@
-"""Actor pools: HuRef extraction on long-lived Ray actors.
+"""Actor pools: long-lived Ray actors that run steps of any kind, a bounded number at a time.
 
-An actor keeps what is costly to rebuild between models (the imported numeric stack, the token
-selection cache), so a family sharing a tokenizer selects its tokens once per actor. Each reserves
-``num_cpus``/``num_gpus`` (fractions allowed) and runs one step at a time through
-:func:`runner.exec.driver.run_step_inline`, so results equal the other executors'. Use
-:class:`ExtractPool` standalone, or :func:`submit_step` from ``RayBackend`` for
-``executor="actor"`` steps (one pool per session, sized by ``resources.num_workers``; the
-ObjectRef resolves to an ``Outcome`` like a task's). :func:`close_pools` kills the actors.
+An actor keeps what is costly to rebuild between steps (torch, transformers and mergekit imported;
+HuRef's token-selection cache), so a grid of merge cells or a family of HuRef extractions pays
+the start-up once per actor. Steps run through :func:`runner.exec.driver.run_step_inline`, so
+results equal the other executors'. A pool is a zero-CPU *manager* actor in front of ``size``
+worker actors: ``submit`` returns an ObjectRef at once (resolving to an ``Outcome`` like a task's),
+the manager holds the queue and lets at most ``size`` steps reach the workers (an asyncio
+semaphore; nothing polls, so waiting stays linear in the number of steps). Workers are restarted
+by Ray when they die and their step is retried (``max_restarts``/``max_task_retries`` =
+``resources.max_retries``), so a killed actor's step still returns once and the driver writes its
+row once. A worker starting on a node removes stale scratch left there by dead processes
+(:func:`tasks.scratch.clean_stale`). Idle workers are released, so CPUs held by a pool go back to
+Ray Train steps waiting behind it. :func:`submit_step` is ``RayBackend``'s route for
+``executor="actor"``; :func:`close_pools` kills every pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -22,32 +29,92 @@ from runner.plan import Resources
 from runner.results.records import Outcome
 
 
-class _ExtractWorker:
-    """One actor process; ``run`` executes a step, ``stats`` shows the cache it kept."""
+class _Worker:
+    """One worker process; ``run`` executes a step, ``stats`` shows what it kept."""
 
     def __init__(self) -> None:
+        from tasks.scratch import clean_stale
+
         self.calls = 0
+        self.cleaned = len(clean_stale())  # what dead processes on this node left behind
 
     def run(self, spec: StepSpec) -> Outcome:
-        with carried_errors():
-            out = run_step_inline(spec)
         self.calls += 1
-        return out
+        with carried_errors():
+            return run_step_inline(spec)
 
     def stats(self) -> dict[str, Any]:
-        from tasks.huref import tokens
+        import sys
 
-        return {"pid": os.getpid(), "calls": self.calls, "token_sets": tokens.memo_size()}
+        tokens = sys.modules.get("tasks.huref.tokens")
+        return {
+            "pid": os.getpid(),
+            "calls": self.calls,
+            "cleaned": self.cleaned,
+            "token_sets": tokens.memo_size() if tokens else 0,
+        }
 
 
-class ExtractPool:
-    """A fixed set of extraction actors; steps go to the actor with the fewest in flight.
+class _Manager:
+    """The pool's queue (an async actor): at most ``size`` steps on the workers at once."""
+
+    def __init__(self, size: int, worker_options: dict[str, Any], release_idle: bool) -> None:
+        self.size, self.options, self.release_idle = size, worker_options, release_idle
+        self.free: list[Any] = []
+        self.pending = 0
+        self.started = 0
+        self.slots: asyncio.Semaphore | None = None
+
+    async def run(self, spec: StepSpec) -> Outcome:
+        if self.slots is None:  # created inside the actor's event loop
+            self.slots = asyncio.Semaphore(self.size)
+        self.pending += 1
+        try:
+            async with self.slots:
+                worker = self.free.pop() if self.free else self._start()
+                alive = True
+                try:
+                    return await worker.run.remote(spec)
+                except ray.exceptions.ActorDiedError:
+                    alive = False  # restarts exhausted: never hand this worker out again
+                    raise
+                except ray.exceptions.RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, BaseException) else exc) from None
+                finally:
+                    if alive:
+                        self.free.append(worker)
+        finally:
+            self.pending -= 1
+            if self.release_idle and self.pending == 0:
+                for w in self.free:
+                    ray.kill(w)
+                self.free = []
+
+    def _start(self) -> Any:
+        self.started += 1
+        return ray.remote(_Worker).options(**self.options).remote()
+
+    async def stats(self) -> list[dict[str, Any]]:
+        return [await w.stats.remote() for w in self.free] + [{"started": self.started}]
+
+    def close(self) -> None:
+        for w in self.free:
+            ray.kill(w)
+        self.free = []
+
+
+class ActorPool:
+    """A pool of ``size`` worker actors behind one manager.
 
     Args:
-        size: Number of actors.
-        num_cpus: CPUs reserved per actor (also its OMP/MKL thread count).
-        num_gpus: GPUs per actor; fractions share one GPU between actors.
-        memory_gb: Memory reserved per actor (None: no reservation).
+        size: Worker actors (steps running at once).
+        num_cpus: CPUs reserved per worker (also its OMP/MKL thread count).
+        num_gpus: GPUs per worker; fractions share one GPU between workers.
+        memory_gb: Memory reserved per worker (None: no reservation).
+        max_retries: Restarts of a dead worker and retries of its step.
+        release_idle: Kill the workers whenever no step is queued or running (their CPUs go back
+            to Ray); the next step starts a fresh worker.
     """
 
     def __init__(
@@ -57,31 +124,27 @@ class ExtractPool:
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         memory_gb: float | None = None,
+        max_retries: int = 1,
+        release_idle: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError("an actor pool needs at least one actor")
         opts: dict[str, Any] = {
             "num_cpus": num_cpus,
             "num_gpus": num_gpus,
+            "max_restarts": max_retries,
+            "max_task_retries": max_retries,
             "runtime_env": {"env_vars": {"OMP_NUM_THREADS": threads_for(num_cpus)}},
         }
         if memory_gb:
             opts["memory"] = int(memory_gb * 2**30)
-        cls = ray.remote(_ExtractWorker).options(**opts)
-        self.actors = [cls.remote() for _ in range(size)]
-        self._in_flight: list[list[ray.ObjectRef]] = [[] for _ in self.actors]
+        manager = ray.remote(_Manager).options(num_cpus=0, max_concurrency=100_000)
+        self.size = size
+        self.manager = manager.remote(size, opts, release_idle)
 
     def submit(self, spec: StepSpec) -> ray.ObjectRef:
-        """Queue one step on the least busy actor; the ref resolves to its Outcome."""
-        for refs in self._in_flight:
-            if refs:
-                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-                for r in done:
-                    refs.remove(r)
-        idx = min(range(len(self.actors)), key=lambda i: len(self._in_flight[i]))
-        ref = self.actors[idx].run.remote(spec)
-        self._in_flight[idx].append(ref)
-        return ref
+        """Queue one step; the ref resolves to its Outcome (or raises the step's error)."""
+        return self.manager.run.remote(spec)
 
     def map(self, specs: list[StepSpec]) -> list[Outcome]:
         """Run many steps, returning Outcomes in input order (bad input re-raised as such)."""
@@ -95,34 +158,40 @@ class ExtractPool:
         return out
 
     def stats(self) -> list[dict[str, Any]]:
-        """Per actor: pid, steps run, token sets cached."""
-        return ray.get([a.stats.remote() for a in self.actors])
+        """Per idle worker: pid, steps run, stale scratch folders removed, token sets cached."""
+        return [s for s in ray.get(self.manager.stats.remote()) if "pid" in s]
 
     def close(self) -> None:
-        """Kill the actors (their in-flight steps fail)."""
-        for a in self.actors:
-            ray.kill(a)
-        self.actors, self._in_flight = [], []
+        """Kill the workers and the manager (their in-flight steps fail)."""
+        try:
+            ray.get(self.manager.close.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - the manager may be gone already
+            pass
+        ray.kill(self.manager)
 
 
-_POOLS: dict[tuple, ExtractPool] = {}
+ExtractPool = ActorPool  # the name HuRef's pool had before it served every kind
+_POOLS: dict[tuple, ActorPool] = {}
 
 
 def submit_step(spec: StepSpec) -> ray.ObjectRef:
     """Route an ``executor="actor"`` step to the shared pool for its resources (RayBackend hook).
 
-    The pool for ``(num_cpus, num_gpus, memory_gb)`` is created on first use and reused by later
-    steps of the same session; see :func:`pool_size` for how many actors it gets.
+    The pool for ``(num_cpus, num_gpus, memory_gb, max_retries)`` is created on first use and
+    reused by later steps of the same session; see :func:`pool_size` for how many workers it
+    gets. Its workers are released whenever it runs dry (a grid's cells come in waves).
     """
     res: Resources = spec.resources
-    key = (res.num_cpus, res.num_gpus, res.memory_gb)
+    key = (res.num_cpus, res.num_gpus, res.memory_gb, res.max_retries)
     pool = _POOLS.get(key)
     if pool is None:
-        pool = ExtractPool(
+        pool = ActorPool(
             pool_size(res, ray.cluster_resources()),
             num_cpus=res.num_cpus,
             num_gpus=res.num_gpus,
             memory_gb=res.memory_gb,
+            max_retries=res.max_retries,
+            release_idle=True,
         )
         _POOLS[key] = pool
     return pool.submit(spec)
@@ -131,8 +200,8 @@ def submit_step(spec: StepSpec) -> ray.ObjectRef:
 def pool_size(res: Resources, cluster: dict[str, float]) -> int:
     """``resources.num_workers`` actors, capped so one CPU's worth stays free.
 
-    Actors hold their CPUs for the whole session; the plan's ordinary tasks (deriving control
-    models, the final compare) would otherwise wait forever behind a pool that took every CPU.
+    Actors hold their CPUs while they have work; the plan's ordinary tasks (deriving control
+    models, the final compare) would otherwise wait behind a pool that took every CPU.
     """
     size = max(1, res.num_workers)
     if res.num_cpus > 0:
