@@ -21,6 +21,7 @@ KINDS: dict[str, str] = {
     "huref": "runner.experiments.huref",
     "huref_encoder": "runner.experiments.huref_encoder",
     "sweep": "runner.experiments.sweep",
+    "mergeguard": "runner.experiments.mergeguard",
 }
 
 

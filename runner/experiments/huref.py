@@ -110,22 +110,12 @@ def _present(entry: ModelEntry, ctx) -> bool:
 
 
 def _upstream(entry: ModelEntry, ctx) -> Step:
-    """The ``step_kind`` step of another experiment's plan (planned, not run, here)."""
-    from runner.config import load_experiment
-    from runner.experiments import get_kind
-    from tasks.errors import ConfigError
+    """The ``step_kind`` step of the ``from_config`` experiment (planned, not run, here)."""
+    from runner.experiments.upstream import upstream_step
 
-    path = Path(ctx.config_path).parent / str(entry.from_config)
-    member = load_experiment(path)
-    todo, seen = list(get_kind(member.kind).plan(member, ctx.for_member(path))), set()
-    while todo:
-        step = todo.pop(0)
-        if step.kind == entry.step_kind:
-            return step
-        if step.step_id not in seen:
-            seen.add(step.step_id)
-            todo.extend(step.inputs.values())
-    raise ConfigError(f"{path} plans no {entry.step_kind!r} step", "check from_config/step_kind")
+    return upstream_step(
+        Path(ctx.config_path).parent / str(entry.from_config), entry.step_kind, ctx
+    )
 
 
 def plan(cfg: Config, ctx) -> list[Step]:
