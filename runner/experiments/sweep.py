@@ -1,25 +1,26 @@
-"""``kind: sweep``: a Ray Tune sweep over an IF_adapter experiment (``fprun sweep``).
+"""``kind: sweep``: a Ray Tune sweep over an experiment of any kind (``fprun sweep``).
 
-A sweep YAML holds a base ``kind: if_adapter`` experiment (``experiment:``), a search space over
-its dotted keys (``search:``) and Tune settings; each trial is the base with its values applied
-(run by ``runner/sweep/trial.py``, driven by ``runner/sweep/tuner.py``). Torch- and ray-free, so
-``fprun validate`` checks every candidate value against the experiment's schema. IDs are config
-hashes, never the clock: ``trial_id`` over the sweep name and the trial plan's step IDs (so
-``1e-2`` and ``0.01`` are one trial), ``sweep_id`` over what decides which trials run and what
-they report; it names ``ARTIFACTS/tune/<sweep_id>``, the folder ``Tuner.restore`` resumes.
+A sweep YAML holds a base experiment (``experiment:``; IF_adapter, a mergeguard grid, ...), a
+search space over its dotted keys (``search:``), the metric to optimise with ``constraints`` on
+others, and Tune settings; each trial is the base with its values applied, planned by the base's
+own kind (``runner/sweep/trial.py``, driven by ``runner/sweep/tuner.py``). Torch- and ray-free, so
+``fprun validate`` checks every candidate value against the schema. IDs are config hashes:
+``trial_id`` over the sweep name and the trial's step IDs (``1e-2`` and ``0.01`` are one trial),
+``sweep_id`` over what decides the trials; it names ``ARTIFACTS/tune/<sweep_id>`` for restores.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, create_model, field_validator, model_validator
 
 from runner.config import apply_overrides
-from runner.experiments import if_adapter
-from runner.plan import canonical_json
+from runner.experiments import get_kind
+from runner.plan import PlanContext, canonical_json
 from tasks.config import Strict, validate
 from tasks.errors import ConfigError
 
@@ -27,8 +28,29 @@ RESULT_KINDS = ("sweep_trial", "train_run", "verification", "eval")
 # Bump when what a trial computes or reports changes (it enters trial and sweep IDs).
 TRIAL_VERSION = "1"
 NEEDED_CONDITIONS = ("publish_w_adapter", "tuned_w_adapter")  # FSR_pre and FSR_post
+# Metrics of the IF protocol kinds (runner/sweep/metrics.py); a kind with its own
+# ``sweep_metrics`` lists its names in ``SWEEP_METRICS``.
 METRICS = ("fsr_post", "fsr_pre", "utility_delta", "false_trigger_post", "false_trigger_pre")
 UNSEARCHABLE = {"kind", "name"}
+
+
+def kind_metrics(kind: str) -> tuple[str, ...]:
+    """The metric names a trial of ``kind`` reports."""
+    return tuple(getattr(get_kind(kind), "SWEEP_METRICS", METRICS))
+
+
+class Constraint(Strict):
+    """A condition the best trial must meet, e.g. ``{metric: fsr, min: 0.9}``."""
+
+    metric: str = Field(description="a metric the trials report")
+    min: float | None = Field(None, description="the metric must be >= min")
+    max: float | None = Field(None, description="the metric must be <= max")
+
+    def holds(self, metrics: dict[str, Any]) -> bool:
+        value = metrics.get(self.metric)
+        if value is None:
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
 
 class Dimension(Strict):
@@ -128,15 +150,40 @@ class TuneSettings(Strict):
 class Config(Strict):
     kind: Literal["sweep"]
     name: str = Field("sweep", description="sweep name (the sweep column; part of trial IDs)")
-    experiment: if_adapter.Config = Field(description="the base experiment (kind: if_adapter)")
+    experiment: Any = Field(description="the base experiment, any kind but sweep and suite")
     search: list[Dimension] = Field(
         min_length=1,
         description="dimensions, e.g. {key: adapter.dim, grid: [4, 8, 16, 32, 64]}"
         "; a list so --set search.0.grid=[4,8] can address one",
     )
-    metric: Literal[METRICS] = Field("fsr_post", description="metric the best trial maximises")
+    metric: str = Field(
+        "fsr_post",
+        description=f"metric the best trial optimises (IF kinds: {', '.join(METRICS)}; "
+        "mergeguard: fsr, false_trigger_rate, math_accuracy, refusal_rate, ics_a, ics_b)",
+    )
     mode: Literal["max", "min"] = "max"
+    constraints: list[Constraint] = Field(
+        default_factory=list, description="conditions the best trial must meet (fsr >= 0.9)"
+    )
     tune: TuneSettings = TuneSettings()
+    config_dir: str | None = Field(
+        None, exclude=True, description="set by fprun: where relative experiment paths start"
+    )
+
+    @field_validator("experiment", mode="before")
+    @classmethod
+    def _experiment(cls, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value
+        kind = value.get("kind") if isinstance(value, dict) else None
+        if kind in (None, "sweep", "suite"):
+            raise ConfigError(
+                f"experiment: kind {kind!r} cannot be swept",
+                "give the base experiment of one kind, e.g. kind: if_adapter or mergeguard",
+            )
+        module = get_kind(str(kind), source="experiment")
+        wrapper = create_model("Sweep", __base__=Strict, experiment=(module.Config, ...))
+        return validate(wrapper, {"experiment": value}, "sweep").experiment
 
     @model_validator(mode="after")
     def _checks(self) -> Config:
@@ -154,6 +201,12 @@ class Config(Strict):
                 )
             for value in dim.candidates():
                 trial_experiment(self, {key: value}, source=f"search.{key}={value!r}")
+        names = kind_metrics(self.experiment.kind)
+        for metric in [self.metric, *(c.metric for c in self.constraints)]:
+            if metric not in names:
+                raise ValueError(f"metric: must be one of {', '.join(names)} (got {metric!r})")
+        if self.experiment.kind != "if_adapter":
+            return self
         missing = [c for c in NEEDED_CONDITIONS if c not in self.experiment.verify.conditions]
         if missing:
             raise ConfigError(
@@ -172,24 +225,31 @@ class Config(Strict):
 
 
 def trial_experiment(cfg: Config, params: dict[str, Any], source: str = "trial") -> Any:
-    """The base experiment with a trial's values applied, validated as an if_adapter config."""
+    """The base experiment with a trial's values applied, validated by its kind's Config."""
     data = cfg.experiment.model_dump(mode="json")
     overrides = [f"{key}={json.dumps(value)}" for key, value in sorted(params.items())]
     try:
         merged = apply_overrides(data, overrides)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc.problem}", exc.fix) from None
-    return validate(if_adapter.Config, merged, f"sweep {cfg.name} {source}")
+    module = get_kind(cfg.experiment.kind)
+    return validate(module.Config, merged, f"sweep {cfg.name} {source}")
 
 
-def trial_plan(experiment: Any) -> list:
-    """The trial's steps: exactly the if_adapter kind's plan (shared pieces, shared step IDs)."""
-    return if_adapter.plan(experiment, None)
+def plan_context(config_dir: str | None, results: str = "", artifacts: str = "") -> PlanContext:
+    """Where a trial's relative experiment paths start (the sweep YAML's folder)."""
+    return PlanContext(Path(config_dir or ".") / "sweep.yaml", results, artifacts)
+
+
+def trial_plan(experiment: Any, ctx: PlanContext | None = None) -> list:
+    """The trial's steps: exactly the base kind's plan (shared pieces, shared step IDs)."""
+    return get_kind(experiment.kind).plan(experiment, ctx or plan_context(None))
 
 
 def trial_id(cfg: Config, params: dict[str, Any]) -> str:
     """Stable trial ID: sweep name + the step IDs the trial computes + TRIAL_VERSION."""
-    steps = sorted(s.step_id for s in trial_plan(trial_experiment(cfg, params)))
+    ctx = plan_context(cfg.config_dir)
+    steps = sorted(s.step_id for s in trial_plan(trial_experiment(cfg, params), ctx))
     return _digest(["sweep_trial", cfg.name, steps, TRIAL_VERSION])
 
 
@@ -205,6 +265,8 @@ def sweep_id(cfg: Config) -> str:
     data = cfg.model_dump(mode="json")
     data["tune"].pop("max_concurrent_trials")
     data["tune"].pop("trial")
+    if not data["constraints"]:
+        data.pop("constraints")  # sweeps from before constraints existed keep their ID
     return _digest(["sweep", canonical_json(data), TRIAL_VERSION])
 
 
@@ -223,7 +285,7 @@ def load_sweep(path: Any, overrides: list[str]) -> Config:
             f"{path} is a kind {cfg.kind!r} experiment, not a sweep",
             f"run it with: fprun run {path}",
         )
-    return cfg
+    return cfg.model_copy(update={"config_dir": str(Path(path).resolve().parent)})
 
 
 def plan(cfg: Config, ctx) -> list:
@@ -236,6 +298,8 @@ def plan(cfg: Config, ctx) -> list:
 
 __all__ = [
     "Config",
+    "Constraint",
+    "plan_context",
     "RESULT_KINDS",
     "load_sweep",
     "plan",

@@ -17,6 +17,33 @@ from statistics import fmean
 from typing import Any
 
 
+def metrics_for(kind: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A trial's metrics: the kind's own ``sweep_metrics`` when it has one (e.g. mergeguard's
+    means over merged cells), else the IF protocol's (:func:`trial_metrics`)."""
+    from runner.experiments import get_kind
+
+    own = getattr(get_kind(kind), "sweep_metrics", None)
+    if own is None:
+        return trial_metrics(records)
+    return {**own(records), "datasets_json": datasets_json(records)}
+
+
+def datasets_json(records: list[dict[str, Any]]) -> str:
+    """Every dataset the records' rows name, as a JSON string (Tune's TensorBoard logger warns
+    on list-valued metrics)."""
+    return json.dumps(
+        sorted(
+            {
+                d
+                for rec in records
+                for r in rec["rows"]
+                for d in (r.get("datasets") or [r.get("dataset")])
+                if d
+            }
+        )
+    )
+
+
 def trial_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     """All metrics the finished steps allow (later phases add FSR_post)."""
     out: dict[str, Any] = {}
@@ -32,18 +59,7 @@ def trial_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
             out[name] = fmean(fsr[cond][probe])
     out.update(_training(records))
     out.update(_utility(records))
-    # a JSON string, not a list: Tune's TensorBoard logger warns on list-valued metrics
-    out["datasets_json"] = json.dumps(
-        sorted(
-            {
-                d
-                for rec in records
-                for r in rec["rows"]
-                for d in (r.get("datasets") or [r.get("dataset")])
-                if d
-            }
-        )
-    )
+    out["datasets_json"] = datasets_json(records)
     return out
 
 

@@ -142,9 +142,16 @@ def _when(value: Any) -> datetime:
 
 
 def best_row(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The best completed trial by ``cfg.metric``; ties go to fewer false triggers after the
-    attack, then to less utility harm (FSR_post is often 100% for several dims)."""
-    done = [r for r in rows if r["status"] == TERMINATED and r["value"] is not None]
+    """The best completed trial by ``cfg.metric`` among those meeting ``cfg.constraints``; ties
+    go to fewer false triggers after the attack, then to less utility harm (FSR_post is often
+    100% for several dims)."""
+    done = [
+        r
+        for r in rows
+        if r["status"] == TERMINATED
+        and r["value"] is not None
+        and all(c.holds(json.loads(r["metrics"])) for c in cfg.constraints)
+    ]
     if not done:
         return None
     sign = 1.0 if cfg.mode == "max" else -1.0
@@ -157,19 +164,16 @@ def best_row(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> dict[str, An
 
 
 def summary_text(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> str:
-    """One line per trial (search values, FSRs, false triggers, utility, wall time) and the best."""
+    """One line per trial (search values, the metrics, wall time) and the best one."""
     keys = [d.key for d in cfg.search]
-    header = [
-        "trial",
-        *keys,
-        "status",
-        "FSR_pre",
-        "FSR_post",
-        "false_post",
-        "utility_delta",
-        "acc_delta",
-        "wall_s",
-    ]
+    if cfg.experiment.kind == "if_adapter":
+        shown = ["fsr_pre", "fsr_post", "false_trigger_post", "utility_delta", "acc_delta"]
+        names = ["FSR_pre", "FSR_post", "false_post", "utility_delta", "acc_delta"]
+    else:
+        shown = list(dict.fromkeys([cfg.metric, *(c.metric for c in cfg.constraints)]))
+        shown += [m for m in sweep_kind.kind_metrics(cfg.experiment.kind) if m not in shown][:2]
+        names = shown
+    header = ["trial", *keys, "status", *names, "wall_s"]
     lines = []
     for r in sorted(rows, key=lambda r: [json.loads(r["params"]).get(k) for k in keys]):
         p, m = json.loads(r["params"]), json.loads(r["metrics"])
@@ -178,21 +182,24 @@ def summary_text(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> str:
                 r["trial_id"][:8],
                 *(num(p.get(k)) for k in keys),
                 r["status"],
-                pct(m.get("fsr_pre"), "%"),
-                pct(m.get("fsr_post"), "%"),
-                pct(m.get("false_trigger_post"), "%"),
-                pct(m.get("utility_delta"), "%"),
-                pct(m.get("acc_delta"), "%"),
+                *(pct(m.get(k), "%") for k in shown),
                 num(sum((m.get("phase_seconds") or {}).values()) or None),
             ]
         )
+    rule = "".join(
+        f", {c.metric}"
+        + (f" >= {c.min:g}" if c.min is not None else "")
+        + (f" <= {c.max:g}" if c.max is not None else "")
+        for c in cfg.constraints
+    )
     out = [
-        f"sweep {cfg.name}: {len(rows)} trial(s), metric {cfg.metric} ({cfg.mode})",
+        f"sweep {cfg.name}: {len(rows)} trial(s), metric {cfg.metric} ({cfg.mode}){rule}",
         render(header, lines),
     ]
     best = best_row(cfg, rows)
     if best is None:
-        out.append("  best: none (no trial finished every phase)")
+        why = "meets the constraints" if cfg.constraints else "finished every phase"
+        out.append(f"  best: none (no trial {why})")
     else:
         p = json.loads(best["params"])
         where = ", ".join(f"{k}={num(v)}" for k, v in sorted(p.items()))

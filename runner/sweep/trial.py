@@ -1,9 +1,10 @@
-"""One sweep trial inside Ray Tune: the IF_adapter protocol in three checkpointed phases.
+"""One sweep trial inside Ray Tune: the base experiment's plan in three checkpointed phases.
 
-A trial builds its plan with the ``if_adapter`` kind (same step IDs as ``fprun run``) and drives
-its own Ray Train runs (the Train V2 layering): ``fingerprint`` (training through
-:func:`runner.exec.train.run_train_step`, then FSR_pre and utility evals), ``finetune`` (the user
-fine-tunes) and ``post`` (FSR_post); verification and evals run in the trial's own process. Each
+A trial builds its plan with the base experiment's own kind (same step IDs as ``fprun run``) and
+drives its own Ray Train runs (the Train V2 layering): ``fingerprint`` (everything before the
+fine-tunes: training through :func:`runner.exec.train.run_train_step`, FSR_pre, utility evals),
+``finetune`` (the fine-tune steps: a user's attack, a merge grid's expert) and ``post`` (what
+depends on them: FSR_post, merge cells); other steps run in the trial's own process. Each
 phase reports with ``tune.report``, the first two with a checkpoint of the phases done, so an
 interrupted trial resumes after its last finished phase; a shared step runs once under a file
 lock. ``ARTIFACTS/sweep/<trial_id>/phases.jsonl`` logs every phase and step (nothing runs twice).
@@ -21,10 +22,10 @@ from typing import Any
 
 from runner.exec.driver import artifact_dir, device_name, run_step_inline, step_spec
 from runner.experiments import sweep as sweep_kind
-from runner.plan import Step
+from runner.plan import Plan, Step
 from runner.results.records import Outcome, find_record, write_record
 from runner.results.store import ResultStore, now
-from runner.sweep.metrics import trial_metrics
+from runner.sweep.metrics import metrics_for
 from tasks.files import locked
 
 PHASES = ("fingerprint", "finetune", "post")
@@ -34,7 +35,13 @@ SWEEP_DIR = "sweep"
 
 
 def sweep_trainable(
-    params: dict[str, Any], *, sweep: dict[str, Any], artifacts: str, results: str | None, cwd: str
+    params: dict[str, Any],
+    *,
+    sweep: dict[str, Any],
+    artifacts: str,
+    results: str | None,
+    cwd: str,
+    config_dir: str | None = None,
 ) -> None:
     """The Tune trainable (function API): one trial of the sweep ``sweep`` (a Config dump).
 
@@ -45,7 +52,8 @@ def sweep_trainable(
 
     with carried_errors():
         store = ResultStore(results) if results else None
-        _run_trial(params, sweep_kind.Config.model_validate(sweep), Path(artifacts), store, cwd)
+        cfg = sweep_kind.Config.model_validate(sweep).model_copy(update={"config_dir": config_dir})
+        _run_trial(params, cfg, Path(artifacts), store, cwd)
 
 
 def _run_trial(
@@ -61,7 +69,11 @@ def _run_trial(
         os.chdir(cwd)
     _set_threads(cfg.tune.trial)
     tid = sweep_kind.trial_id(cfg, params)
-    phases = split_phases(sweep_kind.trial_plan(sweep_kind.trial_experiment(cfg, params)))
+    ctx = sweep_kind.plan_context(cfg.config_dir, str(store.root) if store else "", str(artifacts))
+    experiment = sweep_kind.trial_experiment(cfg, params)
+    # Plan(...) brings in the upstream steps a kind wires only as inputs (a merge grid's
+    # fingerprint), in dependency order.
+    phases = split_phases(list(Plan(sweep_kind.trial_plan(experiment, ctx))))
     log = PhaseLog(artifacts / SWEEP_DIR / tid / PHASE_LOG)
     state = _restored_state(tune.get_checkpoint()) or {
         "trial_id": tid,
@@ -83,7 +95,7 @@ def _run_trial(
             log.write(phase, "end", seconds=state["phase_seconds"][phase])
         if done:
             records += [step_record(s, f) for s, f in zip(phases[phase], found, strict=True)]
-        _report(tune, phase, state, records)
+        _report(tune, phase, state, records, experiment.kind)
 
 
 def split_phases(steps: list[Step]) -> dict[str, list[Step]]:
@@ -204,9 +216,9 @@ def _restored_state(checkpoint: Any) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def _report(tune: Any, phase: str, state: dict[str, Any], records: list[dict]) -> None:
+def _report(tune: Any, phase: str, state: dict[str, Any], records: list[dict], kind: str) -> None:
     """``tune.report`` of everything known so far; a checkpoint at every phase boundary."""
-    metrics = trial_metrics(records)
+    metrics = metrics_for(kind, records)
     metrics.update(
         fprun_trial_id=state["trial_id"],
         phase=phase,

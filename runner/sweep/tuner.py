@@ -1,4 +1,4 @@
-"""Ray Tune sweeps (``fprun sweep``): a ``Tuner`` over an IF_adapter experiment's search space.
+"""Ray Tune sweeps (``fprun sweep``): a ``Tuner`` over any experiment's search space.
 
 The driver (this module) runs a :class:`ray.tune.Tuner`; each trial (``runner.sweep.trial``)
 drives its own Ray Train runs, whose workers get their own placement group, as Ray documents Train
@@ -230,6 +230,7 @@ def _trainable(cfg: sweep_kind.Config, artifacts: Path, results: str) -> Any:
         artifacts=str(artifacts),
         results=results,
         cwd=os.getcwd(),
+        config_dir=cfg.config_dir,
     )
     return tune.with_resources(fn, tune.PlacementGroupFactory([bundle]))
 
