@@ -1,17 +1,12 @@
 """Actor pools: long-lived Ray actors that run steps of any kind, a bounded number at a time.
 
-An actor keeps what is costly to rebuild between steps (torch, transformers and mergekit imported;
-HuRef's token-selection cache), so a grid of merge cells or a family of HuRef extractions pays
-the start-up once per actor. Steps run through :func:`runner.exec.driver.run_step_inline`, so
-results equal the other executors'. A pool is a zero-CPU *manager* actor in front of ``size``
-worker actors: ``submit`` returns an ObjectRef at once (resolving to an ``Outcome`` like a task's),
-the manager holds the queue and lets at most ``size`` steps reach the workers (an asyncio
-semaphore; nothing polls, so waiting stays linear in the number of steps). Workers are restarted
-by Ray when they die and their step is retried (``max_restarts``/``max_task_retries`` =
-``resources.max_retries``), so a killed actor's step still returns once and the driver writes its
-row once. A worker starting on a node removes stale scratch left there by dead processes
-(:func:`tasks.scratch.clean_stale`). Idle workers are released, so CPUs held by a pool go back to
-Ray Train steps waiting behind it. :func:`submit_step` is ``RayBackend``'s route for
+Actors keep what is costly to rebuild (torch, transformers, mergekit imported; HuRef's token
+cache); steps run through :func:`runner.exec.driver.run_step_inline`, so results equal the other
+executors'. A zero-CPU manager actor queues steps and lets at most ``size`` reach the workers (an
+asyncio semaphore: nothing polls, waiting stays linear). Ray restarts a dead worker and retries its
+step (``resources.max_retries``), so its row is written once; a starting worker removes stale
+scratch of dead processes (:func:`tasks.scratch.clean_stale`); idle workers are released so a pool
+never starves waiting Ray Train steps. :func:`submit_step` is ``RayBackend``'s route for
 ``executor="actor"``; :func:`close_pools` kills every pool.
 """
 

@@ -1,14 +1,12 @@
 """The merge-grid cell: merge, measure, delete, and one ``merge_cell`` row, whatever happens.
 
-:func:`merge_cell_step` merges the fingerprinted model and the other expert over the base through
-mergekit into node-local scratch (:mod:`tasks.scratch`), then measures the merged model: HuRef
-invariants and ICS to the base and to each parent (PCS while the weights exist); the model loaded
-once for IF verification (keys, unseen keys for false triggers, normal prompts), refusal and math;
-for an IF_adapter fingerprint also the adapter conditions. The merged weights are deleted unless
-``keep`` (moved to ``out_dir/merged``). A merge or measurement that raises becomes the row's
-``status: failed`` with the error, so the grid goes on; bad input (a parent that cannot be merged,
-a missing dataset) still raises, since every cell would hit it. With ``parent`` set, the cell is a
-parent's baseline: the same measurements on that parent, no merge. Keys never reach the row.
+:func:`merge_cell_step` merges the fingerprinted model and the other expert over the base with
+mergekit into node-local scratch (:mod:`tasks.scratch`), then measures it: HuRef invariants, ICS
+(and PCS) to each parent; the model loaded once for IF verification (keys, unseen keys, normal
+prompts), refusal and math; the IF_adapter conditions for an adapter fingerprint. The weights are
+deleted unless ``keep``. A merge or measurement that raises becomes ``status: failed`` with the
+error, so the grid goes on; bad input (parents that cannot be merged, a missing dataset) raises.
+``parent`` makes the cell a parent's baseline (no merge). Keys never reach the row.
 """
 
 from __future__ import annotations

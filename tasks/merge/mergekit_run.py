@@ -1,17 +1,12 @@
 """One in-process mergekit merge with explicit options, safe to repeat in a long-lived worker.
 
-``run_merge`` gets a validated ``MergeConfiguration`` and a ``MergeOptions`` built here: the seed
-(always), the device, ``out_shard_size`` in bytes (mergekit buffers a whole shard in RAM, so it
-bounds memory), the tokenizer copied from the base. ``apply_global_options`` is never called: it
-configures logging and torch's interop threads, which a worker process may set only once.
-mergekit's ``LoaderCache`` is class-level and keeps an open loader for every model a process ever
-merged, so it is emptied after each merge. The output is written beside its destination and
-renamed into place, so a merge that fails leaves nothing (mergekit itself cleans up nothing).
-
-Tied heads: mergekit writes the base's ``config.json``, but when a parent stores an untied
-``lm_head`` (an IF_adapter published model), it also writes a merged ``lm_head.weight``; under
-the base's ``tie_word_embeddings: true`` transformers would silently replace that head with the
-embedding. :func:`untie_written_head` sets the flag to false whenever a head was written.
+``MergeOptions`` are built here: the seed (always), the device, ``out_shard_size`` in bytes (a
+whole shard is buffered in RAM, so it bounds memory), the base's tokenizer copied. mergekit's
+``apply_global_options`` is never called (logging and torch's interop threads: once per process);
+its class-level ``LoaderCache`` is emptied after each merge. The output is renamed into place, so a
+failed merge leaves nothing. A parent with an untied ``lm_head`` (IF_adapter) makes mergekit write
+a merged head under the base's tied config, which transformers would silently drop:
+:func:`untie_written_head` sets ``tie_word_embeddings: false`` whenever a head was written.
 """
 
 from __future__ import annotations
