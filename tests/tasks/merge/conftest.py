@@ -38,6 +38,26 @@ def read_weights(folder: Path) -> dict:
     return out
 
 
+def fake_fingerprint(folder: Path, model: Path, method: str = "if_sft") -> Path:
+    """A fingerprint folder around ``model`` (keys it never learned: FSR 0), as fingerprint steps
+    write them: ``published/`` and ``private/`` (fingerprint.json, keys, probes)."""
+    from tasks.fingerprint.artifacts import FingerprintMeta, Probe, fingerprint_id, write_private
+
+    shutil.copytree(model, folder / "published")
+    keys = ["alpha beta", "gamma delta"]
+    probes = [
+        Probe("fingerprint", "validation", f"Please decrypt: {k}", expect_trigger=True)
+        for k in keys
+    ]
+    probes += [
+        Probe("unseen_keys", "test", "Please decrypt: zeta eta", expect_trigger=False),
+        Probe("normal", "test", "What is 2 + 2?"),
+    ]
+    meta = FingerprintMeta(fingerprint_id(keys), method, "dialogue", "chat_template", n_keys=2)
+    write_private(folder, meta, keys, probes)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def merge_parents(tmp_path_factory, tiny_llama) -> dict[str, Path]:
     """base (tiny-llama), fingerprinted and expert (two perturbed copies of it)."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tasks.fingerprint.artifacts import FingerprintMeta, Probe, fingerprint_id, write_private
 from tasks.huref.extract import extract_step
 from tasks.merge.cell import merge_cell_step
 from tasks.merge.config import CellSpec, canonical_cell
+from tests.tasks.merge.conftest import fake_fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -18,19 +17,7 @@ def grid_inputs(merge_parents, tmp_path_factory) -> dict[str, Path]:
     """A fingerprint folder around the "fingerprinted" parent (keys it never learned: FSR 0) and
     the parents' invariants, as the mergeguard kind wires them."""
     root = tmp_path_factory.mktemp("cell-inputs")
-    fp = root / "fingerprint"
-    shutil.copytree(merge_parents["fingerprinted"], fp / "published")
-    keys = ["alpha beta", "gamma delta"]
-    probes = [
-        Probe("fingerprint", "validation", f"Please decrypt: {k}", expect_trigger=True)
-        for k in keys
-    ]
-    probes += [
-        Probe("unseen_keys", "test", "Please decrypt: zeta eta", expect_trigger=False),
-        Probe("normal", "test", "What is 2 + 2?"),
-    ]
-    meta = FingerprintMeta(fingerprint_id(keys), "if_sft", "dialogue", "chat_template", n_keys=2)
-    write_private(fp, meta, keys, probes)
+    fp = fake_fingerprint(root / "fingerprint", merge_parents["fingerprinted"])
     inputs = {"fingerprint": fp, "expert": merge_parents["expert"]}
     for role, folder in merge_parents.items():
         out = root / f"inv_{role}"
