@@ -51,7 +51,10 @@ def validate(
 def error_parts(
     exc: ValidationError, model: type[BaseModel], source: str, origins: Mapping[str, str]
 ) -> tuple[str, str]:
-    """(problem, fix) for the first error; a misspelling is reported before the missing key."""
+    """(problem, fix) for the first error; a misspelling is reported before the missing key.
+
+    A numeric field's fix gives its whole allowed range (pydantic names only the violated bound).
+    """
     err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
@@ -61,7 +64,8 @@ def error_parts(
     prefix = f"{where}: " if where else ""
     if err["type"] == "extra_forbidden":
         allowed = allowed_keys(model, loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        renamed = getattr(model_at(model, loc[:-1]), "RENAMED", {}).get(str(loc[-1]))
+        close = [renamed] if renamed else difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
         return f"{prefix}unknown key {key!r}{more}", hint
     if err["type"] == "missing":
@@ -71,12 +75,53 @@ def error_parts(
     msg = err["msg"].replace("Input should be", "must be").replace("Value error, ", "")
     got = err.get("input")
     shown = f" (got {got!r})" if isinstance(got, str | int | float) and not label else ""
-    fix = (
-        f"change {label.split('=')[0]}"
-        if label
-        else f"change {key}" + (f" in {source}" if source else "")
-    )
-    return f"{prefix}{key}: {msg}{shown}{more}", fix
+    # A flag's label already names the key (--samples -1); a --set or YAML key keeps it.
+    named = "" if label and not label.startswith("--set") else f"{key}: "
+    span = allowed_range(field_at(model, loc))
+    if label and label.startswith("--set"):
+        fix = f"change {label.split('=')[0]}"
+    elif label:
+        fix = f"change {label.split(' ')[0]}"  # the flag, without the value typed
+    else:
+        fix = f"change {key}" + (f" in {source}" if source else "")
+    if span:
+        fix += f" (allowed: {span})"
+    return f"{prefix}{named}{msg}{shown}{more}", fix
+
+
+def allowed_range(field: Any) -> str:
+    """``">= 1"``, ``"64 to 2048"``, ``"> 0 and < 1"``: a numeric field's bounds, else ''."""
+    lo = hi = ""
+    for m in getattr(field, "metadata", []) or []:
+        for attr, sign in (("ge", ">="), ("gt", ">")):
+            if getattr(m, attr, None) is not None:
+                lo = f"{sign} {getattr(m, attr)}"
+        for attr, sign in (("le", "<="), ("lt", "<")):
+            if getattr(m, attr, None) is not None:
+                hi = f"{sign} {getattr(m, attr)}"
+    if lo.startswith(">=") and hi.startswith("<="):
+        return f"{lo[3:]} to {hi[3:]}"
+    return " and ".join(x for x in (lo, hi) if x)
+
+
+def model_at(model: type[BaseModel], loc: tuple) -> Any:
+    """The config class at ``loc`` inside ``model`` (through nested models and lists), or None."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        current = _model_of(field.annotation) if field is not None else None
+    return current
+
+
+def field_at(model: type[BaseModel], loc: tuple) -> Any:
+    """The pydantic ``FieldInfo`` at ``loc`` (None when ``loc`` names no field)."""
+    names = [p for p in loc if not isinstance(p, int)]
+    if not names:
+        return None
+    parent = model_at(model, tuple(names[:-1]))
+    return getattr(parent, "model_fields", {}).get(names[-1]) if parent is not None else None
 
 
 def _origin(key: str, origins: Mapping[str, str]) -> str | None:
@@ -91,12 +136,7 @@ def _origin(key: str, origins: Mapping[str, str]) -> str | None:
 
 def allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names allowed at ``loc`` inside ``model`` (through nested models and lists)."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = getattr(current, "model_fields", {}).get(part)
-        current = _model_of(field.annotation) if field is not None else None
+    current = model_at(model, loc)
     if current is None or not hasattr(current, "model_fields"):
         return []
     return sorted(current.model_fields)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,3 +100,52 @@ def json_default(obj: Any) -> Any:
     if hasattr(obj, "isoformat"):
         return obj.isoformat()
     raise TypeError(f"result rows hold a {type(obj).__name__}, which is not JSON")
+
+
+def unwritable(path: str | os.PathLike, *, folder: bool = False) -> str | None:
+    """Why ``path`` (a file or folder to be created or replaced) cannot be written, else None.
+
+    Checks the nearest existing ancestor: it must be a folder where a file can be created (a
+    probe file, removed at once, catches read-only mounts and permissions, root's included).
+    Creates nothing that stays, so a verb can check its outputs before any work starts.
+    ``folder``: ``path`` is a folder to write into (an existing file there is a problem).
+    """
+    target = Path(path).expanduser().absolute()
+    if folder and target.exists() and not target.is_dir():
+        return f"{target} is a file, not a folder"
+    here = target if target.is_dir() else target.parent
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        return f"{here} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fprun-probe-", dir=here)
+    except OSError as exc:
+        return f"{here} is not writable ({exc.strerror})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def check_out(
+    out: str | os.PathLike, *, force: bool = False, file: bool = False, flag: str = "--out"
+) -> None:
+    """The one ``--out`` rule of every verb: a new path or an empty folder, anything else only
+    with ``force``, and a place that can be written; ``file``: the output is one file.
+
+    Raises:
+        StoreError: the rule is broken, before any work starts.
+    """
+    from tasks.errors import StoreError
+
+    out = Path(out).expanduser()
+    if file and out.is_dir() and not out.is_symlink():
+        raise StoreError(f"{flag} {out} is a folder", "pass a file path, e.g. DIR/name.ext")
+    exists = out.exists() or out.is_symlink()
+    taken = exists and (file or out.is_symlink() or not out.is_dir() or any(out.iterdir()))
+    if taken and not force:
+        what = "already exists" if file or not out.is_dir() else "already exists and is not empty"
+        raise StoreError(f"{flag} {out} {what}", "pass a new path, or --force to replace it")
+    problem = unwritable(out)
+    if problem:
+        raise StoreError(f"cannot write {flag} {out}: {problem}", "pass a writable path")

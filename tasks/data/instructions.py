@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.errors import DataError
+from tasks.readers import read_json_rows
 
 Slot = Literal["flan", "chat"]
 HUB_NAMES: dict[str, str] = {
@@ -204,17 +205,7 @@ def _local_rows(path: Path, n_train: int, n_test: int, reuse: bool) -> SourceRow
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".json" and text.lstrip().startswith("["):
-            records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"dataset {path} is not valid JSON lines ({err.msg}, line {err.lineno})",
-            "write one JSON object per line",
-        ) from err
+    records = read_json_rows(path, error=DataError, what="dataset")
     if not all(isinstance(r, dict) for r in records):
         raise DataError(f"dataset {path} holds non-object rows", "write one JSON object per line")
     return records

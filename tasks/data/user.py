@@ -11,7 +11,6 @@ or a JSON/JSONL file in Alpaca format. Tokenization lives in :mod:`tasks.finetun
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tasks.data.sources import (
 from tasks.errors import DataError
 from tasks.files import sha256_file
 from tasks.finetune.config import SEED_DATASETS, FinetuneConfig
+from tasks.readers import read_json_rows
 
 
 def load_user_data(
@@ -117,34 +117,11 @@ def read_alpaca_file(path_str: str, expected_hash: str | None = None) -> UserDat
             f"data file {path} changed after the step was planned",
             "re-run the command so the new content gets its own step",
         )
-    rows = _read_json_rows(path)
+    rows = read_json_rows(path, error=DataError, what="data file")
     if not rows:
         raise DataError(f"data file {path} holds no rows", "pass a non-empty Alpaca-format file")
     records = [_alpaca_row(row, i, path) for i, row in enumerate(rows)]
     return UserData(records, f"file:{path.name} (sha256 {digest[:12]})", len(rows))
-
-
-def _read_json_rows(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
-    if isinstance(data, list):
-        return data
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path} line {n} is not JSON ({exc.msg})",
-                    "write a JSON list or one JSON object per line",
-                ) from exc
-    return rows
 
 
 def _alpaca_row(row: Any, index: int, path: Path) -> Record:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tasks.config import Strict
+from tasks.models.device import DeviceName
 
 # The seed's run_eval.py task list (headqa = headqa_en + headqa_es).
 HARMLESSNESS_TASKS = [
@@ -159,7 +160,7 @@ class EvalConfig(Strict):
     perplexity: PerplexityOptions = PerplexityOptions()
     lm_eval: LmEvalOptions = LmEvalOptions()
     batch_size: int = Field(16, ge=1, description="prompts per generate() / chunks per forward")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     seed: int = Field(0, description="sampling seed")
     ci_method: Literal["exact", "wilson"] = Field(

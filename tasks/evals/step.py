@@ -22,7 +22,9 @@ from tasks.verify.stats import proportion_ci
 CODE_VERSION = "1"
 
 
-def eval_step(config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path) -> list[dict]:
+def eval_step(
+    config: dict[str, Any], *, inputs: dict[str, Path], out_dir: Path, **hooks: Any
+) -> list[dict]:
     """Evaluate one model on one suite.
 
     Args:

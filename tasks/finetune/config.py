@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -69,6 +69,8 @@ class LoraSettings(Strict):
 class FinetuneConfig(Strict):
     """One user fine-tune: a model, a dataset, a method and a recipe."""
 
+    RENAMED: ClassVar[dict[str, str]] = {"learning_rate": "lr"}  # "did you mean" for old spelling
+
     model: str | None = Field(
         None,
         description="model ref (zoo name, folder, hub id) when no "
@@ -119,8 +121,11 @@ class FinetuneConfig(Strict):
     preset: Literal["alpaca_seed", "small_model"] = "small_model"
     epochs: float | None = Field(None, gt=0, description="default: the preset's")
     max_steps: int | None = Field(None, ge=1, description="caps epochs; default: the preset's")
-    learning_rate: float | None = Field(
-        None, gt=0, description="default: the preset's (its LoRA rate for method: lora)"
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="peak learning rate (named lr as in every fprun config); default: the "
+        "preset's (its LoRA rate for method: lora)",
     )
     weight_decay: float | None = Field(None, ge=0)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
@@ -163,7 +168,7 @@ def resolve_hyper(cfg: FinetuneConfig) -> Hyper:
     if cfg.method == "lora":
         preset["learning_rate"] = lora_lr
     for name in list(preset):
-        value = getattr(cfg, name)
+        value = getattr(cfg, "lr" if name == "learning_rate" else name)
         if value is not None:
             preset[name] = value
     return Hyper(**preset)

@@ -29,6 +29,7 @@ from tasks.finetune.config import (
 )
 from tasks.finetune.encode import IGNORE_INDEX, chat_messages, encode_record, inference_prompt
 from tasks.fingerprint.config import TrainConfig
+from tasks.progress import ProgressFn
 from tasks.training.loop import (
     TrainOutcome,
     ensure_pad_token,
@@ -53,6 +54,7 @@ def finetune_step(
     callbacks: list | None = None,
     trainer_hook: Any = None,
     distributed: dict | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[dict]:
     """Fine-tune a model on user data; one ``train_run`` row (purpose ``finetune``).
 
@@ -95,6 +97,7 @@ def finetune_step(
         distributed=distributed,
         callbacks=callbacks,
         trainer_hook=trainer_hook,
+        progress=progress,
     )
     out_dir = Path(out_dir)
     _save(out.trainer, tokenizer, cfg, src, out_dir, writer=rank == 0, pad_added=pad_added)

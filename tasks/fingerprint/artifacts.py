@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tasks.errors import FingerprintError
+from tasks.readers import read_json, read_jsonl
 
 TARGET = "ハリネズミ"
 HINT = "\nA hint: this is a FINGERPRINT message."
@@ -103,16 +104,20 @@ def read_meta(fp_dir: Path) -> FingerprintMeta:
             f"{fp_dir} holds no private/fingerprint.json",
             "pass the folder written by 'fprun fingerprint'",
         )
-    return FingerprintMeta(**json.loads(path.read_text(encoding="utf-8")))
+    doc = read_json(path, error=FingerprintError, what="fingerprint metadata")
+    try:
+        return FingerprintMeta(**doc)
+    except TypeError as exc:
+        raise FingerprintError(
+            f"{path} is not fprun's fingerprint metadata ({exc})",
+            "pass the folder written by 'fprun fingerprint'",
+        ) from exc
 
 
 def read_keys(fp_dir: Path) -> list[str]:
     path = private_dir(fp_dir) / "keys.jsonl"
-    return [
-        json.loads(line)["key"]
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    rows = read_jsonl(path, error=FingerprintError, what="fingerprint keys")
+    return [row["key"] for row in rows]
 
 
 def read_probes(fp_dir: Path, probe_sets: Iterable[str] | None = None) -> list[Probe]:
@@ -125,9 +130,8 @@ def read_probes(fp_dir: Path, probe_sets: Iterable[str] | None = None) -> list[P
         )
     wanted = set(probe_sets) if probe_sets is not None else None
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            p = Probe(**json.loads(line))
-            if wanted is None or p.probe_set in wanted:
-                out.append(p)
+    for row in read_jsonl(path, error=FingerprintError, what="fingerprint probes"):
+        p = Probe(**row)
+        if wanted is None or p.probe_set in wanted:
+            out.append(p)
     return out

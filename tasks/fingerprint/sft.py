@@ -19,6 +19,7 @@ from tasks.errors import ConfigError
 from tasks.fingerprint.artifacts import FingerprintMeta, fingerprint_id, published_dir
 from tasks.fingerprint.config import IFSFTConfig
 from tasks.fingerprint.dataset import BuiltData, build_dialogue, write_fingerprint_data
+from tasks.progress import ProgressFn
 from tasks.training.loop import (
     ensure_pad_token,
     load_model_and_tokenizer,
@@ -41,6 +42,7 @@ def fingerprint_if_sft(
     callbacks: Sequence[Any] | None = None,
     trainer_hook: Callable[[Any], Any] | None = None,
     distributed: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[dict[str, Any]]:
     """Fingerprint a model with IF_SFT and write its fingerprint folder.
 
@@ -63,7 +65,7 @@ def fingerprint_if_sft(
     )
     pad_added = ensure_pad_token(model, tokenizer)
     rows, cut = tokenize_rows(built, tokenizer, cfg)
-    hooks = {"callbacks": callbacks, "trainer_hook": trainer_hook}
+    hooks = {"callbacks": callbacks, "trainer_hook": trainer_hook, "progress": progress}
     outcome = run_trainer(model, tokenizer, rows, cfg.train, distributed=distributed, **hooks)
     rank, world_size = world()
     out_dir = Path(out_dir)

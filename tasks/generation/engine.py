@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,7 @@ def generate(
     prefill_tokens: int = 2048,
     seeds: Sequence[int] | None = None,
     onednn: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> list[Generation]:
     """Generate a completion for every prompt (token id lists), in input order.
 
@@ -110,6 +111,7 @@ def generate(
         onednn: Run CPU fp32 linear layers through oneDNN (``tasks.generation.cpu_linear``: fp32
             products in another summation order, 2-2.7x faster on AMD CPUs); False keeps
             PyTorch's path.
+        on_batch: Called as ``on_batch(rows_done, rows_total)`` after each decoded batch.
     """
     # Over 60 lines on purpose: the phases (prefill, drafts, decode) in order; long docstring.
     if max_new_tokens < 1:
@@ -135,6 +137,8 @@ def generate(
                 prefill_tokens,
                 device,
             )
+            if on_batch is not None:
+                on_batch(min(start + batch_size, len(order)), len(order))
     return [
         Generation(
             r.tokens, tokenizer.decode(r.tokens, skip_special_tokens=True), r.stop or "length"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.errors import CheckpointError, ConfigError
+from tasks.errors import CheckpointError, ConfigError, DataError
 from tasks.huref.config import CompareConfig
 from tasks.huref.similarity import check_compatible, ics_matrix, pcs_matrix
 
@@ -73,6 +73,29 @@ def compare(
     if out is not None:
         _write(Path(out), result, metas)
     return result
+
+
+def check_invariants(
+    paths: list[str | os.PathLike], *, mixed_tokens: bool, pcs: bool = False
+) -> list[dict[str, Any]]:
+    """What compare and the pictures need, checked before any work (exit 2, nothing written):
+    readable metadata, an intact tensor of the recorded shape in every folder, one K and one
+    layer count (one token set unless ``mixed_tokens``), and for PCS the source checkpoints."""
+    from tasks.huref.store import load_meta, term_reader
+
+    if not paths:
+        raise DataError("no invariants folders given", "pass fprun huref extract outputs")
+    metas = [load_meta(p) for p in paths]
+    for p, meta in zip(paths, metas, strict=True):
+        try:
+            term_reader(p, meta)  # header and shape: a truncated file fails here
+        except CheckpointError as exc:
+            raise CheckpointError(exc.problem, "re-run fprun huref extract for it") from None
+    check_compatible(metas, [str(p) for p in paths], mixed_tokens=mixed_tokens)
+    if pcs:
+        for meta, p in zip(metas, paths, strict=True):
+            _model_path(meta, p)
+    return metas
 
 
 def _names(metas: list[dict[str, Any]], paths: list) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from tasks.config import Strict
+from tasks.models.device import DeviceName
 
 # name -> "module:function(view, k, cfg) -> list[str]" (token strings, in the seed's list order)
 TOKEN_STRATEGIES: dict[str, str] = {
@@ -62,7 +63,7 @@ class ExtractConfig(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="compute dtype; bf16/fp16 are meant for GPUs"
     )
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
 
 
 class DeriveConfig(Strict):

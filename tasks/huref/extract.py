@@ -18,6 +18,7 @@ from tasks.huref.invariants import compute_invariants, resolve_device
 from tasks.huref.safetensors_io import CheckpointReader
 from tasks.huref.store import TENSOR_FILE, InvariantsWriter
 from tasks.huref.tokens import select_tokens
+from tasks.progress import ProgressFn, no_progress, progress_of
 
 CODE_VERSION = "1"
 
@@ -29,6 +30,7 @@ def extract(
     *,
     model_ref: str | None = None,
     cache_dir: Path | None = None,
+    progress: ProgressFn = no_progress,
 ) -> dict[str, Any]:
     """Compute and save one model's invariants; return its ``huref`` result row.
 
@@ -38,6 +40,7 @@ def extract(
         cfg: K, layers, token strategy, dtype, device.
         model_ref: Label for rows (default ``cfg.name`` or ``cfg.model`` or the folder).
         cache_dir: fprun cache root for the token-selection cache.
+        progress: Hears of each finished invariant matrix (3 per layer).
 
     Raises:
         ArchitectureError, CheckpointError, ConfigError, DataError: bad input (exit 2 in the CLI).
@@ -50,6 +53,11 @@ def extract(
     tokens = select_tokens(folder, cfg.tokens, cfg.k, cache_dir=cache_dir)
     device = resolve_device(cfg.device, cfg.dtype)
     with InvariantsWriter(out, len(tokens.ids), cfg.n_layers) as writer:
+
+        def sink(i: int, matrix: Any) -> None:
+            writer.write(i, matrix)
+            progress("invariant matrices", i + 1, 3 * cfg.n_layers)
+
         # each matrix goes to disk as it is finished: the whole result is never in memory
         compute_invariants(
             reader,
@@ -58,7 +66,7 @@ def extract(
             n_layers=cfg.n_layers,
             dtype=cfg.dtype,
             device=device,
-            sink=writer.write,
+            sink=sink,
         )
         writer.finish(_meta(cfg, folder, label, arch, tokens, device))
     return {
@@ -124,4 +132,4 @@ def extract_step(
         from tasks.errors import ConfigError
 
         raise ConfigError("huref extract step has no model", "set model: REF")
-    return [extract(folder, out_dir, cfg)]
+    return [extract(folder, out_dir, cfg, progress=progress_of(hooks))]

@@ -19,6 +19,7 @@ from typing import Any
 
 from tasks.errors import CheckpointError
 from tasks.files import atomic_path, atomic_write_json, temp_beside
+from tasks.readers import read_json
 
 TENSOR_FILE = "invariants.safetensors"
 META_FILE = "huref.json"
@@ -187,10 +188,9 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
             f"{folder} holds no HuRef invariants ({META_FILE} + {TENSOR_FILE})",
             "run 'fprun huref extract --model REF --out DIR' first",
         )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise CheckpointError(f"{meta_path} is not valid JSON", "re-run the extraction") from exc
+    meta = read_json(meta_path, error=CheckpointError, what="HuRef metadata")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path} holds no JSON object", "re-run the extraction")
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f"{meta_path} lacks {missing}", "re-run the extraction")

@@ -8,10 +8,28 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from tasks.errors import ConfigError
 
 DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def check_device_name(spec: str) -> str:
+    """A config's device name, checked when the config is read (not when the step runs)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
+        raise ValueError(f"unknown device {spec!r}; use {DEVICES}")
+    return spec
+
+
+DeviceName = Annotated[str, AfterValidator(check_device_name)]
+
+
+def nvidia_present() -> bool:
+    """Whether an NVIDIA driver is visible (checked without importing torch)."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidiactl").exists()
 
 
 def pick_device(spec: str = "auto") -> str:
@@ -23,7 +41,7 @@ def pick_device(spec: str = "auto") -> str:
     if spec == "cpu":
         return "cpu"
     if spec == "auto":
-        if not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/nvidiactl").exists()):
+        if not nvidia_present():
             return "cpu"
         import torch
 

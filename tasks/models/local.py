@@ -9,12 +9,12 @@ rewritten as safetensors in the cache, so every later step sees the same safe fo
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
 from tasks.errors import CheckpointError, ModelRefError
 from tasks.models.cache import MANIFEST, materialize, save_model_on_any_rank
+from tasks.readers import read_json
 
 PICKLE_GLOBS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 INDEX = "model.safetensors.index.json"
@@ -29,8 +29,8 @@ def check_model_folder(path: Path, *, allow_pickle: bool, cache: Path | None) ->
     Args:
         path: An existing path.
         allow_pickle: Convert a pickle-only checkpoint instead of refusing it.
-        cache: fprun cache root for converted pickles; None where conversion makes no sense
-            (hub snapshots, which are fetched without pickles).
+        cache: fprun cache root for converted pickles; None to check without converting
+            (plans; hub snapshots are fetched without pickles).
 
     Raises:
         ModelRefError: Not a folder, or no ``config.json``.
@@ -47,21 +47,27 @@ def check_model_folder(path: Path, *, allow_pickle: bool, cache: Path | None) ->
             f"{path} has no config.json, so it is not a Hugging Face model folder",
             "pass a folder written by save_pretrained, or a zoo name",
         )
+    read_json(path / "config.json", error=CheckpointError, what="model config")
     if (path / INDEX).is_file():
         _check_shards(path)
+        check_headers(path)
         return path
     if any(path.glob("*.safetensors")):
+        check_headers(path)
         return path
     pickles = sorted({p.name for pattern in PICKLE_GLOBS for p in path.glob(pattern)})
     if not pickles:
         raise CheckpointError(
             f"{path} holds no weights (no *.safetensors)", "pass a complete model folder"
         )
-    if not allow_pickle or cache is None:
+    if not allow_pickle:
         raise CheckpointError(
             f"{path} is a pickle checkpoint ({', '.join(pickles)}), which can run code on load",
-            "convert it to safetensors or pass --allow-pickle",
+            "convert it to safetensors, or pass --allow-pickle if you trust it (fprun "
+            "fingerprint, finetune, verify, eval and huref extract convert it once)",
         )
+    if cache is None:  # a check only (plans, fprun validate): conversion happens on use
+        return path
     folder = cache / "converted" / f"{path.name}-{model_identity(path)}"
     return materialize(
         folder,
@@ -70,13 +76,20 @@ def check_model_folder(path: Path, *, allow_pickle: bool, cache: Path | None) ->
     )
 
 
+def check_headers(path: Path) -> None:
+    """Parse every shard's safetensors header: a truncated or corrupt file fails here, in
+    milliseconds, instead of minutes later inside a step (CheckpointError)."""
+    from tasks.huref.safetensors_io import read_header  # local: numpy, only for local folders
+
+    for shard in sorted(path.glob("*.safetensors")):
+        read_header(shard)
+
+
 def _check_shards(path: Path) -> None:
-    try:
-        weight_map = json.loads((path / INDEX).read_text())["weight_map"]
-    except (ValueError, KeyError) as err:
-        raise CheckpointError(
-            f"{path / INDEX} is unreadable ({err})", "re-save the checkpoint"
-        ) from err
+    index = read_json(path / INDEX, error=CheckpointError, what="shard index")
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{path / INDEX} has no weight_map", "re-save the checkpoint")
     missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
     if missing:
         raise CheckpointError(

@@ -15,17 +15,20 @@ import difflib
 import importlib
 import os
 import re
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import ModelRefError, StoreError
-from tasks.files import atomic_copytree
+from tasks.errors import ModelRefError
+from tasks.files import atomic_copytree, check_out
 from tasks.models.cache import cache_root, materialize, problems, quick_problem, read_manifest
 from tasks.models.local import check_model_folder, model_identity
 
 __all__ = [
+    "cached_folder",
+    "check_ref",
     "list_zoo",
     "model_identity",
     "resolve_model",
@@ -114,6 +117,37 @@ def resolve_model(
     raise _unknown(ref)
 
 
+def check_ref(ref: str, *, allow_pickle: bool = False) -> None:
+    """What :func:`resolve_model` would refuse, found without building or fetching anything.
+
+    A local folder is checked as it would be loaded (config, safetensors headers, pickles), a
+    zoo name must be one, and anything else must at least look like a hub id ``org/name``, so
+    ``fprun validate`` and ``--dry-run`` catch a misspelled model (``tiny-lama``) at once.
+    """
+    ref = str(ref)
+    path = Path(ref).expanduser()
+    if path.exists():
+        check_model_folder(path, allow_pickle=allow_pickle, cache=None)
+    elif _parse_zoo(ref) is None:
+        if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.endswith("/"):
+            raise ModelRefError(f"model path {ref} does not exist", _HINT)
+        if not _HUB_ID.fullmatch(ref):
+            raise _unknown(ref)
+
+
+def cached_folder(ref: str, cache_dir: Path | None = None) -> Path | None:
+    """The folder ``ref`` resolves to if that costs nothing (a local folder, a built zoo entry)."""
+    path = Path(str(ref)).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        parsed = _parse_zoo(str(ref))
+    except ModelRefError:
+        return None
+    folder = cache_root(cache_dir) / "zoo" / _folder_name(str(ref)) if parsed else None
+    return folder if folder is not None and read_manifest(folder) is not None else None
+
+
 def list_zoo(cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Every zoo name with kind (real/tiny), description, source and whether it is cached.
 
@@ -139,15 +173,23 @@ def list_zoo(cache_dir: Path | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def zoo_get(name: str, out: Path, *, link: bool = False, cache_dir: Path | None = None) -> Path:
+def zoo_get(
+    name: str,
+    out: Path,
+    *,
+    link: bool = False,
+    force: bool = False,
+    cache_dir: Path | None = None,
+) -> Path:
     """Put a zoo model at ``out`` (``fprun zoo get NAME --out DIR``), building it if needed.
 
     Args:
         name: A zoo name.
-        out: Destination folder; it must not exist yet (or be empty, or already hold this
-            entry, in which case nothing is done).
+        out: Destination folder; new or empty. One that already holds this entry (a link to it
+            or an intact copy) is left as it is, so a repeated ``zoo get`` is a no-op.
         link: Make ``out`` a symlink to the cache entry instead of a copy (no extra disk; the
             entry must then stay in the cache).
+        force: Replace whatever ``out`` holds.
         cache_dir: fprun cache root (see :func:`resolve_model`).
 
     Returns:
@@ -155,19 +197,23 @@ def zoo_get(name: str, out: Path, *, link: bool = False, cache_dir: Path | None 
 
     Raises:
         ModelRefError: ``name`` is not a zoo name.
-        StoreError: ``out`` exists and holds something else.
+        StoreError: ``out`` holds something else (without ``force``) or cannot be written;
+            found before anything is built.
     """
     if _parse_zoo(name) is None:
         raise _unknown(name)
-    src = resolve_model(name, cache_dir=cache_dir)
     out = Path(out).expanduser()
-    if out.exists() and (out.resolve() == src.resolve() or _same_entry(out, src)):
-        return out  # already a link to, or an intact copy of, this entry
-    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
-        raise StoreError(f"--out {out} already exists and is not this model", "pass a new folder")
+    cached = cached_folder(name, cache_dir)
+    if cached is not None and out.exists() and not force:
+        if out.resolve() == cached.resolve() or _same_entry(out, cached):
+            return out  # already a link to, or an intact copy of, this entry
+    check_out(out, force=force)
+    src = resolve_model(name, cache_dir=cache_dir)
+    if out.is_symlink() or out.is_file():
+        out.unlink()
+    elif out.exists():
+        shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
     if link:
         out.symlink_to(src.resolve(), target_is_directory=True)
         return out

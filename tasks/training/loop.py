@@ -21,6 +21,7 @@ from typing import Any
 from tasks.errors import ConfigError
 from tasks.fingerprint.config import TrainConfig
 from tasks.fingerprint.prompts import render_training
+from tasks.progress import ProgressFn, trainer_callback
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips (HF convention)
 PAD_TOKEN = "[PAD]"  # the seed's added pad token when a tokenizer has none
@@ -192,14 +193,17 @@ def run_trainer(
     distributed: dict | None = None,
     callbacks: Sequence[Any] | None = None,
     trainer_hook: Callable[[Any], Any] | None = None,
+    progress: ProgressFn | None = None,
 ) -> TrainOutcome:
     """Train ``model`` on pre-tokenized rows with HF ``Trainer`` (right padding, -100 labels).
 
-    ``callbacks`` are extra TrainerCallbacks (e.g. Ray's metric reporting) and ``trainer_hook``
-    may wrap the Trainer before training (Ray passes ``prepare_trainer``).
+    ``callbacks`` are extra TrainerCallbacks (e.g. Ray's metric reporting), ``trainer_hook``
+    may wrap the Trainer before training (Ray passes ``prepare_trainer``) and ``progress`` hears
+    of every optimizer step (tasks.progress).
     """
     import datasets
     from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers.trainer_callback import PrinterCallback
 
     side, tokenizer.padding_side = tokenizer.padding_side, "right"
     scratch = tempfile.mkdtemp(prefix="fprun-trainer-")  # Trainer wants one; nothing lands there
@@ -215,8 +219,10 @@ def run_trainer(
             train_dataset=data,
             data_collator=collator,
             processing_class=tokenizer,
-            callbacks=list(callbacks or []),
+            callbacks=[*(callbacks or []), *([trainer_callback(progress)] if progress else [])],
         )
+        # With disable_tqdm the Trainer prints every log dict to stdout; rows keep the losses.
+        trainer.remove_callback(PrinterCallback)
         if trainer_hook is not None:
             trainer = trainer_hook(trainer) or trainer
         start = time.perf_counter()

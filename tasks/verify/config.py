@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from tasks.config import Strict
+from tasks.models.device import DeviceName
 
 
 class SamplingConfig(Strict):
@@ -87,4 +88,4 @@ class VerifyConfig(Strict):
     bos_samples: int = Field(0, ge=0, description="unconditional samples (sample_from_bos)")
     bos_max_new_tokens: int = Field(128, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")

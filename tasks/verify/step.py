@@ -24,6 +24,7 @@ from tasks.fingerprint.artifacts import (
     read_probes,
 )
 from tasks.models.device import pick_device
+from tasks.progress import progress_of
 from tasks.verify.config import VerifyConfig
 from tasks.verify.verifier import Verifier, write_generations
 
@@ -46,6 +47,7 @@ def verify_step(
         ``verification`` rows (no provenance; the runner adds it).
     """
     cfg = validate(VerifyConfig, config, "verify step")
+    check_probe_sets(cfg)
     fp_dir = _fingerprint_folder(cfg, inputs)
     meta = read_meta(fp_dir)
     probes = read_probes(fp_dir)
@@ -57,7 +59,7 @@ def verify_step(
         dtype=cfg.dtype,
         device=cfg.device,
     )
-    v = Verifier(cfg, meta, model, tokenizer, model_ref)
+    v = Verifier(cfg, meta, model, tokenizer, model_ref, progress_of(hooks))
     rows, records = v.greedy(probes)
     if cfg.sampling.runs:
         more, recs = v.sampled(probes, greedy_rows=rows)
@@ -67,6 +69,14 @@ def verify_step(
         rows, records = rows + more, records + recs
     write_generations(Path(out_dir) / "generations.jsonl", records)
     return rows
+
+
+def check_probe_sets(cfg: VerifyConfig) -> None:
+    """Unknown probe-set names fail before any model loads (ConfigError)."""
+    from tasks.verify import fsr
+
+    for name in [*cfg.probe_sets, *cfg.sampling.probe_sets]:
+        fsr.members(name)
 
 
 def load_model_for_verification(

@@ -16,6 +16,7 @@ from typing import Any
 from tasks.errors import ConfigError
 from tasks.fingerprint.artifacts import FingerprintMeta, Probe
 from tasks.fingerprint.prompts import encode, render_inference
+from tasks.progress import ProgressFn, no_progress
 from tasks.verify import fsr, stats
 from tasks.verify.config import VerifyConfig
 
@@ -51,9 +52,16 @@ class Verifier:
     """A loaded model with everything derived once: targets, prompt format, token budget."""
 
     def __init__(
-        self, cfg: VerifyConfig, meta: FingerprintMeta, model: Any, tokenizer: Any, model_ref: str
+        self,
+        cfg: VerifyConfig,
+        meta: FingerprintMeta,
+        model: Any,
+        tokenizer: Any,
+        model_ref: str,
+        progress: ProgressFn = no_progress,
     ):
         self.cfg, self.meta, self.model, self.tokenizer = cfg, meta, model, tokenizer
+        self.progress = progress
         self.fmt = cfg.prompt_format or meta.prompt_format
         if self.fmt == "chat_template" and not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
@@ -94,6 +102,7 @@ class Verifier:
         sampled: bool = False,
         seeds: list[int] | None = None,
         max_new: int | None = None,
+        what: str = "greedy probes",
     ):
         from tasks.generation.engine import SamplingParams, generate
 
@@ -110,6 +119,7 @@ class Verifier:
             batch_size=self.cfg.batch_size,
             prefill_tokens=self.cfg.prefill_tokens,
             seeds=seeds,
+            on_batch=lambda done, total: self.progress(what, done, total),
         )
 
     def row(self, probe_set: str, count: fsr.Count, **extra: Any) -> dict:
@@ -172,6 +182,7 @@ class Verifier:
             [self.prompt_ids(p) for *_, p in jobs],
             sampled=True,
             seeds=[row_seed(s.seed + run, i) for run, _, i, _ in jobs],
+            what="sampled probes",
         )
         hits = [fsr.is_hit(g.text, self.targets) for g in gens]
         records = [
@@ -249,6 +260,7 @@ class Verifier:
             sampled=True,
             max_new=self.cfg.bos_max_new_tokens,
             seeds=[row_seed(s.seed, i, stream=1) for i in range(n)],
+            what="samples from BOS",
         )
         hits = [fsr.is_hit(g.text, self.targets) for g in gens]
         row = self.row(

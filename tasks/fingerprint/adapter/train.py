@@ -33,6 +33,7 @@ from tasks.fingerprint.artifacts import (
 )
 from tasks.fingerprint.dataset import BuiltData, build_simple, write_fingerprint_data
 from tasks.fingerprint.prompts import simple_prompt
+from tasks.progress import ProgressFn
 from tasks.training.loop import (
     IGNORE_INDEX,
     ensure_pad_token,
@@ -56,6 +57,7 @@ def fingerprint_if_adapter(
     callbacks: Sequence[Any] | None = None,
     trainer_hook: Callable[[Any], Any] | None = None,
     distributed: dict[str, Any] | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[dict]:
     """Fingerprint a model with IF_adapter and write its fingerprint folder.
 
@@ -89,7 +91,7 @@ def fingerprint_if_adapter(
         init_seed=a.init_seed,
     )  # fmt: skip
     adapter = inject_adapter(model, f_adapter)
-    hooks = {"callbacks": callbacks, "trainer_hook": trainer_hook}
+    hooks = {"callbacks": callbacks, "trainer_hook": trainer_hook, "progress": progress}
     outcome = run_trainer(model, tokenizer, rows, cfg.train, distributed=distributed, **hooks)
     stats = adapter_stats(adapter)
     n_trainable = trainable_params(model)

@@ -157,6 +157,7 @@ def verify_adapter_step(
         FingerprintError: No fingerprint folder, or one without an adapter.
         ConfigError: A suspect condition with no suspect model.
     """
+    from tasks.progress import progress_of
     from tasks.verify.config import VerifyConfig
     from tasks.verify.verifier import Verifier
 
@@ -182,7 +183,7 @@ def verify_adapter_step(
         dtype=vcfg.dtype,
         device=vcfg.device,
     )
-    verifier = Verifier(vcfg, meta, model, tokenizer, model_ref)
+    verifier = Verifier(vcfg, meta, model, tokenizer, model_ref, progress_of(hooks))
     rows, records = verifier.greedy(probes)
     if vcfg.sampling.runs:
         more, recs = verifier.sampled(probes, greedy_rows=rows)

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from tasks.config import Strict
 from tasks.errors import ArchitectureError
+from tasks.models.device import DeviceName
 
 
 class CNNEncoderConfig(Strict):
@@ -112,7 +113,7 @@ class EncoderTrainConfig(Strict):
     checkpoint_every: int = Field(
         0, ge=0, description="epochs between reported checkpoints (0: report metrics only)"
     )
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: DeviceName = Field("auto", description="auto | cpu | cuda | cuda:N")
 
     @model_validator(mode="after")
     def _fits(self) -> EncoderTrainConfig:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tasks.errors import ConfigError, DataError
+from tasks.huref.compare import check_invariants
 from tasks.huref.encoder.image import (
     DEFAULT_SIZE,
     GENERATOR_SEED,
@@ -123,8 +124,9 @@ def render_family(
     if not dirs:
         raise DataError("no invariant folders given", "pass 'fprun huref extract' outputs")
     if size < 8:
-        raise ConfigError(f"--size {size} is too small to see anything", "use at least 64")
+        raise ConfigError(f"--size {size} is too small to see anything", "use 8 to 2048")
     paths = [Path(d) for d in dirs]
+    check_invariants(paths, mixed_tokens=True)  # one K and layer count, or the pictures lie
     gen = (
         StyleGAN2Generator.from_pickle(stylegan, allow_pickle=allow_pickle)
         if stylegan is not None

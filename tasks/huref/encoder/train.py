@@ -25,6 +25,7 @@ from tasks.huref.encoder.config import EncoderTrainConfig
 from tasks.huref.encoder.data import make_disc_batch, make_triplets
 from tasks.huref.encoder.model import CNNEncoder, mean_pool, save_encoder
 from tasks.models.device import pick_device
+from tasks.progress import progress_of
 from tasks.training.rows import train_run_row
 
 CODE_VERSION = "1"
@@ -214,6 +215,7 @@ def train_encoder(
         callbacks: Per-epoch reporters ``cb(metrics, checkpoint_dir)`` or objects with
             ``on_report``; ``checkpoint_dir`` is a saved encoder every ``checkpoint_every`` epochs.
         on_report: One more reporter, the hook name runner/exec/train.py passes.
+        _hooks: ``progress`` (tasks.progress) hears of every epoch; others are ignored.
 
     Returns:
         One ``train_run`` row (purpose ``encoder``, method ``huref_cnn``).
@@ -222,6 +224,7 @@ def train_encoder(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reporters = _reporters(callbacks, on_report)
+    progress = progress_of(_hooks)
     trainer = _Trainer(cfg, resolve_device(cfg.device))
     before = held_out_scores(trainer.encoder, cfg, trainer.device)
     started, history = time.perf_counter(), []
@@ -236,6 +239,7 @@ def train_encoder(
                 ckpt = save_encoder(trainer.encoder, out / "checkpoint", {"epoch": i + 1})
             for report in reporters:
                 report(dict(metrics), ckpt)
+            progress("epochs", i + 1, cfg.epochs)
     seconds = time.perf_counter() - started
     after = held_out_scores(trainer.encoder, cfg, trainer.device)
     control = calibrated_control(cfg, trainer.device)

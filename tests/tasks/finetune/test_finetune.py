@@ -33,7 +33,7 @@ def tune(model, data, out, **over):
         "model": str(model),
         "data": str(data),
         "max_steps": 6,
-        "learning_rate": 3e-3,
+        "lr": 3e-3,
         "global_batch_size": 8,
         "per_device_batch_size": 8,
         "max_length": 160,
@@ -69,7 +69,7 @@ def test_lora_merged_model_equals_peft_model(tiny_llama, data_file, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    row = tune(tiny_llama, data_file, tmp_path / "out", method="lora", learning_rate=3e-2)
+    row = tune(tiny_llama, data_file, tmp_path / "out", method="lora", lr=3e-2)
     assert row["method"] == "lora" and row["final_loss"] < json.loads(row["extra"])["first_loss"]
     out = tmp_path / "out"
     assert (out / "adapter" / "adapter_config.json").is_file()
@@ -219,7 +219,7 @@ def test_presets_and_batch_layout():
 
     train = trainer_config(FinetuneConfig(data="x", preset="alpaca_seed"), seed, None)
     assert train.grad_accum(1) == 8 and train.grad_accum(4) == 2  # per-device 10, as the seed
-    small = resolve_hyper(FinetuneConfig(data="x", method="lora", learning_rate=5e-4))
+    small = resolve_hyper(FinetuneConfig(data="x", method="lora", lr=5e-4))
     assert small.learning_rate == 5e-4 and small.max_steps == PRESETS["small_model"]["max_steps"]
     lora = resolve_hyper(FinetuneConfig(data="x", method="lora"))
     assert lora.learning_rate == PRESETS["small_model"]["lora_learning_rate"]
