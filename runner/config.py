@@ -8,6 +8,7 @@ prints (a misspelled key must name the key, the file and the allowed spellings).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,19 +19,15 @@ from pydantic import BaseModel
 
 from tasks.config import validate
 from tasks.errors import ConfigError
+from tasks.readers import read_yaml
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read one YAML mapping, with one-line errors for a missing or malformed file."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() and not p.is_symlink():
         raise ConfigError(f"config file {p} does not exist", "check the path (fprun ls configs)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p} is not valid YAML{where}", "fix the YAML syntax") from exc
+    data = read_yaml(p, what="config file")
     if not isinstance(data, dict):
         raise ConfigError(f"{p} does not hold a mapping", "an experiment YAML starts with 'kind:'")
     return data
@@ -52,7 +49,7 @@ def apply_overrides(
             raise ConfigError(
                 f"override {item!r} is not key=value", "write e.g. --set train.lr=1e-4"
             )
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_value(raw, item)
         node: Any = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -61,6 +58,20 @@ def apply_overrides(
         if origins is not None:
             origins[key.strip()] = f"--set {item}"
     return out
+
+
+def parse_value(raw: str, item: str) -> Any:
+    """The YAML value of one ``--set key=value`` (an empty value is the empty string)."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(
+            f"--set {item}: the value is not valid YAML ({problem})",
+            "quote it, e.g. --set 'key=\"text\"', or write a list as [a, b]",
+        ) from exc
 
 
 def _deepcopy(obj: Any) -> Any:
@@ -97,12 +108,25 @@ def _index(node: list, part: str, item: str) -> int:
     return int(part)
 
 
-def load_experiment(path: str | os.PathLike, overrides: Iterable[str] = ()) -> BaseModel:
-    """Load an experiment YAML, apply overrides, and validate it against its kind's config model."""
+def load_experiment(
+    path: str | os.PathLike,
+    overrides: Iterable[str] = (),
+    flags: Mapping[str, tuple[str, Any]] | None = None,
+) -> BaseModel:
+    """Load an experiment YAML, apply overrides, and validate it against its kind's config model.
+
+    ``flags`` (dotted key -> (flag, value), e.g. ``{"model": ("--model", "tiny-llama")}``) are
+    the values a verb's own options set, applied before ``--set`` and named by their flag in
+    errors.
+    """
     from runner.experiments import get_kind  # local: experiments import this module
 
     origins: dict[str, str] = {}
-    data = apply_overrides(load_yaml(path), overrides, origins)
+    data = load_yaml(path)
+    for key, (flag, value) in (flags or {}).items():
+        data = apply_overrides(data, [f"{key}={json.dumps(value)}"])
+        origins[key] = f"{flag} {value}"
+    data = apply_overrides(data, overrides, origins)
     kind = data.get("kind")
     if not isinstance(kind, str):
         raise ConfigError(f"{path} has no 'kind:'", "add e.g. 'kind: if_sft' (fprun ls methods)")

@@ -13,6 +13,7 @@ import ast
 import hashlib
 import importlib.util
 import json
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
@@ -143,9 +144,92 @@ class Plan:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def dry_run_text(self) -> str:
-        """What ``fprun run --dry-run`` prints: one line per unique step, in execution order."""
-        return "\n".join(s.describe() for s in self.steps)
+    def dry_run_text(
+        self,
+        *,
+        local: bool = False,
+        done: Collection[str] = (),
+        estimates: Mapping[str, Estimate] | None = None,
+        executor: Callable[[Step], str] | None = None,
+    ) -> str:
+        """What ``--dry-run`` prints: a table of the unique steps in execution order (number,
+        ID, kind, label, the rows it needs, executor, resources, whether ``--results`` already
+        has it, estimated time and disk, and how they were estimated), then a total line.
+        ``executor`` overrides the executor column (a sweep runs most steps inside its trials)."""
+        from runner.results.text import render, short
+
+        index = {s.step_id: i for i, s in enumerate(self.steps, 1)}
+        rows, left, unknown, disk = [], 0.0, 0, 0.0
+        for i, s in enumerate(self.steps, 1):
+            est = (estimates or {}).get(s.step_id) or s.estimate or Estimate()
+            needs = ",".join(sorted({str(index[d.step_id]) for d in s.inputs.values()}, key=int))
+            is_done = s.step_id in done
+            if not is_done:
+                left += est.seconds or 0.0
+                unknown += est.seconds is None
+                disk += est.disk_gb or 0.0
+            rows.append(
+                [
+                    str(i),
+                    s.step_id,
+                    s.kind,
+                    short(s.label or "-", 36),
+                    needs or "-",
+                    executor(s) if executor else executor_text(s, local),
+                    "-" if local else resources_text(s),
+                    "yes" if is_done else "-",
+                    _seconds_text(est.seconds),
+                    _gb_text(est.disk_gb),
+                    est.how or "-",
+                ]
+            )
+        header = ["#", "step", "kind", "label", "needs", "executor", "resources", "done"]
+        table = render([*header, "time", "disk", "how estimated"], rows, indent="")
+        todo = len(self.steps) - sum(s.step_id in done for s in self.steps)
+        total = f"{len(self.steps)} step(s), {len(self.steps) - todo} already in results"
+        if todo:
+            time_left = "time unknown" if unknown == todo else f"about {_seconds_text(left)}"
+            total += f"; to run: {todo}, {time_left}, {_gb_text(disk)} of new artifacts"
+            total += f" ({unknown} step(s) without a time estimate)" if 0 < unknown < todo else ""
+        return f"{table}\n{total}"
+
+
+def executor_text(step: Step, local: bool = False) -> str:
+    """How a step runs: in-process, a Ray task, Ray Train with N workers, an actor pool."""
+    if local:
+        return "in-process"
+    res = step.resources
+    if step.executor == "train":
+        extra = f", {res.strategy}" if res.strategy != "ddp" else ""
+        return f"Ray Train x{res.num_workers}{extra}"
+    if step.executor == "actor":
+        return f"actor pool of {res.num_workers}"
+    return "Ray task" if step.executor == "task" else step.executor
+
+
+def resources_text(step: Step) -> str:
+    """What one execution reserves: ``1 CPU``, ``2 x (1 CPU, 1 GPU)``, ``+ 8 GB`` memory."""
+    res = step.resources
+    parts = [f"{res.num_cpus:g} CPU"]
+    if res.num_gpus or res.use_gpu:
+        parts.append(f"{max(res.num_gpus, 1.0 if res.use_gpu else 0.0):g} GPU")
+    if res.memory_gb:
+        parts.append(f"{res.memory_gb:g} GB")
+    text = ", ".join(parts)
+    return f"{res.num_workers} x ({text})" if step.executor == "train" else text
+
+
+def _gb_text(gb: float | None) -> str:
+    if gb is None:
+        return "-"
+    return "<1 MB" if gb < 1e-3 else f"{gb * 1000:.0f} MB" if gb < 1 else f"{gb:.1f} GB"
+
+
+def _seconds_text(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = int(round(s))
+    return f"{s} s" if s < 60 else f"{s // 60} min" if s < 3600 else f"{s / 3600:.1f} h"
 
 
 def _topo_dedupe(steps: list[Step]) -> list[Step]:

@@ -136,9 +136,12 @@ class RayBackend:
         remote = self._train if spec.executor == "train" else self._task
         return remote.options(name=f"{spec.kind}:{spec.step_id[:8]}", **opts).remote(spec)
 
-    def wait(self, handles: list[ray.ObjectRef]) -> tuple[ray.ObjectRef, Outcome | BaseException]:
-        """Block until one step finishes; its Outcome, or the error it raised (unwrapped)."""
-        ready, _ = ray.wait(handles, num_returns=1)
+    def wait(self, handles: list[ray.ObjectRef], timeout: float | None = None) -> tuple[Any, Any]:
+        """Block until one step finishes (or ``timeout`` s pass: ``(None, None)``); its Outcome,
+        or the error it raised (unwrapped)."""
+        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout)
+        if not ready:
+            return None, None
         try:
             return ready[0], ray.get(ready[0])
         except Exception as exc:  # noqa: BLE001 - handed to the driver, which reports per step

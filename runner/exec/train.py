@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.exec.deepspeed import resolve_strategy
-from runner.exec.driver import StepSpec, device_name
+from runner.exec.driver import StepSpec, accepts, device_name, fresh_dir, remove_created
+from runner.exec.progress import ProgressFile, clear_progress
 from runner.exec.ray_tasks import carried_errors, threads_for, unwrap
 from runner.plan import resolve_fn
 from runner.results.records import Outcome, take_record, write_record
@@ -43,7 +44,8 @@ def run_train_step(spec: StepSpec) -> Outcome:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     res = spec.resources
-    out = _fresh(Path(spec.out_dir))
+    out = Path(spec.out_dir)
+    created = fresh_dir(out)
     storage = out.parents[1] / STORAGE_DIR
     shutil.rmtree(storage / spec.step_id, ignore_errors=True)
     strategy, ds_config = resolve_strategy(res.strategy)
@@ -75,13 +77,31 @@ def run_train_step(spec: StepSpec) -> Outcome:
             # Retries happen one level up (the launcher task), and only for dead workers: a
             # Python error in the training function would fail the same way again.
             failure_config=FailureConfig(max_failures=0),
-            worker_runtime_env={"env_vars": {"OMP_NUM_THREADS": threads_for(res.num_cpus)}},
+            worker_runtime_env={"env_vars": worker_env(res.num_cpus)},
         ),
     )
     started = now()
-    _fit(trainer)
+    try:
+        _fit(trainer)
+    except FprunError:  # bad input leaves nothing behind (Ray Train's run folder included)
+        remove_created(out, created)
+        shutil.rmtree(storage / spec.step_id, ignore_errors=True)
+        raise
+    clear_progress(out)
     rank0 = take_record(out)
     return Outcome(rank0.rows, started, now(), f"ray-train:{res.num_workers}x{rank0.device}")
+
+
+def worker_env(num_cpus: float) -> dict[str, str]:
+    """Environment of each Train worker: BLAS threads, and Ray Train's print patch off.
+
+    Train V2 replaces ``builtins.print`` in its workers with a logger that also receives what a
+    library prints into a redirected ``sys.stdout``. ``datasets`` fingerprints every Dataset
+    through dill, whose ``detect.nestedglobals`` disassembles pickled local functions with
+    ``dis.dis`` into a captured stdout; with the patch, that bytecode listing reached the run's
+    log. Unpatched, ``print`` writes to the worker's stdout like any Ray task's.
+    """
+    return {"OMP_NUM_THREADS": threads_for(num_cpus), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
 def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
@@ -89,20 +109,28 @@ def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
     import ray.train
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
+    from tasks.progress import quiet_third_party
+
+    quiet_third_party()
     out = Path(cfg["out_dir"])
     if cfg["distributed"]["strategy"] == "deepspeed":
         clear_stale_extension_locks()
+    fn = resolve_fn(cfg["fn"])
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    # rank 0 reports progress to the file the driver polls; the others train the same steps
+    extra = {"progress": ProgressFile(out)} if rank0 and accepts(fn, "progress") else {}
     started = now()
     with carried_errors():
-        rows = resolve_fn(cfg["fn"])(
+        rows = fn(
             cfg["config"],
             inputs={k: Path(v) for k, v in cfg["inputs"].items()},
             out_dir=out,
             callbacks=[RayTrainReportCallback()],
             trainer_hook=prepare_trainer,
             distributed=cfg["distributed"],
+            **extra,
         )
-    if ray.train.get_context().get_world_rank() == 0:
+    if rank0:
         write_record(out, Outcome(list(rows or []), started, now(), device_name()))
 
 
@@ -153,10 +181,3 @@ def _fit(trainer: Any) -> None:
         if any(isinstance(e, RayActorError) for e in errors):
             raise TrainWorkerLost(str(exc)) from None
         raise errors[0] from None
-
-
-def _fresh(out: Path) -> Path:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    return out

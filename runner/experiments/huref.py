@@ -118,6 +118,19 @@ def _upstream(entry: ModelEntry, ctx) -> Step:
     )
 
 
+def check_entry(entry: ModelEntry, cfg: Config) -> None:
+    """Plan-time checks, as a run would find them: model names and the token file."""
+    from runner.experiments.protocol import check_model_ref
+    from tasks.readers import read_text
+
+    for ref in (entry.ref, entry.derive.base if entry.derive else None):
+        if ref is not None:
+            check_model_ref(ref)
+    tokens = entry.tokens or cfg.tokens
+    if tokens.strategy == "file" and tokens.file:
+        read_text(tokens.file, what="tokens.file")
+
+
 def plan(cfg: Config, ctx) -> list[Step]:
     # Over 60 lines on purpose: one pass over the model entries builds every step kind they need.
     res = cfg.resources
@@ -129,6 +142,7 @@ def plan(cfg: Config, ctx) -> list[Step]:
     )
     extracts: dict[str, Step] = {}
     for i, entry in enumerate(m for m in cfg.models if _present(m, ctx)):
+        check_entry(entry, cfg)
         inputs = {}
         if entry.from_config is not None:
             inputs["model"] = _upstream(entry, ctx)

@@ -9,14 +9,12 @@ is the same step in both). Torch-free.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, create_model
 
 from runner.plan import Resources, Step
 from tasks.config import Strict
-from tasks.errors import ModelRefError
 from tasks.evals.config import EASY_ARITHMETIC, EvalConfig, MathOptions, MathTask, PerplexityOptions
 from tasks.finetune.config import FinetuneConfig
 
@@ -26,15 +24,11 @@ RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker"}
 
 
 def check_model_ref(ref: str) -> None:
-    """Cheap plan-time check: a path-like reference must exist (zoo and hub refs are checked
-    when the step resolves them), so a typo fails before any step starts."""
-    if Path(ref).expanduser().exists():
-        return
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1 or ref.endswith("/"):
-        raise ModelRefError(
-            f"model path {ref} does not exist",
-            "pass a local folder, a zoo name (fprun ls models) or a hub id",
-        )
+    """Cheap plan-time check of a model reference (:func:`tasks.models.zoo.check_ref`): a
+    missing path, an unusable folder or an unknown name fails before any step starts."""
+    from tasks.models.zoo import check_ref  # local: keeps this module's imports to configs
+
+    check_ref(ref)
 
 
 class TrainResources(Strict):
@@ -70,6 +64,8 @@ _FinetuneFields = create_model(
 
 class FinetuneEntry(_FinetuneFields, TrainResources):
     """One user fine-tune of the published model (fields of tasks.finetune.config)."""
+
+    RENAMED: ClassVar[dict[str, str]] = FinetuneConfig.RENAMED
 
 
 def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 from runner.results.schemas import KIND_FIELDS, PROVENANCE_NAMES
 from runner.results.store import ResultStore
 from runner.results.text import render, short
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, StoreError
+from tasks.files import atomic_path, check_out
 
 
 def _check_kind(kind: str) -> None:
@@ -47,10 +48,11 @@ def _cell(v) -> str:
 
 def show_tables(results: str, kind: str | None, *, provenance: bool, limit: int) -> str:
     """All (or one) result kinds of a store, one titled table each."""
-    store = ResultStore(results)
-    kinds = [kind] if kind else store.kinds()
     if kind:
         _check_kind(kind)
+    _check_exists(results)
+    store = ResultStore(results)
+    kinds = [kind] if kind else store.kinds()
     if not kinds:
         return f"no results under {results}"
     out = []
@@ -62,22 +64,39 @@ def show_tables(results: str, kind: str | None, *, provenance: bool, limit: int)
     return "\n\n".join(out)
 
 
-def export_kind(results: str, kind: str, out: Path, fmt: str) -> str:
-    """Write one kind's rows to ``out`` as parquet, csv or JSON lines."""
+def _check_exists(results: str) -> None:
+    """A local ``--results`` that is not there is a typo, not an empty store."""
+    if "://" in results:
+        return
+    path = Path(results).expanduser()
+    if not path.exists():
+        raise StoreError(f"--results {results} does not exist", "pass the --results of a run")
+    if not path.is_dir():
+        raise StoreError(f"--results {results} is a file", "pass the folder of a result store")
+
+
+FORMATS = ("parquet", "csv", "json")
+
+
+def export_kind(results: str, kind: str, out: Path, fmt: str, *, force: bool = False) -> str:
+    """Write one kind's rows to the file ``out`` as parquet, csv or JSON lines (atomically; an
+    existing file only with ``force``)."""
     _check_kind(kind)
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt} is not a format", f"use {', '.join(FORMATS)}")
+    _check_exists(results)
+    check_out(out, force=force, file=True)
     table = ResultStore(results).read(kind)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        pq.write_table(table, out)
-    elif fmt == "csv":
-        flat = table.drop_columns(
-            [c for c in table.column_names if pa.types.is_list(table.schema.field(c).type)]
-        )
-        pacsv.write_csv(flat, out)
-    elif fmt == "json":
-        with out.open("w", encoding="utf-8") as fh:
-            for row in table.to_pylist():
-                fh.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
-    else:
-        raise ConfigError(f"unknown export format {fmt!r}", "use parquet, csv or json")
+    with atomic_path(out.expanduser()) as tmp:
+        if fmt == "parquet":
+            pq.write_table(table, tmp)
+        elif fmt == "csv":
+            flat = table.drop_columns(
+                [c for c in table.column_names if pa.types.is_list(table.schema.field(c).type)]
+            )
+            pacsv.write_csv(flat, tmp)
+        else:
+            with tmp.open("w", encoding="utf-8") as fh:
+                for row in table.to_pylist():
+                    fh.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
     return f"wrote {table.num_rows} {kind} row(s) to {out}"
