@@ -123,23 +123,29 @@ class CliResult:
         self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
         self.output = stdout + stderr
 
+    @property
+    def error(self) -> str:
+        """The one ``error:`` line on stderr (a resumed run logs its skipped steps before it)."""
+        lines = [line for line in self.stderr.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1 and self.stderr.rstrip().endswith(lines[0]), self.stderr
+        return lines[0]
+
 
 @pytest.fixture(scope="session")
 def cli():
-    """Call the ``fprun`` app in-process, with ``runner.cli.main``'s error handling: a
-    :class:`tasks.errors.FprunError` becomes exit code 2 and one ``error:`` line on stderr."""
-    from typer.testing import CliRunner
+    """Call the ``fprun`` app in-process exactly as ``runner.cli.main`` does (``run_app``: a
+    :class:`tasks.errors.FprunError` or usage error becomes exit code 2 and one ``error:`` line
+    on stderr), capturing stdout and stderr."""
+    import contextlib
+    import io
 
     from runner.cli import app
-    from tasks.errors import FprunError
-
-    runner = CliRunner()
+    from runner.cli.common import run_app
 
     def invoke(args) -> CliResult:
-        try:
-            res = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        except FprunError as exc:
-            return CliResult(exc.exit_code, "", f"error: {exc.one_line()}\n")
-        return CliResult(res.exit_code, res.stdout, res.stderr)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = run_app(app, [str(a) for a in args])
+        return CliResult(code, out.getvalue(), err.getvalue())
 
     return invoke

@@ -2,8 +2,8 @@
 
 Each verb is a plain function in a topic module; :data:`VERBS` below is the whole CLI at a glance.
 Heavy imports (torch, ray, transformers) happen inside the functions, so ``fprun --help`` and
-``fprun validate`` stay instant. Bad input surfaces as a :class:`tasks.errors.FprunError`, caught
-once in :func:`main`: one line on stderr, exit code 2.
+``fprun validate`` stay instant. Bad input surfaces as a :class:`tasks.errors.FprunError` (or a
+usage error), caught once in :func:`main`: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from tasks.errors import FprunError
+from runner.cli.common import run_app
 
 # verb (or "group verb") -> "module:function"
 VERBS: dict[str, str] = {
@@ -67,8 +67,4 @@ _register()
 
 def main() -> None:
     """Console-script entry point: exit 2 with one line for bad input, 1 for a failed run."""
-    try:
-        app()
-    except FprunError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    sys.exit(run_app(app))  # runner.cli.common: the one error line, usage errors included

@@ -10,29 +10,34 @@ import typer
 from runner.cli.common import (
     DEFAULT_ARTIFACTS,
     DEFAULT_RESULTS,
+    Address,
     Artifacts,
+    Local,
     Results,
     SetOpt,
+    check_executor,
     configs_dir,
     finish_run,
+    log_err,
 )
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, FprunError
 
 
 def run(
     config: Annotated[Path, typer.Argument(help="experiment YAML")],
     set_: SetOpt = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
-    local: Annotated[bool, typer.Option("--local", help="in-process reference executor")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the steps only")] = False,
+    address: Address = None,
+    local: Local = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the plan as a table; run nothing")
+    ] = False,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Run any experiment; re-running resumes (finished steps are skipped)."""
     from runner.exec.run import run_experiment
 
-    if local and address:
-        raise ConfigError("--local and --address exclude each other", "pass only one")
+    check_executor(local, address)
     finish_run(
         run_experiment(
             config,
@@ -47,32 +52,51 @@ def run(
 
 
 def demo(
-    out: Annotated[Path | None, typer.Option(help="put results/ and artifacts/ here")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="workspace for results/ and artifacts/ (reused on purpose: a second run resumes)"
+        ),
+    ] = None,
     full: Annotated[
         bool,
         typer.Option(
             "--full", help="the full IF protocols (~70 min on 2 cores): configs/demo_full.yaml"
         ),
     ] = False,
-    local: Annotated[bool, typer.Option("--local", help="in-process reference executor")] = False,
+    local: Local = False,
+    address: Address = None,
 ) -> None:
     """Run configs/demo.yaml (IF_SFT and HuRef on SmolLM2, ~15 min on 2 cores) or --full."""
     from runner.exec.run import run_experiment
 
+    check_executor(local, address)
     results = str(out / "results") if out else DEFAULT_RESULTS
     artifacts = str(out / "artifacts") if out else DEFAULT_ARTIFACTS
     config = configs_dir() / ("demo_full.yaml" if full else "demo.yaml")
-    finish_run(run_experiment(config, results=results, artifacts=artifacts, local=local))
-    typer.echo(f"results: {results}  (fprun results show --results {results})")
+    finish_run(
+        run_experiment(config, results=results, artifacts=artifacts, local=local, address=address)
+    )
+    log_err(f"results: {results}  (fprun results show --results {results})")
 
 
 def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files")]) -> None:
-    """Check configs against their schema without importing torch or ray."""
-    from runner.config import load_experiment
+    """Check configs as a run would (schema, model names, referenced files), without torch or
+    ray; every file is checked and every bad one reported."""
+    from runner.exec.run import check_config
 
+    bad = 0
     for path in configs:
-        cfg = load_experiment(path)
-        typer.echo(f"ok  {path}  (kind {cfg.kind})")
+        try:
+            kind = check_config(path, results=DEFAULT_RESULTS, artifacts=DEFAULT_ARTIFACTS)
+        except FprunError as exc:
+            bad += 1
+            line = exc.one_line()
+            log_err(f"error: {line}" if str(path) in line else f"error: {path}: {line}")
+            continue
+        typer.echo(f"ok  {path}  (kind {kind})")
+    if bad:
+        raise typer.Exit(2)
 
 
 def ls_(

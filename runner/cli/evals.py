@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 
-from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from runner.cli.common import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_RESULTS,
+    Address,
+    AllowPickle,
+    Artifacts,
+    Local,
+    Results,
+    SetOpt,
+)
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -35,21 +44,24 @@ def eval_(
     ],
     suite: Annotated[str, typer.Option(help="refusal | math | perplexity | lm_eval")],
     set_: SetOpt = None,
+    allow_pickle: AllowPickle = False,
+    local: Local = False,
+    address: Address = None,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Measure a model's utility: perplexity, math accuracy or refusal rate."""
-    from runner.cli.common import run_single_step
-    from runner.config import apply_overrides
+    from runner.cli.common import check_executor, config_from_flags, model_arg, run_single_step
     from runner.plan import Step
     from runner.results.store import ResultStore
-    from tasks.config import validate
     from tasks.evals.config import EvalConfig
     from tasks.finetune.config import model_identity_of
 
-    raw = apply_overrides({"suite": suite, "model": model}, set_ or [])
-    cfg = validate(EvalConfig, raw, "fprun eval")
-    cfg = cfg.model_copy(update={"model_identity": model_identity_of(model)})
+    check_executor(local, address)
+    flags = {"suite": ("--suite", suite), "model": ("--model", model)}
+    cfg = config_from_flags(EvalConfig, flags, set_, "fprun eval")
+    ref = model_arg(model, allow_pickle)  # a corrupt checkpoint fails here, not in the step
+    cfg = cfg.model_copy(update={"model": ref, "model_identity": model_identity_of(ref)})
     step = Step(
         "eval",
         "tasks.evals.step:eval_step",
@@ -57,6 +69,6 @@ def eval_(
         "eval",
         label=suite,
     )
-    run_single_step(step, results, artifacts)
+    run_single_step(step, results, artifacts, local=local, address=address)
     rows = ResultStore(results).read("eval", [step.step_id]).to_pylist()
     typer.echo(format_rows(rows))

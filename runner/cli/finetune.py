@@ -3,8 +3,9 @@
 The step runs through :func:`runner.exec.driver.execute_plan` like any experiment, so its row gets
 provenance, its artifact lives under ``ARTIFACTS/finetune/<step_id>/`` and a re-run is skipped;
 ``--out`` then receives the model folder as hard links (no extra disk) or, across filesystems,
-a copy. Bad input (missing model, unknown or unreachable dataset, a file with missing fields, an
-occupied ``--out``) is reported before any model is loaded.
+a copy. Bad input (missing model, unknown or unreachable dataset, a file with missing fields or not
+UTF-8, an occupied or unwritable ``--out``) is reported before any model is loaded, naming the
+flag or ``--set`` typed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ import typer
 from runner.cli.common import (
     DEFAULT_ARTIFACTS,
     DEFAULT_RESULTS,
+    Address,
+    AllowPickle,
     Artifacts,
+    Force,
+    Local,
     Results,
     SetOpt,
+    check_executor,
     check_out,
+    config_from_flags,
+    model_arg,
     place_out,
     run_single_step,
 )
@@ -46,6 +54,10 @@ def finetune(
         bool, typer.Option("--lora", help="LoRA (peft), merged into the model")
     ] = False,
     set_: SetOpt = None,
+    allow_pickle: AllowPickle = False,
+    force: Force = False,
+    local: Local = False,
+    address: Address = None,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
@@ -53,19 +65,22 @@ def finetune(
     # Over 60 lines on purpose: most lines are typer option declarations.
     import json
 
-    from runner.config import apply_overrides
     from runner.plan import Step
-    from tasks.config import validate
     from tasks.data.user import check_data
     from tasks.finetune.config import FinetuneConfig, model_identity_of
 
-    check_out(out)
-    raw = apply_overrides(
-        {"model": model, "data": data, "method": "lora" if lora else "full"}, set_ or []
-    )
-    cfg = validate(FinetuneConfig, raw, "fprun finetune")
+    check_executor(local, address)
+    flags = {"model": ("--model", model), "data": ("--data", data)}
+    method = {"method": "lora" if lora else "full"}
+    cfg = config_from_flags(FinetuneConfig, flags, set_, "fprun finetune", base=method)
+    check_out(out, force=force)
+    ref = model_arg(model, allow_pickle)
     cfg = cfg.model_copy(
-        update={"model_identity": model_identity_of(model), "data_hash": check_data(cfg)}
+        update={
+            "model": ref,
+            "model_identity": model_identity_of(ref),
+            "data_hash": check_data(cfg),
+        }
     )
     if cfg.data_hash:  # an absolute path: the step may run from another folder
         cfg = cfg.model_copy(update={"data": str(Path(cfg.data).expanduser().resolve())})
@@ -77,7 +92,7 @@ def finetune(
         executor="train",
         label=f"{cfg.method} {Path(data).name}",
     )
-    folder = run_single_step(step, results, artifacts)
+    folder = run_single_step(step, results, artifacts, local=local, address=address)
     place_out(folder, out)
     row = json.loads((folder / "finetune.json").read_text(encoding="utf-8"))
     extra = json.loads(row["extra"])

@@ -1,9 +1,10 @@
 """``fprun verify``: query one model with a fingerprint's probes; rows land in the result store.
 
-A one-step plan run by the local executor (the reference), so the rows carry the same provenance
-as those of ``fprun run`` and a repeated call with the same model, fingerprint and settings is
-skipped. External folders enter the step ID through their *content* (``input_digest``), so a
-model retrained in place is verified again instead of being reported from the store.
+A one-step plan run through the same driver as ``fprun run`` (in-process unless ``--address``),
+so the rows carry the same provenance and a repeated call with the same model, fingerprint and
+settings is skipped. Every input (model, fingerprint, adapter, condition, probe sets, ranges) is
+checked before the step starts. External folders enter the step ID through their *content*
+(``input_digest``), so a model retrained in place is verified again, not read from the store.
 """
 
 from __future__ import annotations
@@ -13,11 +14,22 @@ from typing import Annotated, Any
 
 import typer
 
-from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results, SetOpt
+from runner.cli.common import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_RESULTS,
+    Address,
+    AllowPickle,
+    Artifacts,
+    Local,
+    Results,
+    SetOpt,
+)
 from tasks.errors import ConfigError, FingerprintError
 
 VERIFY_FN = "tasks.verify.step:verify_step"
 ADAPTER_CONDITIONS = ("publish_w_adapter", "tuned_w_adapter", "tuned_direct", "vanilla_w_adapter")
+# Conditions without an adapter: a suspect (the default), or the IF_SFT protocol's own names.
+PLAIN_CONDITIONS = ("suspect", "publish", "vanilla", "tuned_publish")
 
 
 def verify(
@@ -25,53 +37,43 @@ def verify(
     fingerprint: Annotated[Path, typer.Option(help="fingerprint folder (with private/)")],
     adapter: Annotated[Path | None, typer.Option(help="private F-Adapter (IF_adapter)")] = None,
     publisher: Annotated[str | None, typer.Option(help="publisher's model (IF_adapter)")] = None,
-    samples: Annotated[int, typer.Option(help="seeded sampled runs (t-test, binomial)")] = 0,
-    temperature: Annotated[float, typer.Option(help="temperature of sampled runs")] = 0.7,
+    samples: Annotated[int, typer.Option(help="seeded sampled runs, >= 0 (t-test, binomial)")] = 0,
+    temperature: Annotated[float, typer.Option(help="temperature of sampled runs, > 0")] = 0.7,
     condition: Annotated[
         str,
         typer.Option(
-            help="condition name on the rows; with --adapter, the assembly (default "
-            "tuned_w_adapter)"
+            help=f"condition name on the rows: {', '.join(PLAIN_CONDITIONS)}; with --adapter, "
+            "the assembly (default tuned_w_adapter)"
         ),
     ] = "suspect",
     set_: SetOpt = None,
+    allow_pickle: AllowPickle = False,
+    local: Local = False,
+    address: Address = None,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
 ) -> None:
     """Verify MODEL against a fingerprint: FSR per probe set, CIs and p-values."""
-    from runner.exec.driver import LocalBackend, execute_plan
-    from runner.plan import Plan, Step
+    from runner.cli.common import check_executor, model_arg, run_single_step
+    from runner.plan import Step
     from runner.results.store import ResultStore
 
+    check_executor(local, address)
+    model = model_arg(model, allow_pickle)
+    opts = {"samples": samples, "temperature": temperature, "overrides": set_ or []}
     if adapter is not None or publisher is not None:
-        step = adapter_step(
-            model,
-            fingerprint,
-            adapter,
-            publisher,
-            samples=samples,
-            temperature=temperature,
-            condition=condition,
-            overrides=set_ or [],
-        )
+        step = adapter_step(model, fingerprint, adapter, publisher, condition=condition, **opts)
     else:
-        cfg = build_config(
-            model,
-            fingerprint,
-            samples=samples,
-            temperature=temperature,
-            condition=condition,
-            overrides=set_ or [],
-        )
+        if condition not in PLAIN_CONDITIONS:
+            raise ConfigError(
+                f"--condition {condition} is not a condition",
+                f"use one of {', '.join(PLAIN_CONDITIONS)}, or pass --adapter for "
+                f"{', '.join(ADAPTER_CONDITIONS)}",
+            )
+        cfg = build_config(model, fingerprint, condition=condition, **opts)
         step = Step("verify", VERIFY_FN, cfg, "verification", label=f"verify:{condition}")
-    store = ResultStore(results)
-    summary = execute_plan(
-        Plan([step]), store, artifacts, LocalBackend(), log=lambda line: typer.echo(line, err=True)
-    )
-    if not summary.ok:
-        typer.echo("verification failed; fix and re-run to resume", err=True)
-        raise typer.Exit(1)
-    typer.echo(format_rows(store.read("verification", [step.step_id]).to_pylist()))
+    run_single_step(step, results, artifacts, local=local, address=address)
+    typer.echo(format_rows(ResultStore(results).read("verification", [step.step_id]).to_pylist()))
 
 
 def adapter_step(
@@ -147,11 +149,13 @@ def build_config(
     extra_digest: str = "",
 ) -> dict:
     """Check the inputs (exit 2 before any step runs) and build the step's VerifyConfig dict."""
+    from runner.cli.common import flag_origins
     from runner.config import apply_overrides
     from tasks.config import validate
     from tasks.fingerprint.artifacts import private_dir, read_meta
     from tasks.models.zoo import model_identity, resolve_model
     from tasks.verify.config import VerifyConfig
+    from tasks.verify.step import check_probe_sets
 
     fp = fingerprint.expanduser().resolve()
     if not private_dir(fp).is_dir():
@@ -179,7 +183,14 @@ def build_config(
     }
     if use_adapter:
         data["use_adapter"] = True
-    cfg = validate(VerifyConfig, apply_overrides(data, overrides), "fprun verify")
+    origins = flag_origins(
+        {
+            "sampling.runs": ("--samples", samples),
+            "sampling.temperature": ("--temperature", temperature),
+        }
+    )
+    cfg = validate(VerifyConfig, apply_overrides(data, overrides, origins), "fprun verify", origins)
+    check_probe_sets(cfg)
     return cfg.model_dump(mode="json")
 
 
