@@ -102,7 +102,7 @@ def test_a_change_reruns_exactly_its_dependants():
         now = dict(zip([s.label for s in steps(overrides)], ids(overrides), strict=True))
         return {label for label in base if base[label] != now[label]}
 
-    assert changed(["finetune.0.learning_rate=1e-4"]) == {
+    assert changed(["finetune.0.lr=1e-4"]) == {
         f"smoke_if_adapter:{x}"
         for x in (
             "finetune:gsm_symbolic",
@@ -195,7 +195,7 @@ def edit_meta(**changes):
 
 def test_adapter_with_another_hidden_size_exits_2(smoke_run, tmp_path, cli):
     out, after, before = rerun_with(cli, smoke_run, tmp_path, edit_meta(hidden_size=32))
-    assert out.exit_code == 2 and "hidden size 32" in out.output and "\n" not in out.output.strip()
+    assert out.exit_code == 2 and "hidden size 32" in out.error
     assert after == before  # nothing lost, nothing half-written
 
 
