@@ -86,6 +86,19 @@ def test_bad_input_in_a_training_worker_arrives_as_its_family(ray_session, tmp_p
     spec = fingerprint_spec(tmp_path / "a", "train.max_seq_len=8")  # cuts the key rows
     outcome = run_on_ray(spec, tmp_path / "r")
     assert type(outcome) is ConfigError and "raise train.max_seq_len" in outcome.one_line()
+    # bad input leaves nothing behind: neither the step's folder nor Ray Train's run folder
+    assert not Path(spec.out_dir).exists()
+    assert not (tmp_path / "a" / "ray_train" / spec.step_id).exists()
+
+
+@pytest.mark.ray
+def test_train_workers_run_without_ray_trains_print_patch():
+    """Train V2's print patch logged dill's captured dis.dis output: a bytecode listing in the
+    run's log (runner.exec.train.worker_env)."""
+    from runner.exec.train import worker_env
+
+    env = worker_env(2.0)
+    assert env == {"OMP_NUM_THREADS": "2", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
 def test_named_strategies_and_deepspeed_files(tmp_path):
