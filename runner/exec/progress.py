@@ -73,9 +73,10 @@ def fmt_seconds(s: float | None) -> str:
 class RunProgress:
     """What the driver tells about a run: plain lines to ``log``, or a rich live display.
 
-    The run's ETA sums, over the steps not finished, their estimate (runner.estimates) or else
-    the mean time of the finished steps of their kind, less the time a running step has already
-    spent; while some step has neither it reads ``ETA > ...`` (a lower bound).
+    The run's ETA sums, over the steps not finished, what a running step's own progress rate
+    leaves, else their estimate (runner.estimates) or the mean time of the finished steps of
+    their kind, less the time a running step has spent; while some step has no figure it reads
+    ``ETA > ...`` (a lower bound).
     """
 
     def __init__(self, log: Callable[[str], None] | None = None, *, live: bool = False) -> None:
@@ -121,14 +122,19 @@ class RunProgress:
     def eta(self) -> tuple[float, int]:
         """(seconds left on the steps that have a figure, how many remaining steps have none)."""
         left, unknown = 0.0, 0
+        now = time.time()
         for sid, (kind, est) in self.pending.items():
+            inner = self.inner.get(sid, {}).get("left")
+            if inner is not None:  # a running step's own rate says best how long it has left
+                left += inner
+                continue
             mine = self.durations.get(kind)
             guess = est if est is not None else _mean(mine) if mine else None
             if guess is None:
                 unknown += 1
                 continue
             started = self.running.get(sid)
-            left += max(0.0, guess - (time.time() - started if started else 0.0))
+            left += max(0.0, guess - (now - started if started else 0.0))
         return left, unknown
 
     def eta_text(self) -> str:
@@ -162,6 +168,8 @@ class RunProgress:
         state = self.inner.get(step_id)
         if state is None or state["what"] != what:  # a new phase restarts the rate
             state = self.inner[step_id] = {"t0": now, "what": what, "shown": now, "lines": 0}
+        rate = done / (now - state["t0"]) if done and now - state["t0"] >= 1.0 else None
+        state["left"] = (total - done) / rate if rate and total else None
         if self._rich is not None:
             self._rich.update(step_id, what, done, total)
             self._rich.advance(self.done, self.eta_text())
