@@ -77,7 +77,7 @@ def demo(
     finish_run(
         run_experiment(config, results=results, artifacts=artifacts, local=local, address=address)
     )
-    log_err(f"results: {results}  (fprun results show --results {results})")
+    typer.echo(f"results: {results}  (fprun results show --results {results})")
 
 
 def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files")]) -> None:

@@ -51,7 +51,6 @@ def fingerprint(
         check_out,
         configs_dir,
         finish_run,
-        log_err,
         model_arg,
         place_out,
     )
@@ -75,4 +74,4 @@ def fingerprint(
     )
     finish_run(result)
     place_out(artifact_dir(artifacts, result.plan.steps[0]), out, link=link)
-    log_err(f"fingerprint folder: {out}  (published/ is shareable; private/ holds the keys)")
+    typer.echo(f"fingerprint folder: {out}  (published/ is shareable; private/ holds the keys)")
