@@ -31,6 +31,15 @@ def check_model_ref(ref: str) -> None:
     check_ref(ref)
 
 
+def check_data_file(data: str) -> None:
+    """Plan-time check of a fine-tune's local data file (missing, not UTF-8, bad rows); dataset
+    names are checked when the step runs, since some need the hub."""
+    if data.endswith((".json", ".jsonl")) or "/" in data:
+        from tasks.data.user import read_alpaca_file
+
+        read_alpaca_file(data)
+
+
 class TrainResources(Strict):
     """How a Ray Train step runs (never part of its step ID)."""
 
@@ -70,6 +79,7 @@ class FinetuneEntry(_FinetuneFields, TrainResources):
 
 def finetune_step(entry: FinetuneEntry, fp: Step, name: str) -> Step:
     """A user fine-tune of the published model (the fingerprint folder's ``published/``)."""
+    check_data_file(entry.data)
     ft = FinetuneConfig(model_step_id=fp.step_id, **entry.model_dump(exclude=RESOURCE_FIELDS))
     return Step(
         "finetune",

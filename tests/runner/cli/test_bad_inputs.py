@@ -59,6 +59,11 @@ CASES: list[tuple[str, str, str]] = [
         "allowed: > 0",
     ),
     (
+        "validate-finetune-data-missing",
+        "validate {t}/ft_data.yaml",
+        "data file nope/train.jsonl does not exist",
+    ),
+    (
         "validate-not-a-mapping",
         "validate {t}/list.yaml",
         "does not hold a mapping",
@@ -432,6 +437,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (t / "misspelled.yaml").write_text("kind: if_sft\nmodel: tiny-llama\ntrain: {lrr: 1.0e-4}\n")
     (t / "range.yaml").write_text("kind: if_sft\nmodel: tiny-llama\ntrain: {lr: -1}\n")
     (t / "list.yaml").write_text("- kind: if_sft\n")
+    (t / "ft_data.yaml").write_text(
+        "kind: if_sft\nmodel: tiny-llama\nfinetune:\n  - data: nope/train.jsonl\n"
+    )
     (t / "afile").write_text("mine\n")
     (t / "occupied").mkdir()
     (t / "occupied" / "keep.txt").write_text("mine\n")
