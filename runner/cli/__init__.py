@@ -34,6 +34,7 @@ VERBS: dict[str, str] = {
     "merge": "runner.cli.merge:merge",
     "results show": "runner.cli.results:results_show",
     "results export": "runner.cli.results:results_export",
+    "report": "runner.cli.report:report",
 }
 GROUPS: dict[str, str] = {
     "zoo": "Models fprun can build or convert offline.",
