@@ -7,13 +7,20 @@ from typing import Annotated
 
 import typer
 
+from runner.cli.common import Force, check_out, clear_out
+
 
 def report(
     results: Annotated[Path, typer.Argument(help="results folder of one or more runs")],
-    out: Annotated[Path, typer.Option(help="folder for index.html and its PNGs")],
+    out: Annotated[Path, typer.Option(help="new folder for index.html and its PNGs")],
+    force: Force = False,
 ) -> None:
     """Write a static HTML page with plots of every result kind present (no recomputation)."""
     from runner.results.report.page import build_report
+    from tasks.files import atomic_path
 
-    page = build_report(results, out)
-    typer.echo(f"report: {page}")
+    check_out(out, force=force)
+    with atomic_path(out) as tmp:  # the page appears whole, or not at all
+        page = build_report(results, tmp)
+        clear_out(out)
+    typer.echo(f"report: {out / page.name}")

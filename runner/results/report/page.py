@@ -49,7 +49,9 @@ def build_report(results: str | Path, out: str | Path) -> Path:
     store = ResultStore(results)
     kinds = store.kinds()
     if not kinds:
-        raise StoreError(f"no result tables under {results}", "pass the --results folder of a run")
+        raise StoreError(
+            f"no result tables under {results}", "pass a folder that holds fprun results"
+        )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
