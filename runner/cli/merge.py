@@ -15,7 +15,16 @@ from typing import Annotated
 
 import typer
 
-from runner.cli.common import DEFAULT_ARTIFACTS, DEFAULT_RESULTS, Artifacts, Results
+from runner.cli.common import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_RESULTS,
+    Address,
+    Artifacts,
+    Force,
+    Local,
+    Results,
+    SetOpt,
+)
 
 
 def merge(
@@ -32,16 +41,27 @@ def merge(
     shard_mb: Annotated[int, typer.Option(help="output shard size in MiB (bounds RAM)")] = 1024,
     results: Results = DEFAULT_RESULTS,
     artifacts: Artifacts = DEFAULT_ARTIFACTS,
+    set_: SetOpt = None,
+    local: Local = False,
+    address: Address = None,
+    force: Force = False,
 ) -> None:
     """Merge models with mergekit's Python API (in-process, seeded, preflighted)."""
-    from runner.cli.common import check_out, place_out, run_single_step
+    from runner.cli.common import (
+        check_executor,
+        check_out,
+        config_from_flags,
+        place_out,
+        run_single_step,
+    )
     from runner.plan import Step
     from tasks.errors import ConfigError
     from tasks.merge.config import MergeYamlConfig
     from tasks.merge.yaml_step import fill_placeholders, resolve_yaml
     from tasks.models.local import model_identity
 
-    check_out(out)
+    check_executor(local, address)
+    check_out(out, force=force)
     if not config.is_file():
         raise ConfigError(f"{config} does not exist", "pass a mergekit YAML file")
     models = {}
@@ -51,13 +71,15 @@ def merge(
             raise ConfigError(f"--model {item}: expected NAME=REF", "e.g. --model base=tiny-llama")
         models[name.strip()] = ref.strip()
     text = fill_placeholders(config.read_text(encoding="utf-8"), models, str(config))
-    data, folders = resolve_yaml(text, str(config))
-    cfg = MergeYamlConfig(
-        yaml=text,
-        seed=seed,
-        device=device,
-        shard_mb=shard_mb,
-        identities={ref: model_identity(f) for ref, f in folders.items()},
+    flags = {
+        "seed": ("--seed", seed),
+        "device": ("--device", device),
+        "shard_mb": ("--shard-mb", shard_mb),
+    }
+    cfg = config_from_flags(MergeYamlConfig, flags, set_, "fprun merge", base={"yaml": text})
+    data, folders = resolve_yaml(text, str(config))  # models resolved and preflighted
+    cfg = cfg.model_copy(
+        update={"identities": {ref: model_identity(f) for ref, f in folders.items()}}
     )
     step = Step(
         "merge",
@@ -66,6 +88,6 @@ def merge(
         "merge_cell",
         label=f"{data['merge_method']} ({config.name})",
     )
-    folder = run_single_step(step, results, artifacts)
+    folder = run_single_step(step, results, artifacts, local=local, address=address)
     place_out(folder / "merged", out)
-    typer.echo(f"merged ({data['merge_method']}, seed {seed}, {device}) -> {out}")
+    typer.echo(f"merged ({data['merge_method']}, seed {cfg.seed}, {cfg.device}) -> {out}")

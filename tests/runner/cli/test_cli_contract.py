@@ -139,7 +139,7 @@ def test_every_verb_that_runs_a_step_takes_local_and_address():
 
     runs_steps = [
         "run", "demo", "fingerprint", "finetune", "verify", "eval", "huref extract",
-        "huref compare", "huref train-encoder",
+        "huref compare", "huref train-encoder", "merge",
     ]  # fmt: skip
     command = typer.main.get_command(app)
     for verb in runs_steps:
@@ -245,6 +245,33 @@ def test_plain_progress_lines_count_steps_and_report_inner_progress(monkeypatch)
     text = "\n".join(lines)
     assert "start [1/2]" in text and "fp: training steps 100/100 (" in text and "/s, ETA" in text
     assert "done  [1/2]" in text and "run ETA 20 s" in text  # s2's estimate; s1 is done
+
+
+def test_run_eta_counts_queued_pool_steps_whole_and_times_steps_from_their_first_report(
+    monkeypatch,
+):
+    """An actor pool takes every cell at once and runs one per actor: a submitted step that has
+    not reported is queued, so the ETA must not shrink as the queue waits."""
+    from runner.exec import progress as prog
+
+    now = [0.0]
+    monkeypatch.setattr(prog.time, "time", lambda: now[0])
+    lines: list[str] = []
+    view = prog.RunProgress(lines.append)
+    view.begin([(f"c{i}", "merge_cell", None) for i in range(4)])
+    for i in range(4):
+        view.started_step(f"c{i}", f"c{i}", f"c{i}")
+    view.report("c0", "cell stages", 0, 2)
+    now[0] = 50.0
+    view.finished("c0", "c0", 50.0, 1)
+    view.report("c1", "cell stages", 0, 2)
+    now[0] = 100.0
+    view.finished("c1", "c1", 100.0, 1)  # submitted at 0, ran 50 s from its first report
+    assert view.durations["merge_cell"] == [50.0, 50.0]
+    assert view.eta_text() == "ETA 1 min 40 s"  # two queued cells x 50 s, not 0
+    view.report("c2", "cell stages", 0, 2)
+    now[0] = 110.0
+    assert view.eta_text() == "ETA 1 min 30 s"  # c2 has 40 s left, c3 waits 50 s
 
 
 def test_rich_display_on_a_terminal_and_progress_files_from_workers(tmp_path):
