@@ -75,8 +75,11 @@ class RunProgress:
 
     The run's ETA sums, over the steps not finished, what a running step's own progress rate
     leaves, else their estimate (runner.estimates) or the mean time of the finished steps of
-    their kind, less the time a running step has spent; while some step has no figure it reads
-    ``ETA > ...`` (a lower bound).
+    their kind, less the time a step has spent since its first progress report; the sum is
+    divided by the number of steps reporting at once. A submitted step that has not reported is
+    counted whole: it may be queued (an actor pool takes every cell, runs one per actor), and
+    its duration is measured from its first report when it made one. While some step has no
+    figure the ETA reads ``ETA > ...`` (a lower bound).
     """
 
     def __init__(self, log: Callable[[str], None] | None = None, *, live: bool = False) -> None:
@@ -85,7 +88,8 @@ class RunProgress:
         self.stream: TextIO = sys.stderr
         self.total = self.done = self.n_started = 0
         self.pending: dict[str, tuple[str, float | None]] = {}  # step_id -> (kind, estimate)
-        self.running: dict[str, float] = {}  # step_id -> start time
+        self.running: dict[str, float] = {}  # step_id -> submission time
+        self.began: dict[str, float] = {}  # step_id -> its first progress report (really running)
         self.durations: dict[str, list[float]] = {}  # kind -> seconds of finished steps
         self.inner: dict[str, dict[str, Any]] = {}  # step_id -> its inner-progress state
         self.names: dict[str, str] = {}
@@ -133,9 +137,10 @@ class RunProgress:
             if guess is None:
                 unknown += 1
                 continue
-            started = self.running.get(sid)
-            left += max(0.0, guess - (now - started if started else 0.0))
-        return left, unknown
+            began = self.began.get(sid)
+            left += max(0.0, guess - (now - began if began else 0.0))
+        reporting = sum(1 for sid in self.pending if sid in self.began)
+        return left / max(1, reporting), unknown
 
     def eta_text(self) -> str:
         """``ETA 3 min 05 s``; ``ETA > 3 min 05 s`` while some remaining step has no figure."""
@@ -165,6 +170,7 @@ class RunProgress:
         """A step's ``progress(what, done, total)``: a bar on a terminal; elsewhere a line at
         most every PLAIN_EVERY_S seconds, and one at the end of a phase that printed any."""
         now = time.time()
+        self.began.setdefault(step_id, now)
         state = self.inner.get(step_id)
         if state is None or state["what"] != what:  # a new phase restarts the rate
             state = self.inner[step_id] = {"t0": now, "what": what, "shown": now, "lines": 0}
@@ -183,6 +189,10 @@ class RunProgress:
 
     def finished(self, step_id: str, desc: str, seconds: float, rows: int) -> None:
         kind, _ = self.pending.pop(step_id, ("", None))
+        if (
+            step_id in self.began
+        ):  # from its first report: a pooled step's queue time is not its own
+            seconds = time.time() - self.began[step_id]
         self.durations.setdefault(kind, []).append(seconds)
         self._end(step_id)
         eta = self.eta_text()
@@ -203,6 +213,7 @@ class RunProgress:
         self.done += 1
         self.inner.pop(step_id, None)
         self.running.pop(step_id, None)
+        self.began.pop(step_id, None)
         if self._rich is not None:
             self._rich.finish(step_id, self.done, self.eta_text())
 

@@ -30,6 +30,7 @@ from tasks.merge.measure import (
     verify_loaded,
 )
 from tasks.merge.preflight import preflight, resolve_ref
+from tasks.progress import progress_of
 from tasks.scratch import scratch_dir
 
 CODE_VERSION = "1"
@@ -72,12 +73,16 @@ def merge_cell_step(
     meta = read_meta(fp_dir)
     probes = read_probes(fp_dir)
     row = base_row(cfg, folders, meta)
+    progress = progress_of(hooks)
+    progress("cell stages (merge, measure)", 0, 2)  # marks the real start: the cell may have queued
     with scratch_dir(Path(out_dir).name, cfg.scratch) as scratch:
         try:
             model_dir = _model(cfg, folders, scratch, row)
+            progress("cell stages (merge, measure)", 1, 2)
             row.update(
                 _measure(cfg, model_dir, folders, inputs, scratch, Path(out_dir), meta, probes)
             )
+            progress("cell stages (merge, measure)", 2, 2)
             if cfg.keep and cfg.cell is not None:
                 row["merged_ref"] = str(_keep(model_dir, scratch, Path(out_dir)))
         except FprunError:
