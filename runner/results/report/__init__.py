@@ -13,5 +13,6 @@ SECTIONS: dict[str, str] = {
     "similarity": "runner.results.report.huref:section",
     "sweep_trial": "runner.results.report.sweep:section",
     "eval": "runner.results.report.utility:section",
+    "merge_cell": "runner.results.report.merge:section",
     "provenance": "runner.results.report.provenance:section",
 }

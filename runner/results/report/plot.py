@@ -11,16 +11,17 @@ from tasks.files import atomic_path
 
 
 @contextlib.contextmanager
-def figure(path: Path, *, width: float = 8.0, height: float = 4.5) -> Iterator[Any]:
-    """Yield a matplotlib Axes; on exit the figure is saved to ``path`` and closed."""
+def figure(path: Path, *, width: float = 8.0, height: float = 4.5, ncols: int = 1) -> Iterator[Any]:
+    """Yield a matplotlib Axes (a list of ``ncols`` when more than one); on exit the figure is
+    saved to ``path`` and closed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(width, height))
+    fig, ax = plt.subplots(1, ncols, figsize=(width, height))
     try:
-        yield ax
+        yield list(ax) if ncols > 1 else ax
         fig.tight_layout()
         with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=110)

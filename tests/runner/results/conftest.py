@@ -26,6 +26,18 @@ def verification_row(condition: str, probe_set: str, hit: int, total: int) -> di
             "dataset": "reasoning_gym:basic_arithmetic (stand-in for X)"}  # fmt: skip
 
 
+def merge_row(role: str, method: str | None, w: float | None, fsr: float, status="ok") -> dict:
+    hits = round(8 * fsr)
+    return {"pair": "if_sft", "role": role, "model_a": "fp", "model_b": "math",
+            "base_model": "base", "merge_method": method, "weights": [w, 1 - w] if w else None,
+            "weight_fingerprinted": w, "status": status, "error": None if status == "ok" else
+            "RuntimeError: boom", "fsr": fsr, "fsr_hits": hits, "fsr_total": 8,
+            "fsr_ci_low": 0.0, "fsr_ci_high": 1.0, "false_trigger_rate": 0.0,
+            "false_trigger_total": 32, "ics_a": 90.0, "ics_b": 60.0, "refusal_rate": 0.5,
+            "refusal_n": 30, "math_task": "basic_arithmetic", "math_accuracy": 0.4,
+            "math_n": 40}  # fmt: skip
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> ResultStore:
     s = ResultStore(tmp_path / "r")
@@ -64,4 +76,8 @@ def store(tmp_path: Path) -> ResultStore:
     write(s, "sweep_trial", "t1", [{"sweep": "sw", "trial_id": "t1", "status": "TERMINATED",
                                     "params": json.dumps({"adapter.dim": 8}), "metric": "fsr",
                                     "value": 1.0, "metrics": "{}"}])  # fmt: skip
+    write(s, "merge_cell", "m0", [merge_row("fingerprinted", None, None, 1.0)])
+    for i, (w, fsr) in enumerate([(0.3, 0.0), (0.5, 0.25), (0.7, 1.0)]):
+        write(s, "merge_cell", f"m{i + 1}", [merge_row("merged", "ties", w, fsr)])
+    write(s, "merge_cell", "m9", [merge_row("merged", "slerp", 0.5, 0.0, status="failed")])
     return s
