@@ -66,6 +66,25 @@ def section(store, kinds: list[str], out: Path) -> list[Section]:
                 f"accuracy on {n_math} {task} problems (greedy), mean over seeds per method.",
             )
         )
+    if any(r["refusal_rate"] is not None and r["math_accuracy"] is not None for r in rows):
+        _tradeoff(rows, out / "merge_tradeoff.png")
+        sec.figures.append(
+            Figure(
+                "merge_tradeoff.png",
+                "Refusal against math accuracy: each merged model (by method) beside its parents "
+                "(stars), the utility a merge trades for keeping or losing the fingerprint.",
+            )
+        )
+    for method, cells in sorted(_by_density(merged).items()):
+        png = f"merge_heatmap_{method}.png"
+        _heatmap(cells, out / png, method)
+        sec.figures.append(
+            Figure(
+                png,
+                f"{method}: FSR over the fingerprinted weight x density "
+                f"({len(cells)} cells, mean over seeds and pairs).",
+            )
+        )
     sec.tables.append(_baselines(rows))
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
@@ -99,6 +118,7 @@ def _metric_plot(rows: list[dict], path: Path, panels: list[tuple[str, str]], wh
             ax.set_ylabel(label)
             ax.set_title(f"{what}: {label}", fontsize=10)
             ax.grid(alpha=0.3)
+            ax.ticklabel_format(axis="y", useOffset=False)  # ICS near 100: digits, not +9.999e1
         axes[0].legend(fontsize=7)
 
 
@@ -121,3 +141,46 @@ def _baselines(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         if r["role"] != "merged"
     ]
     return (["pair", "parent", "FSR", "false triggers", "refusal", "math"], body)
+
+
+def _tradeoff(rows: list[dict], path: Path) -> None:
+    """Refusal rate against math accuracy, merged models by method, parents as stars."""
+    with figure(path, width=6.5, height=4.5) as ax:
+        by: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            if r["refusal_rate"] is not None and r["math_accuracy"] is not None:
+                key = r["merge_method"] if r["role"] == "merged" else f"parent: {r['role']}"
+                by[key].append(r)
+        for key, rs in sorted(by.items()):
+            star = key.startswith("parent")
+            ax.scatter([r["math_accuracy"] for r in rs], [r["refusal_rate"] for r in rs],
+                       marker="*" if star else "o", s=140 if star else 25, label=key)  # fmt: skip
+        ax.set_xlabel("math accuracy")
+        ax.set_ylabel("refusal rate")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+
+def _by_density(rows: list[dict]) -> dict[str, dict[tuple[float, float], list[float]]]:
+    """method -> (weight, density) -> FSRs, for methods swept over two or more densities."""
+    out: dict[str, dict[tuple[float, float], list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["densities"] and r["fsr"] is not None:
+            key = (round(r["weight_fingerprinted"] or 0.0, 6), round(r["densities"][0], 6))
+            out[r["merge_method"]][key].append(r["fsr"])
+    return {m: c for m, c in out.items() if len({d for _, d in c}) > 1}
+
+
+def _heatmap(cells: dict[tuple[float, float], list[float]], path: Path, method: str) -> None:
+    weights = sorted({w for w, _ in cells})
+    densities = sorted({d for _, d in cells})
+    grid = [[fmean(cells[(w, d)]) if (w, d) in cells else float("nan") for w in weights]
+            for d in densities]  # fmt: skip
+    with figure(path, width=1.0 + 0.8 * len(weights), height=1.5 + 0.5 * len(densities)) as ax:
+        img = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        ax.set_xticks(range(len(weights)), [f"{w:g}" for w in weights])
+        ax.set_yticks(range(len(densities)), [f"{d:g}" for d in densities])
+        ax.set_xlabel("weight of the fingerprinted model")
+        ax.set_ylabel("density")
+        ax.set_title(f"{method}: FSR", fontsize=10)
+        ax.figure.colorbar(img, ax=ax)

@@ -79,5 +79,8 @@ def store(tmp_path: Path) -> ResultStore:
     write(s, "merge_cell", "m0", [merge_row("fingerprinted", None, None, 1.0)])
     for i, (w, fsr) in enumerate([(0.3, 0.0), (0.5, 0.25), (0.7, 1.0)]):
         write(s, "merge_cell", f"m{i + 1}", [merge_row("merged", "ties", w, fsr)])
+    for i, d in enumerate((0.4, 0.8)):
+        row = {**merge_row("merged", "dare_ties", 0.5, 0.5), "densities": [d, d]}
+        write(s, "merge_cell", f"md{i}", [row])
     write(s, "merge_cell", "m9", [merge_row("merged", "slerp", 0.5, 0.0, status="failed")])
     return s

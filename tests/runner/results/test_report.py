@@ -15,8 +15,10 @@ def test_report_has_a_section_and_an_image_per_kind(store, tmp_path):
     text = page.read_text()
     for title in ("Fingerprint verification", "HuRef", "Sweeps", "Utility", "Provenance"):
         assert title in text
-    assert "Merging (MergeGuard)" in text and "3 merged models" in text  # the failed one is out
+    assert "Merging (MergeGuard)" in text and "5 merged models" in text  # the failed one is out
     assert "RuntimeError: boom" in text and "merge_utility.png" in text
+    assert "merge_tradeoff.png" in text and "merge_heatmap_dare_ties.png" in text
+    assert "merge_heatmap_ties.png" not in text  # one density: no heatmap
     images = re.findall(r'<img src="([^"]+)"', text)
     assert len(images) >= 4
     for name in images:  # relative links to PNGs that exist
