@@ -49,6 +49,7 @@ class Resources:
     use_gpu: bool = False
     strategy: str = "ddp"  # ddp | deepspeed (see runner/exec/train.py)
     max_retries: int = 1
+    checkpoint_every: int = 0  # Ray Train: checkpoint every N optimizer steps; a retry resumes
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +36,25 @@ class TrainWorkerLost(RuntimeError):
 def run_train_step(spec: StepSpec) -> Outcome:
     """Run one training step on ``spec.resources.num_workers`` Ray Train workers.
 
-    The artifact folder and the Ray Train run folder are emptied first (a leftover belongs to a
-    run that died before its results were written). A bad-input error on any worker is raised
-    as its own family; a dead worker raises :class:`TrainWorkerLost`; any other worker exception
-    is raised as it was.
+    The artifact folder is emptied first (a leftover belongs to a run that died before its
+    results were written). With ``resources.checkpoint_every`` the workers report a checkpoint
+    every N optimizer steps to the run's storage (``ARTIFACTS/ray_train/<step_id>``), which is
+    kept: the launcher's retry after a lost worker, or ``fprun run`` after a killed driver or
+    cluster, starts a run of the same name there and Ray Train hands the workers the latest
+    checkpoint to resume from (the step ID fixes the config, so it is always the same training);
+    the storage is removed once the step succeeds. Without checkpoints a leftover run folder is
+    removed. A bad-input error on any worker is raised as its own family; a dead worker raises
+    :class:`TrainWorkerLost`; any other worker exception is raised as it was.
     """
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     res = spec.resources
     out = Path(spec.out_dir)
     created = fresh_dir(out)
     storage = out.parents[1] / STORAGE_DIR
-    shutil.rmtree(storage / spec.step_id, ignore_errors=True)
+    if not res.checkpoint_every:
+        shutil.rmtree(storage / spec.step_id, ignore_errors=True)
     strategy, ds_config = resolve_strategy(res.strategy)
     per_worker: dict[str, float] = {"CPU": res.num_cpus}
     if res.use_gpu:
@@ -65,6 +72,7 @@ def run_train_step(spec: StepSpec) -> Outcome:
                 "strategy": strategy,
                 "deepspeed_config": ds_config,
                 "use_gpu": res.use_gpu,
+                "checkpoint_every": res.checkpoint_every,
             },
         },
         torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
@@ -75,8 +83,11 @@ def run_train_step(spec: StepSpec) -> Outcome:
             name=spec.step_id,
             storage_path=str(storage),
             # Retries happen one level up (the launcher task), and only for dead workers: a
-            # Python error in the training function would fail the same way again.
+            # Python error in the training function would fail the same way again. Ray Train's
+            # FailureConfig retries every worker error, so it stays at 0; the retry resumes from
+            # the checkpoint all the same (same run name and storage).
             failure_config=FailureConfig(max_failures=0),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
             worker_runtime_env={"env_vars": worker_env(res.num_cpus)},
         ),
     )
@@ -88,6 +99,8 @@ def run_train_step(spec: StepSpec) -> Outcome:
         shutil.rmtree(storage / spec.step_id, ignore_errors=True)
         raise
     clear_progress(out)
+    if res.checkpoint_every:  # the step is done: its checkpoints (model + optimizer) are not needed
+        shutil.rmtree(storage / spec.step_id, ignore_errors=True)
     rank0 = take_record(out)
     return Outcome(rank0.rows, started, now(), f"ray-train:{res.num_workers}x{rank0.device}")
 
@@ -117,19 +130,30 @@ def _train_loop_per_worker(cfg: dict[str, Any]) -> None:
         clear_stale_extension_locks()
     fn = resolve_fn(cfg["fn"])
     rank0 = ray.train.get_context().get_world_rank() == 0
+    distributed = dict(cfg["distributed"])
+    checkpoint = ray.train.get_checkpoint()  # the latest one an earlier attempt reported
+    resume = Path(tempfile.mkdtemp(prefix="fprun-resume-")) if checkpoint is not None else None
+    if checkpoint is not None:
+        checkpoint.to_directory(str(resume))
+        # RayTrainReportCallback stores the HF checkpoint folder under this name
+        distributed["resume_from"] = str(resume / RayTrainReportCallback.CHECKPOINT_NAME)
     # rank 0 reports progress to the file the driver polls; the others train the same steps
     extra = {"progress": ProgressFile(out)} if rank0 and accepts(fn, "progress") else {}
     started = now()
-    with carried_errors():
-        rows = fn(
-            cfg["config"],
-            inputs={k: Path(v) for k, v in cfg["inputs"].items()},
-            out_dir=out,
-            callbacks=[RayTrainReportCallback()],
-            trainer_hook=prepare_trainer,
-            distributed=cfg["distributed"],
-            **extra,
-        )
+    try:
+        with carried_errors():
+            rows = fn(
+                cfg["config"],
+                inputs={k: Path(v) for k, v in cfg["inputs"].items()},
+                out_dir=out,
+                callbacks=[RayTrainReportCallback()],
+                trainer_hook=prepare_trainer,
+                distributed=distributed,
+                **extra,
+            )
+    finally:
+        if resume is not None:
+            shutil.rmtree(resume, ignore_errors=True)
     if rank0:
         write_record(out, Outcome(list(rows or []), started, now(), device_name()))
 
@@ -178,6 +202,20 @@ def _fit(trainer: Any) -> None:
         for err in errors:
             if isinstance(err, FprunError):
                 raise err from None
-        if any(isinstance(e, RayActorError) for e in errors):
+        if any(_worker_lost(e, RayActorError) for e in errors):
             raise TrainWorkerLost(str(exc)) from None
         raise errors[0] from None
+
+
+def _worker_lost(err: BaseException, actor_error: type) -> bool:
+    """Whether a worker error means its process or node died (a retry can succeed).
+
+    A worker that dies inside a collective arrives as a ``RayActorError``; one that dies between
+    calls arrives (Train V2) as a failed or timed-out health check, which wraps the actor error.
+    Those classes are internal to Ray, so they are recognised by their attribute and name.
+    """
+    return (
+        isinstance(err, actor_error)
+        or isinstance(getattr(err, "health_check_failure", None), actor_error)
+        or type(err).__name__ == "WorkerHealthCheckTimeoutError"
+    )

@@ -20,7 +20,7 @@ from tasks.finetune.config import FinetuneConfig
 
 FINETUNE_FN = "tasks.finetune.step:finetune_step"
 EVAL_FN = "tasks.evals.step:eval_step"
-RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker"}
+RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker", "checkpoint_every"}
 
 
 def check_model_ref(ref: str) -> None:
@@ -51,6 +51,12 @@ class TrainResources(Strict):
         "deepspeed_zero3[_offload] | deepspeed:<file.json>",
     )
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs (and torch threads) per worker")
+    checkpoint_every: int = Field(
+        0,
+        ge=0,
+        description="on Ray Train, save a checkpoint to the run's storage every N optimizer steps; "
+        "a lost worker or a killed run resumes from the latest (0: none)",
+    )
 
 
 def train_resources(r: TrainResources) -> Resources:
@@ -60,6 +66,7 @@ def train_resources(r: TrainResources) -> Resources:
         use_gpu=r.use_gpu,
         num_gpus=1.0 if r.use_gpu else 0.0,
         strategy=r.strategy,
+        checkpoint_every=r.checkpoint_every,
     )
 
 

@@ -123,9 +123,11 @@ def training_arguments(
     """TrainingArguments from the step config and the launcher's ``distributed`` options.
 
     ``distributed`` (set by runner/exec/train.py under Ray Train): ``{"strategy": "ddp" |
-    "deepspeed", "deepspeed_config": dict | None, "use_gpu": bool}``; the ZeRO dicts come from
-    ``runner/exec/deepspeed.py``. Without it the step runs in one process, on the GPU if one
-    is visible.
+    "deepspeed", "deepspeed_config": dict | None, "use_gpu": bool, "checkpoint_every": int,
+    "resume_from": str}``; the ZeRO dicts come from ``runner/exec/deepspeed.py``. Without it the
+    step runs in one process, on the GPU if one is visible. ``checkpoint_every`` N > 0 saves a
+    full checkpoint (model, optimizer, scheduler, RNG) every N steps, which the launcher's
+    callback hands to the run's storage.
     """
     import torch
     from transformers import TrainingArguments
@@ -159,7 +161,9 @@ def training_arguments(
         activation_checkpointing=cfg.gradient_checkpointing,
         optim=cfg.optim,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if dist.get("checkpoint_every") else "no",
+        save_steps=dist.get("checkpoint_every") or 500,
+        save_total_limit=1,
         report_to="none",
         disable_tqdm=True,
         use_cpu=not use_gpu,
@@ -178,6 +182,7 @@ class TrainOutcome:
     trainer: Any
     seconds: float
     losses: list[float]
+    resumed_from_step: int | None = None  # the checkpoint's optimizer step, when resumed
 
     @property
     def final_loss(self) -> float | None:
@@ -225,14 +230,25 @@ def run_trainer(
         trainer.remove_callback(PrinterCallback)
         if trainer_hook is not None:
             trainer = trainer_hook(trainer) or trainer
+        resume = (distributed or {}).get("resume_from")
         start = time.perf_counter()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - start
     finally:
         tokenizer.padding_side = side
         shutil.rmtree(scratch, ignore_errors=True)
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
-    return TrainOutcome(trainer, seconds, losses)
+    return TrainOutcome(trainer, seconds, losses, _checkpoint_step(resume))
+
+
+def _checkpoint_step(folder: str | None) -> int | None:
+    """The optimizer step an HF checkpoint folder was saved at (its ``trainer_state.json``)."""
+    import json
+
+    if folder is None:
+        return None
+    state = json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state["global_step"])
 
 
 def is_zero3(trainer: Any) -> bool:

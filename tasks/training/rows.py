@@ -77,7 +77,7 @@ def train_run_row(
         "strategy": strategy_name(distributed, world_size),
         "peak_rss_mb": peak_rss_mb(),
         "trainable_params": trainable_params,
-        "extra": json.dumps(extra, sort_keys=True, default=str),
+        "extra": json.dumps({**extra, **_resumed(outcome)}, sort_keys=True, default=str),
         **measured,
     }
     if datasets is not None:
@@ -127,3 +127,9 @@ def fingerprint_row(
         world_size=world_size,
         distributed=distributed,
     )
+
+
+def _resumed(outcome: Any) -> dict[str, int]:
+    """``resumed_from_step`` when training continued from a checkpoint (a lost worker)."""
+    step = getattr(outcome, "resumed_from_step", None)
+    return {} if step is None else {"resumed_from_step": step}
