@@ -50,6 +50,9 @@ class Resources:
     strategy: str = "ddp"  # ddp | deepspeed (see runner/exec/train.py)
     max_retries: int = 1
     checkpoint_every: int = 0  # Ray Train: checkpoint every N optimizer steps; a retry resumes
+    placement: str = (
+        "PACK"  # Ray Train workers' placement group strategy (STRICT_SPREAD: a node each)
+    )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 import ray
@@ -129,6 +130,8 @@ class ActorPool:
             "num_gpus": num_gpus,
             "max_restarts": max_retries,
             "max_task_retries": max_retries,
+            # long-lived workers spread over the nodes: load and node-local scratch are shared out
+            "scheduling_strategy": "SPREAD",
             "runtime_env": {"env_vars": {"OMP_NUM_THREADS": threads_for(num_cpus)}},
         }
         if memory_gb:
@@ -189,6 +192,13 @@ def submit_step(spec: StepSpec) -> ray.ObjectRef:
             release_idle=True,
         )
         _POOLS[key] = pool
+        print(
+            f"actor pool: {pool.size} actor(s) x {res.num_cpus:g} CPU, {res.num_gpus:g} GPU "
+            f"(asked {res.num_workers}; one CPU of the cluster's "
+            f"{ray.cluster_resources().get('CPU', 0):g} kept free)",
+            file=sys.stderr,
+            flush=True,
+        )
     return pool.submit(spec)
 
 

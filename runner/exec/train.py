@@ -77,7 +77,10 @@ def run_train_step(spec: StepSpec) -> Outcome:
         },
         torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=res.num_workers, use_gpu=res.use_gpu, resources_per_worker=per_worker
+            num_workers=res.num_workers,
+            use_gpu=res.use_gpu,
+            resources_per_worker=per_worker,
+            placement_strategy=res.placement,
         ),
         run_config=RunConfig(
             name=spec.step_id,

@@ -20,7 +20,14 @@ from tasks.finetune.config import FinetuneConfig
 
 FINETUNE_FN = "tasks.finetune.step:finetune_step"
 EVAL_FN = "tasks.evals.step:eval_step"
-RESOURCE_FIELDS = {"num_workers", "use_gpu", "strategy", "cpus_per_worker", "checkpoint_every"}
+RESOURCE_FIELDS = {
+    "num_workers",
+    "use_gpu",
+    "strategy",
+    "cpus_per_worker",
+    "checkpoint_every",
+    "placement",
+}
 
 
 def check_model_ref(ref: str) -> None:
@@ -57,6 +64,11 @@ class TrainResources(Strict):
         description="on Ray Train, save a checkpoint to the run's storage every N optimizer steps; "
         "a lost worker or a killed run resumes from the latest (0: none)",
     )
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="Ray Train workers' placement: PACK fills a node first, STRICT_SPREAD puts "
+        "each worker on its own node",
+    )
 
 
 def train_resources(r: TrainResources) -> Resources:
@@ -67,6 +79,7 @@ def train_resources(r: TrainResources) -> Resources:
         num_gpus=1.0 if r.use_gpu else 0.0,
         strategy=r.strategy,
         checkpoint_every=r.checkpoint_every,
+        placement=r.placement,
     )
 
 

@@ -12,6 +12,7 @@ tests can share it.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -49,6 +50,16 @@ def ray_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> str:
 @pytest.fixture
 def head(fprun_cache: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A one-node Ray cluster on 127.0.0.1; yields (dashboard address, env for ray calls)."""
+    with start_head(fprun_cache) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def start_head(
+    fprun_cache: Path, num_cpus: int = 2, gcs_port: int | None = None
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Start a private head; stopping it on exit stops the whole cluster (a test may start
+    another one afterwards: a cluster restart). ``gcs_port`` is where other nodes join."""
     temp = tempfile.mkdtemp(prefix="fprun-ray-", dir="/tmp")  # short: unix socket paths
     env = {
         **os.environ,
@@ -64,11 +75,11 @@ def head(fprun_cache: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "start",
         "--head",
         "--block",
-        "--num-cpus=2",
+        f"--num-cpus={num_cpus}",
         "--node-ip-address=127.0.0.1",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
-        f"--port={free_port()}",
+        f"--port={gcs_port or free_port()}",
         f"--ray-client-server-port={free_port()}",
         f"--dashboard-agent-listen-port={free_port()}",
         "--disable-usage-stats",
@@ -93,6 +104,59 @@ def head(fprun_cache: Path) -> Iterator[tuple[str, dict[str, str]]]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def start_worker_node(gcs_port: int, env: dict[str, str], num_cpus: int = 1) -> Iterator[None]:
+    """Join a second node (its own raylet, on loopback, with free ports) to the head at
+    ``gcs_port``; stopped on exit. Blocks until the cluster lists two alive nodes.
+
+    The node has a temp dir of its own: sharing the head's, its runtime-env agent would delete
+    the job's unpacked working dir (``runtime_resources/``) under the head's running driver."""
+    lo = free_port()
+    workers = range(lo + 1, lo + 201)  # the node's worker ports; the others must lie outside
+
+    def port() -> int:
+        while (p := free_port()) in workers:
+            pass
+        return p
+
+    temp = tempfile.mkdtemp(prefix="fprun-ray2-", dir="/tmp")
+    cmd = [
+        RAY, "start", f"--address=127.0.0.1:{gcs_port}", "--block", f"--num-cpus={num_cpus}",
+        "--node-ip-address=127.0.0.1", f"--node-manager-port={port()}",
+        f"--object-manager-port={port()}", f"--dashboard-agent-listen-port={port()}",
+        f"--dashboard-agent-grpc-port={port()}", f"--metrics-export-port={port()}",
+        f"--runtime-env-agent-port={port()}", f"--min-worker-port={workers[0]}",
+        f"--max-worker-port={workers[-1]}", "--disable-usage-stats", f"--temp-dir={temp}",
+    ]  # fmt: skip
+    log = Path(temp) / "ray-start.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while alive_nodes(env, gcs_port) < 2:
+            assert proc.poll() is None, f"ray start (worker node) exited: {log.read_text()[-2000:]}"
+            assert time.time() < deadline, "the second node did not join within 120 s"
+            time.sleep(2)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def alive_nodes(env: dict[str, str], gcs_port: int) -> int:
+    out = subprocess.run(
+        [RAY, "status", f"--address=127.0.0.1:{gcs_port}"], env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    text = out.stdout.split("Pending:")[0] if out.returncode == 0 else ""
+    return text.count("node_")
 
 
 def wait_for_jobs_api(address: str, env: dict[str, str], proc: subprocess.Popen) -> None:
