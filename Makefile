@@ -56,4 +56,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf fprun-results fprun-artifacts .pytest_cache
+	rm -rf fprun-results fprun-artifacts fprun-report .pytest_cache

@@ -40,6 +40,7 @@ AllowPickle = Annotated[
 ]
 DEFAULT_RESULTS = "./fprun-results"
 DEFAULT_ARTIFACTS = "./fprun-artifacts"
+DEFAULT_REPORT = "./fprun-report"  # fprun demo's HTML report
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

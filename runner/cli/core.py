@@ -9,6 +9,7 @@ import typer
 
 from runner.cli.common import (
     DEFAULT_ARTIFACTS,
+    DEFAULT_REPORT,
     DEFAULT_RESULTS,
     Address,
     Artifacts,
@@ -67,7 +68,9 @@ def demo(
     local: Local = False,
     address: Address = None,
 ) -> None:
-    """Run configs/demo.yaml (IF_SFT and HuRef on SmolLM2, ~15 min on 2 cores) or --full."""
+    """Run configs/demo.yaml (IF_SFT, HuRef and a small merge grid on SmolLM2, ~15 min on 2
+    cores) or --full, then write the HTML report of its results."""
+    from runner.cli.report import write_report
     from runner.exec.run import run_experiment
 
     check_executor(local, address)
@@ -78,6 +81,9 @@ def demo(
         run_experiment(config, results=results, artifacts=artifacts, local=local, address=address)
     )
     typer.echo(f"results: {results}  (fprun results show --results {results})")
+    # the demo's own workspace: its report is rebuilt from the results on every run
+    page = write_report(results, out / "report" if out else Path(DEFAULT_REPORT))
+    typer.echo(f"report: {page.resolve().as_uri()}")
 
 
 def validate(configs: Annotated[list[Path], typer.Argument(help="YAML files")]) -> None:

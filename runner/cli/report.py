@@ -16,11 +16,17 @@ def report(
     force: Force = False,
 ) -> None:
     """Write a static HTML page with plots of every result kind present (no recomputation)."""
+    check_out(out, force=force)
+    typer.echo(f"report: {write_report(results, out)}")
+
+
+def write_report(results: Path | str, out: Path) -> Path:
+    """Build the page into a temporary sibling and swap it in whole (replacing ``out``, which
+    the caller checked); returns the page's path."""
     from runner.results.report.page import build_report
     from tasks.files import atomic_path
 
-    check_out(out, force=force)
     with atomic_path(out) as tmp:  # the page appears whole, or not at all
         page = build_report(results, tmp)
         clear_out(out)
-    typer.echo(f"report: {out / page.name}")
+    return out / page.name

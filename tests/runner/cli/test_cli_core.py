@@ -104,3 +104,23 @@ def test_unknown_result_kind_and_format(tmp_path, cli):
         ]
     )
     assert out.exit_code == 2
+
+
+def test_demo_runs_its_suite_and_ends_with_the_report(tmp_path, cli, monkeypatch):
+    """``fprun demo`` on a stand-in configs folder (the toy kind): the run, then the report
+    rebuilt in the workspace on every run, its path printed as a file:// URL."""
+    from runner.cli import core
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "toy.yaml").write_text("kind: toy\nvalues: [1, 2]\n")
+    (configs / "demo.yaml").write_text("kind: suite\nexperiments:\n  - config: toy.yaml\n")
+    monkeypatch.setattr(core, "configs_dir", lambda: configs)
+    ws = tmp_path / "ws"
+    for _ in range(2):  # the second run skips the steps and replaces the report
+        out = cli(["demo", "--out", ws, "--local"])
+        assert out.exit_code == 0, out.output
+        page = ws / "report" / "index.html"
+        assert f"report: {page.resolve().as_uri()}" in out.stdout
+        assert "Utility" in page.read_text()  # the toy kind writes eval rows
+    assert not [p for p in ws.iterdir() if p.name.startswith(".")]  # no temporary left behind
