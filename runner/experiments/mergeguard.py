@@ -271,6 +271,26 @@ def summarize(cfg: Config, store, ctx) -> str:
     return report(cfg, plan(cfg, ctx), store, ctx)
 
 
+def headline(cfg: Config, store, ctx) -> list[tuple[str, str, str]]:
+    """(what, value, note) lines for a demo's closing table: each merged cell's FSR and math."""
+    from runner.experiments.reports.mergeguard import cell_rows
+
+    out = []
+    for r in cell_rows(plan(cfg, ctx), store):
+        if r["role"] != "merged" or r["status"] != "ok":
+            continue
+        w = f"{r['weight_fingerprinted']:g}" if r["weight_fingerprinted"] is not None else "-"
+        math = "" if r["math_accuracy"] is None else f", math {r['math_accuracy']:.0%}"
+        out.append(
+            (
+                f"merge {r['merge_method']} w_fp {w}",
+                f"FSR {r['fsr_hits']}/{r['fsr_total']}",
+                f"false triggers {r['false_trigger_hits']}/{r['false_trigger_total']}{math}",
+            )
+        )
+    return out
+
+
 def sweep_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     """A sweep trial's metrics: means over its merged cells (``runner.sweep``)."""
     from runner.experiments.reports.mergeguard import trial_metrics
@@ -283,6 +303,7 @@ __all__ = [
     "RESULT_KINDS",
     "SWEEP_METRICS",
     "dry_run_notes",
+    "headline",
     "plan",
     "summarize",
     "sweep_metrics",

@@ -170,6 +170,9 @@ def test_failed_cell_is_a_row_and_the_grid_goes_on(grid_root, tmp_path):
     bad = next(r for r in rows if r["status"] == "failed")
     assert bad["merge_method"] == "della" and "epsilon" in bad["error"].lower()
     assert "FAILED" in out.text and "plot: " in out.text
+    cfg = load_experiment(SMOKE, SMALL)
+    lines = mergeguard.headline(cfg, ResultStore(res), PlanContext(SMOKE, res, art))
+    assert len(lines) == 3 and all(v.startswith("FSR ") for _, v, _ in lines)  # the ok cells
 
 
 def test_killed_driver_resumes_without_duplicates(grid_root, tmp_path):
