@@ -83,6 +83,7 @@ class VerifySection(_VerifyFields):
         "(per user model): tuned_publish, tuned_w_adapter, tuned_direct",
     )
     num_cpus: float = Field(1.0, gt=0, description="CPUs (and torch threads) per verification")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per verification (0.5: two share one)")
 
 
 class Config(Strict):
@@ -140,8 +141,8 @@ def verify_step(
     cfg: Config, condition: str, fp: Step, suspect: Step | None = None, label: str = ""
 ) -> Step:
     """One verification step: plain conditions use verify_step, adapter ones the assembler."""
-    common = cfg.verify.model_dump(exclude={"conditions", "num_cpus"})
-    res = Resources(num_cpus=cfg.verify.num_cpus)
+    common = cfg.verify.model_dump(exclude={"conditions", "num_cpus", "num_gpus"})
+    res = Resources(num_cpus=cfg.verify.num_cpus, num_gpus=cfg.verify.num_gpus)
     name = f"{cfg.name}:{condition}" + (f":{label}" if label else "")
     sid = suspect.step_id if suspect is not None else None
     if condition in ("publish", "vanilla", "tuned_publish"):

@@ -73,6 +73,7 @@ class VerifySection(_VerifyFields):
         2000, ge=1, description="unconditional samples of sample_from_bos (the seed: 2000)"
     )
     num_cpus: float = Field(1.0, gt=0, description="CPUs (and torch threads) per verification")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per verification (0.5: two share one)")
 
 
 class Config(Strict):
@@ -135,6 +136,7 @@ def verify_step(
             "bos_samples",
             "bos_max_new_tokens",
             "num_cpus",
+            "num_gpus",
             "sampling",
         }
     )
@@ -162,7 +164,7 @@ def verify_step(
         vc.model_dump(),
         "verification",
         inputs=inputs,
-        resources=Resources(num_cpus=v.num_cpus),
+        resources=Resources(num_cpus=v.num_cpus, num_gpus=v.num_gpus),
         label=name,
     )
 

@@ -128,6 +128,7 @@ class EvalSection(Strict):
     )
     batch_size: int = Field(16, ge=1)
     num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per eval step")
 
 
 def eval_steps(name: str, model: str, e: EvalSection, fp: Step) -> list[Step]:
@@ -150,7 +151,7 @@ def eval_steps(name: str, model: str, e: EvalSection, fp: Step) -> list[Step]:
                     ec.model_dump(mode="json", exclude_defaults=True),
                     "eval",
                     inputs={"model": fp} if which == "publish" else {},
-                    resources=Resources(num_cpus=e.num_cpus),
+                    resources=Resources(num_cpus=e.num_cpus, num_gpus=e.num_gpus),
                     label=f"{name}:{suite}:{which}",
                 )
             )

@@ -1,6 +1,6 @@
 """Every paper-scale recipe under configs/paper/ plans anywhere: ``--dry-run`` gives its steps with
-GPU resources on the heavy ones (training, merge cells, and HuRef extraction in the HuRef recipe;
-a merge grid's parents are extracted on CPU, a streaming read), and writes nothing."""
+GPU resources on the heavy ones (training, generation, merge cells, and HuRef extraction in the
+HuRef recipe; a merge grid's parents are extracted on CPU, a streaming read); nothing is written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from runner.exec.run import run_experiment
 
 PAPER = sorted((Path(__file__).resolve().parents[3] / "configs" / "paper").glob("*.yaml"))
-HEAVY = {"if_sft", "if_adapter", "finetune", "merge_cell"}
+HEAVY = {"if_sft", "if_adapter", "finetune", "merge_cell", "verify", "eval"}
 
 
 def test_there_is_a_paper_recipe_per_method():
