@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from runner.exec.driver import StepSpec, run_step_inline
+from runner.exec.pool_sizing import pool_size
 from runner.exec.ray_tasks import carried_errors, threads_for, unwrap
 from runner.plan import Resources
 from runner.results.records import Outcome
@@ -200,20 +201,6 @@ def submit_step(spec: StepSpec) -> ray.ObjectRef:
             flush=True,
         )
     return pool.submit(spec)
-
-
-def pool_size(res: Resources, cluster: dict[str, float]) -> int:
-    """``resources.num_workers`` actors, capped so one CPU's worth stays free.
-
-    Actors hold their CPUs while they have work; the plan's ordinary tasks (deriving control
-    models, the final compare) would otherwise wait behind a pool that took every CPU.
-    """
-    size = max(1, res.num_workers)
-    if res.num_cpus > 0:
-        size = min(size, max(1, int(cluster.get("CPU", 1) // res.num_cpus) - 1))
-    if res.num_gpus > 0:
-        size = min(size, max(1, int(cluster.get("GPU", 0) // res.num_gpus)))
-    return size
 
 
 def close_pools() -> None:

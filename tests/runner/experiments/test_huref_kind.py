@@ -324,7 +324,7 @@ def test_smoke_on_ray_with_actor_pool_equals_local(ray_session, tmp_path, monkey
 
 
 def test_pool_size_leaves_a_cpu_for_ordinary_tasks():
-    from runner.exec.actors import pool_size
+    from runner.exec.pool_sizing import pool_size
     from runner.plan import Resources
 
     assert pool_size(Resources(num_cpus=1, num_workers=4), {"CPU": 2.0}) == 1
