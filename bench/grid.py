@@ -1,7 +1,9 @@
 """Merge-grid benchmark: fprun's actor-pool cells against the seed's way, on the same cells.
 
-``python bench/grid.py --fingerprint ARTIFACTS/if_sft/<id> --expert ARTIFACTS/finetune/<id>`` (the
-IF_SFT fingerprint and arithmetic expert of ``fprun run configs/mergeguard.yaml``). fprun: a
+``python bench/grid.py`` takes the IF_SFT fingerprint and the arithmetic expert that ``fprun demo``
+(``configs/demo_merge.yaml``) left in ``--results``/``--artifacts`` (default ``./fprun-*``), or
+``--fingerprint ARTIFACTS/if_sft/<id> --expert ARTIFACTS/finetune/<id>``; without them it says so
+and exits 0, so ``make bench`` runs on a fresh clone. fprun: a
 one-actor pool runs ``tasks.merge.cell`` per cell (in-process merge into scratch, one load,
 batched greedy evals, weights deleted). The seed's way, cell after cell: ``mergekit-yaml`` writes
 the merge, a fresh process loads it and generates one prompt at a time, the folder is deleted.
@@ -227,6 +229,23 @@ def child(spec: dict) -> None:
     print(json.dumps(sides[spec["side"]](spec)))
 
 
+def demo_parents(results: str, artifacts: str) -> tuple[Path, Path] | None:
+    """The fingerprint and expert folders of configs/demo_merge.yaml's plan, if both are done."""
+    from runner.config import load_experiment
+    from runner.exec.driver import artifact_dir
+    from runner.experiments import mergeguard
+    from runner.plan import PlanContext
+    from runner.results.store import ResultStore
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo_merge.yaml"
+    plan = mergeguard.plan(load_experiment(config), PlanContext(config, results, artifacts))
+    store = ResultStore(results)
+    ups = {s.kind: s for c in plan for s in c.inputs.values() if s.kind in ("if_sft", "finetune")}
+    if len(ups) < 2 or not all(store.done(s.result_kind, s.step_id) for s in ups.values()):
+        return None
+    return artifact_dir(artifacts, ups["if_sft"]), artifact_dir(artifacts, ups["finetune"])
+
+
 def main() -> None:
     from tasks.models.zoo import resolve_model
 
@@ -280,11 +299,18 @@ if __name__ == "__main__":
     parser.add_argument("--expert", type=Path, help="the other expert's model folder")
     parser.add_argument("--base", default="smollm2-135m-instruct")
     parser.add_argument("--cells", type=int, default=8)
+    parser.add_argument("--results", default="fprun-results", help="where fprun demo wrote rows")
+    parser.add_argument("--artifacts", default="fprun-artifacts", help="and its artifacts")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     ARGS = parser.parse_args()
     if ARGS.child:
         child(json.loads(ARGS.child))
     else:
         if ARGS.fingerprint is None or ARGS.expert is None:
-            parser.error("--fingerprint and --expert are required")
+            found = demo_parents(ARGS.results, ARGS.artifacts)
+            if found is None:
+                print("skip: no fingerprint and expert yet; run `make demo` (or pass --fingerprint")
+                print("      and --expert) and then this benchmark")
+                sys.exit(0)
+            ARGS.fingerprint, ARGS.expert = found
         main()
