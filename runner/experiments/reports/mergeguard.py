@@ -20,7 +20,8 @@ SURVIVES = 0.5  # FSR at or above this counts as "the fingerprint survives" in t
 
 def cell_rows(steps: list[Step], store) -> list[dict[str, Any]]:
     """The ``merge_cell`` rows of the plan's cell steps."""
-    ids = [s.step_id for s in steps if s.kind == "merge_cell"]
+    # a template and a generated cell can canonicalise to one step: one row
+    ids = list(dict.fromkeys(s.step_id for s in steps if s.kind == "merge_cell"))
     return store.read("merge_cell", ids).to_pylist()
 
 
