@@ -88,7 +88,6 @@ class RunProgress:
         self.stream: TextIO = sys.stderr
         self.total = self.done = self.n_started = 0
         self.pending: dict[str, tuple[str, float | None]] = {}  # step_id -> (kind, estimate)
-        self.running: dict[str, float] = {}  # step_id -> submission time
         self.began: dict[str, float] = {}  # step_id -> its first progress report (really running)
         self.durations: dict[str, list[float]] = {}  # kind -> seconds of finished steps
         self.inner: dict[str, dict[str, Any]] = {}  # step_id -> its inner-progress state
@@ -161,7 +160,6 @@ class RunProgress:
     def started_step(self, step_id: str, desc: str, name: str) -> None:
         self.names[step_id] = name
         self.n_started += 1
-        self.running[step_id] = time.time()
         if self._rich is not None:
             self._rich.start(step_id, name)
         self.line(f"start {self.counter()} {desc}")
@@ -212,7 +210,6 @@ class RunProgress:
     def _end(self, step_id: str) -> None:
         self.done += 1
         self.inner.pop(step_id, None)
-        self.running.pop(step_id, None)
         self.began.pop(step_id, None)
         if self._rich is not None:
             self._rich.finish(step_id, self.done, self.eta_text())
