@@ -20,14 +20,16 @@ demo demo-full bench: export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
 venv: $(STAMP)
 
+# --no-compile: pip would byte-compile every module of torch, ray and the rest (~85 s of the
+# quick demo's install on 2 cores); Python compiles the ones a run imports on first import.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q --disable-pip-version-check --no-compile -c constraints.txt -e ".[dev]"
 	$(MAKE) --no-print-directory assets
 	touch $(STAMP)
 
 assets:
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -c constraints.txt $(ASSET_PKGS)
+	$(BIN)/pip install -q --disable-pip-version-check --no-compile --no-deps -c constraints.txt $(ASSET_PKGS)
 
 demo: $(STAMP)
 	$(BIN)/fprun demo
