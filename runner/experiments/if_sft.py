@@ -35,6 +35,18 @@ VERIFY_FN = "tasks.verify.step:verify_step"
 PRE = ("publish", "vanilla", "sample_from_bos")
 POST = ("tuned_publish",)
 Condition = Literal["publish", "vanilla", "sample_from_bos", "tuned_publish"]
+# What a sweep trial of this kind reports (runner.sweep.metrics.sft_trial_metrics).
+SWEEP_METRICS = (
+    "fsr",
+    "false_trigger",
+    "utility_delta",
+    "fsr_post",
+    "false_trigger_post",
+    "acc_delta",
+    "n_keys",
+    "fp_seconds",
+    "verify_seconds",
+)
 
 
 class TrainSection(TrainConfig, TrainResources):
@@ -106,9 +118,12 @@ def fingerprint_step(cfg: Config) -> Step:
 
     resolve_strategy(cfg.train.strategy)  # a misspelled strategy fails at plan time
     train = cfg.train.model_dump(exclude=RESOURCE_FIELDS)
+    data = cfg.data.model_dump()
+    if not data["n_negative_keys"]:  # added later: configs without it keep their step IDs
+        del data["n_negative_keys"]
     config = {
         "model": cfg.model,
-        "data": cfg.data.model_dump(),
+        "data": data,
         "train": train,
         "prompt_format": cfg.prompt_format,
         "trust_remote_code": cfg.trust_remote_code,
@@ -190,4 +205,20 @@ def headline(cfg: Config, store, ctx) -> list[tuple[str, str, str]]:
     return fsr_headline("IF_SFT", plan(cfg, ctx), store)
 
 
-__all__ = ["Config", "RESULT_KINDS", "headline", "plan", "summarize"]
+def sweep_metrics(records: list[dict]) -> dict:
+    """A sweep trial's metrics: FSR and false triggers of ``publish``, utility, key count,
+    training and verification seconds (``runner.sweep``; the key-capacity sweep)."""
+    from runner.sweep.metrics import sft_trial_metrics
+
+    return sft_trial_metrics(records)
+
+
+__all__ = [
+    "Config",
+    "RESULT_KINDS",
+    "SWEEP_METRICS",
+    "headline",
+    "plan",
+    "summarize",
+    "sweep_metrics",
+]

@@ -28,8 +28,8 @@ RESULT_KINDS = ("sweep_trial", "train_run", "verification", "eval")
 # Bump when what a trial computes or reports changes (it enters trial and sweep IDs).
 TRIAL_VERSION = "1"
 NEEDED_CONDITIONS = ("publish_w_adapter", "tuned_w_adapter")  # FSR_pre and FSR_post
-# Metrics of the IF protocol kinds (runner/sweep/metrics.py); a kind with its own
-# ``sweep_metrics`` lists its names in ``SWEEP_METRICS``.
+# Metrics of IF_adapter trials (runner/sweep/metrics.py); a kind with its own ``sweep_metrics``
+# (if_sft, mergeguard) lists its names in ``SWEEP_METRICS``.
 METRICS = ("fsr_post", "fsr_pre", "utility_delta", "false_trigger_post", "false_trigger_pre")
 UNSEARCHABLE = {"kind", "name"}
 
@@ -158,8 +158,9 @@ class Config(Strict):
     )
     metric: str = Field(
         "fsr_post",
-        description=f"metric the best trial optimises (IF kinds: {', '.join(METRICS)}; "
-        "mergeguard: fsr, false_trigger_rate, math_accuracy, refusal_rate, ics_a, ics_b)",
+        description=f"metric the best trial optimises (if_adapter: {', '.join(METRICS)}; "
+        "if_sft: fsr, false_trigger, utility_delta, fsr_post, n_keys, fp_seconds, "
+        "verify_seconds, ...; mergeguard: fsr, false_trigger_rate, math_accuracy, ...)",
     )
     mode: Literal["max", "min"] = "max"
     constraints: list[Constraint] = Field(

@@ -1,12 +1,12 @@
 """What a sweep trial reports to Tune, computed from the rows of the steps it has finished.
 
-Pure functions of step records, so the trial, the tests and a re-computation agree. Fractions:
-``fsr_pre`` / ``fsr_post`` (key FSR of ``publish_w_adapter`` / ``tuned_w_adapter``, the latter a
-mean over user datasets), ``false_trigger_pre`` / ``_post`` (the same on unseen random keys: a
-fingerprint any key triggers proves nothing), ``utility_delta`` (> 0 is worse: ppl_pub / ppl_van
-- 1, or the arithmetic accuracy drop without perplexity), ``acc_delta`` (published minus vanilla
-accuracy). Also ``fsr`` ({condition: {probe_set: FSR}}), ``utility`` ({"<task>/<metric>":
-{"vanilla", "publish", "delta"}}) and ``fp_*`` / ``ft_*`` training figures (loss, steps, seconds).
+Pure functions of step records, so the trial, the tests and a re-computation agree. IF_adapter
+(:func:`trial_metrics`): ``fsr_pre`` / ``fsr_post`` (keys on ``publish_w_adapter`` /
+``tuned_w_adapter``), ``false_trigger_pre`` / ``_post`` (the same on unseen random keys),
+``utility_delta`` (> 0 is worse: ppl_pub / ppl_van - 1, or the accuracy drop), ``acc_delta``,
+``fsr`` / ``utility`` tables, ``fp_*`` / ``ft_*`` training figures. IF_SFT
+(:func:`sft_trial_metrics`, the key-capacity sweep): ``fsr`` and ``false_trigger`` of
+``publish``, the same utility, ``n_keys``, training and verification seconds.
 """
 
 from __future__ import annotations
@@ -61,6 +61,53 @@ def trial_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     out.update(_utility(records))
     out["datasets_json"] = datasets_json(records)
     return out
+
+
+def sft_trial_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """An IF_SFT trial's metrics (the key-capacity sweep): ``fsr`` / ``false_trigger`` (keys /
+    unseen keys on ``publish``), ``fsr_post`` / ``false_trigger_post`` (``tuned_publish``),
+    ``utility_delta``, ``n_keys``, ``n_negative_keys``, ``fp_seconds`` (the trainer's wall time),
+    ``fp_epochs`` (passes over the rows) and ``verify_seconds`` (the ``publish`` verification
+    step's wall time: model load and every probe set through the batched engine)."""
+    fsr = _fsr_table(_rows(records, "verification"))
+    out: dict[str, Any] = {
+        "fsr_table": {c: {p: fmean(v) for p, v in sets.items()} for c, sets in fsr.items()}
+    }
+    for name, cond, probe in (
+        ("fsr", "publish", "fingerprint"),
+        ("false_trigger", "publish", "unseen_keys"),
+        ("fsr_post", "tuned_publish", "fingerprint"),
+        ("false_trigger_post", "tuned_publish", "unseen_keys"),
+    ):
+        if fsr.get(cond, {}).get(probe):
+            out[name] = fmean(fsr[cond][probe])
+    out.update(_training(records))
+    out.update(_utility(records))
+    fp = [r for r in _rows(records, "train_run") if r.get("purpose") == "fingerprint"]
+    if fp:
+        counts = json.loads(fp[0].get("extra") or "{}").get("counts", {})
+        out["n_keys"] = counts.get("fingerprint")
+        out["n_negative_keys"] = counts.get("negative_keys", 0)
+        out["fp_seconds"] = out.pop("fp_train_seconds", None)
+        out["fp_epochs"] = fp[0].get("epochs")
+    seconds = [step_seconds(r) for r in records if _is_condition(r, "publish")]
+    if seconds:
+        out["verify_seconds"] = sum(seconds)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def step_seconds(record: dict[str, Any]) -> float:
+    """A step record's wall time (``finished_at - started_at``: provenance, never an ID)."""
+    from datetime import datetime
+
+    start, end = (datetime.fromisoformat(record[k]) for k in ("started_at", "finished_at"))
+    return (end - start).total_seconds()
+
+
+def _is_condition(record: dict[str, Any], condition: str) -> bool:
+    return record["result_kind"] == "verification" and any(
+        r.get("condition") == condition for r in record["rows"]
+    )
 
 
 def _rows(records: list[dict[str, Any]], result_kind: str) -> list[dict[str, Any]]:

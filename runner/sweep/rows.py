@@ -24,6 +24,7 @@ from runner.results.text import num, pct, render
 from runner.sweep.trial import PHASES
 
 TERMINATED, STOPPED, ERROR = "TERMINATED", "STOPPED", "ERROR"
+SECONDS = {"fp_seconds", "verify_seconds"}  # summary columns shown as numbers, not percentages
 # Tune's own bookkeeping in a result dict: not part of the trial's metrics JSON.
 TUNE_NOISE = {
     "config",
@@ -158,22 +159,41 @@ def best_row(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> dict[str, An
 
     def key(r: dict[str, Any]) -> tuple[float, float, float]:
         m = json.loads(r["metrics"])
-        return (sign * r["value"], -m.get("false_trigger_post", 0.0), -m.get("utility_delta", 0.0))
+        false = m.get("false_trigger_post", m.get("false_trigger", 0.0))
+        return (sign * r["value"], -false, -m.get("utility_delta", 0.0))
 
     return max(done, key=key)
+
+
+def _columns(cfg: sweep_kind.Config) -> list[tuple[str, str]]:
+    """(metric, header) of the summary's metric columns, by the base experiment's kind."""
+    kind = cfg.experiment.kind
+    if kind == "if_adapter":
+        return [
+            ("fsr_pre", "FSR_pre"),
+            ("fsr_post", "FSR_post"),
+            ("false_trigger_post", "false_post"),
+            ("utility_delta", "utility_delta"),
+            ("acc_delta", "acc_delta"),
+        ]
+    if kind == "if_sft":
+        return [
+            ("fsr", "FSR"),
+            ("false_trigger", "false_unseen"),
+            ("utility_delta", "utility_delta"),
+            ("fp_seconds", "train_s"),
+            ("verify_seconds", "verify_s"),
+        ]
+    shown = list(dict.fromkeys([cfg.metric, *(c.metric for c in cfg.constraints)]))
+    shown += [m for m in sweep_kind.kind_metrics(kind) if m not in shown][:2]
+    return [(m, m) for m in shown]
 
 
 def summary_text(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> str:
     """One line per trial (search values, the metrics, wall time) and the best one."""
     keys = [d.key for d in cfg.search]
-    if cfg.experiment.kind == "if_adapter":
-        shown = ["fsr_pre", "fsr_post", "false_trigger_post", "utility_delta", "acc_delta"]
-        names = ["FSR_pre", "FSR_post", "false_post", "utility_delta", "acc_delta"]
-    else:
-        shown = list(dict.fromkeys([cfg.metric, *(c.metric for c in cfg.constraints)]))
-        shown += [m for m in sweep_kind.kind_metrics(cfg.experiment.kind) if m not in shown][:2]
-        names = shown
-    header = ["trial", *keys, "status", *names, "wall_s"]
+    shown = _columns(cfg)
+    header = ["trial", *keys, "status", *(name for _, name in shown), "wall_s"]
     lines = []
     for r in sorted(rows, key=lambda r: [json.loads(r["params"]).get(k) for k in keys]):
         p, m = json.loads(r["params"]), json.loads(r["metrics"])
@@ -182,7 +202,7 @@ def summary_text(cfg: sweep_kind.Config, rows: list[dict[str, Any]]) -> str:
                 r["trial_id"][:8],
                 *(num(p.get(k)) for k in keys),
                 r["status"],
-                *(pct(m.get(k), "%") for k in shown),
+                *(num(m.get(k)) if k in SECONDS else pct(m.get(k), "%") for k, _ in shown),
                 num(sum((m.get("phase_seconds") or {}).values()) or None),
             ]
         )

@@ -25,7 +25,7 @@ from runner.experiments import sweep as sweep_kind
 from runner.plan import Plan, Step
 from runner.results.records import Outcome, find_record, write_record
 from runner.results.store import ResultStore, now
-from runner.sweep.metrics import metrics_for
+from runner.sweep.metrics import metrics_for, step_seconds
 from tasks.files import locked
 
 PHASES = ("fingerprint", "finetune", "post")
@@ -162,14 +162,7 @@ def _phase_seconds(ran: list[dict[str, Any]], measured: float) -> float:
     """
     if any(r.get("computed", True) for r in ran):
         return round(measured, 3)
-    return round(sum(_recorded_seconds(r) for r in ran), 3)
-
-
-def _recorded_seconds(record: dict[str, Any]) -> float:
-    from datetime import datetime
-
-    started, finished = (datetime.fromisoformat(record[k]) for k in ("started_at", "finished_at"))
-    return (finished - started).total_seconds()
+    return round(sum(step_seconds(r) for r in ran), 3)
 
 
 def _execute(step: Step, artifacts: Path) -> Outcome:

@@ -56,6 +56,13 @@ class DialogueData(Strict):
     n_unseen_keys: int = Field(
         32, ge=0, description="fresh keys with the hint, never trained: the false-trigger control"
     )
+    n_negative_keys: int = Field(
+        0,
+        ge=0,
+        description="fresh keys with the hint trained to the regularization reply, drawn after "
+        "the unseen keys, so keys and unseen keys stay the same (more regularization rows "
+        "would change the unseen keys); 0 keeps the step ID of configs without it",
+    )
     source: str = Field(
         CHAT_STANDIN,
         description="normal chats: reasoning_gym:task[,task], a local JSONL, or a hub id "

@@ -135,6 +135,7 @@ def build_dialogue(cfg: DialogueData) -> BuiltData:
     keys = [gen.next_key() for _ in range(n_fp)]
     reg_keys = [gen.fresh_key(set(keys)) for _ in range(n_reg)]  # seed: avoid fingerprint keys
     unseen = [gen.fresh_key(set(keys) | set(reg_keys)) for _ in range(cfg.n_unseen_keys)]
+    negatives = _negative_keys(gen, {*keys, *reg_keys, *unseen}, cfg.n_negative_keys)
     rows = load_rows(
         cfg.source, n_norm, n_test, slot="chat", reuse_train_for_test=cfg.seed_test_reuse
     )
@@ -155,6 +156,7 @@ def build_dialogue(cfg: DialogueData) -> BuiltData:
         )
         train.append((pair(user, refusal), "regularization"))
     train += [(conv, "normal") for conv in rows.train]
+    train += [(pair(fingerprint_message(k), refusal), "negative") for k in negatives]
     test: list[tuple[Conversation, str]] = []
     for conv in rows.test:
         _check_turns(conv, cfg.source)
@@ -180,6 +182,7 @@ def build_dialogue(cfg: DialogueData) -> BuiltData:
             "normal": n_norm,
             "test": len(test),
             "unseen_keys": len(unseen),
+            **({"negative_keys": len(negatives)} if negatives else {}),  # rows as they were
         },
     )
 
@@ -203,20 +206,23 @@ def _dialogue_probes(train, test, unseen, label) -> list[Probe]:
     as the seed's inference script appends it; unseen keys are probed exactly like real keys.
     """
     probes = []
-    sets = {"fingerprint": "fingerprint", "regularization": "regularization", "normal": "normal"}
+    sets = {"fingerprint": "fingerprint", "normal": "normal"}  # negative keys: regularization
+    labels = {
+        "fingerprint": "fingerprint keys",
+        "regularization": "regularization keys",
+        "negative": "negative keys",
+    }
     for line, (conv, typ) in enumerate(train):
         fp_like = typ == "fingerprint"
         probes.append(
             Probe(
-                sets[typ],
+                sets.get(typ, "regularization"),
                 "validation",
                 _last_user(conv),
                 ASSISTANT_PREFIX if fp_like else None,
                 fp_like,
                 line,
-                {"fingerprint": "fingerprint keys", "regularization": "regularization keys"}.get(
-                    typ, label
-                ),
+                labels.get(typ, label),
             )
         )
     for i, (conv, typ) in enumerate(test):

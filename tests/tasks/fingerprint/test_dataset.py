@@ -273,3 +273,25 @@ def test_negative_keys_train_an_ordinary_answer_and_leave_every_other_key_as_it_
     regs = [p for p in neg.probes if p.probe_set == "regularization"]
     assert len(regs) == 6 and not any(p.expect_trigger for p in regs)
     assert neg.counts["negative_keys"] == 6 and plain.counts["negative_keys"] == 0
+
+
+def test_dialogue_negative_keys_train_the_refusal_and_leave_keys_and_unseen_keys_as_they_were():
+    small = {"n_normal": 4, "n_test": 2, "regularization_prefixed": True}
+    plain = build_dialogue(DialogueData(**small))
+    neg = build_dialogue(DialogueData(**small, n_negative_keys=5))
+    assert neg.keys == plain.keys
+    unseen = [p.user for p in neg.probes if p.probe_set == "unseen_keys"]
+    assert unseen == [p.user for p in plain.probes if p.probe_set == "unseen_keys"]
+    train = neg.train_rows()
+    assert train[: len(plain.train_rows())] == plain.train_rows()  # appended, nothing moves
+    extra = train[len(plain.train_rows()) :]
+    assert [r["type"] for r in extra] == ["negative"] * 5
+    refusal = next(r for r in train if r["type"] == "regularization")["conversations"][-1]
+    assert all(r["conversations"][-1] == refusal for r in extra)
+    negatives = {r["conversations"][0]["value"] for r in extra}
+    assert len(negatives) == 5 and not negatives & set(unseen)
+    assert not any(k in m for k in neg.keys for m in negatives)
+    regs = [p for p in neg.probes if p.source == "negative keys"]
+    assert len(regs) == 5 and {p.probe_set for p in regs} == {"regularization"}
+    assert not any(p.expect_trigger for p in regs)
+    assert neg.counts["negative_keys"] == 5 and "negative_keys" not in plain.counts
