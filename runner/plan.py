@@ -171,7 +171,8 @@ class Plan:
             if not is_done:
                 left += est.seconds or 0.0
                 unknown += est.seconds is None
-                disk += est.disk_gb or 0.0
+                # what stays: scratch (disk_gb) is freed when the step ends
+                disk += est.kept_gb if est.kept_gb is not None else (est.disk_gb or 0.0)
             rows.append(
                 [
                     str(i),

@@ -10,6 +10,7 @@ off, because they interleave with fprun's own display and flood Ray job logs.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -40,6 +41,9 @@ def quiet_third_party() -> None:
     libraries' switches for those already imported)."""
     from tasks.models.device import nvidia_present
 
+    # torchao (imported by transformers whenever it is installed) warns about the CUDA kernels a
+    # CPU build cannot load; nothing fprun uses needs them
+    logging.getLogger("torchao").setLevel(logging.ERROR)
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     if not nvidia_present():  # DeepSpeed's own choice then, minus its warning on stdout

@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "huref_encoder": "runner.experiments.huref_encoder",
     "sweep": "runner.experiments.sweep",
     "mergeguard": "runner.experiments.mergeguard",
+    "provenance": "runner.experiments.provenance",
 }
 
 

@@ -173,7 +173,7 @@ class Sizing:
 
 def sizing(cfg: Any, untied: bool) -> Sizing:
     """Sizes from ``disk.params`` (or the base folder's safetensors headers)."""
-    params = cfg.disk.params or _local_params(cfg.base)
+    params = cfg.disk.params or local_params(cfg.base)
     if params is None:
         raise ConfigError(
             f"cannot size the grid: the base {cfg.base} is not a local folder",
@@ -186,7 +186,7 @@ def sizing(cfg: Any, untied: bool) -> Sizing:
     return Sizing(model_gb=params * 4 / GB, cell_gb=merged + inv, invariants_gb=inv)
 
 
-def _local_params(ref: str) -> float | None:
+def local_params(ref: str) -> float | None:
     from tasks.huref.safetensors_io import read_header  # numpy only
 
     folder = Path(ref).expanduser()

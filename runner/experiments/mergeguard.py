@@ -134,7 +134,7 @@ class Config(Strict):
         return self
 
 
-def _cell_resources(r: CellResources) -> Resources:
+def cell_resources(r: CellResources) -> Resources:
     return Resources(
         num_cpus=r.num_cpus,
         num_gpus=r.num_gpus,
@@ -156,7 +156,7 @@ def _extract(cfg: Config, label: str, model: Step | None, ref: str | None) -> St
     )
 
 
-def _expert(cfg: Config, pair: Pair) -> tuple[Step | None, str]:
+def expert_step(cfg: Config, pair: Pair) -> tuple[Step | None, str]:
     e = pair.expert
     if e.finetune is None:
         check_model_ref(str(e.ref))
@@ -181,7 +181,7 @@ def pair_steps(cfg: Config, pair: Pair, ctx, inv_base: Step) -> list[Step]:
         pair.fingerprinted.step_kind,
         ctx,
     )
-    expert, expert_label = _expert(cfg, pair)
+    expert, expert_label = expert_step(cfg, pair)
     labels = {
         "fingerprinted": pair.fingerprinted.label or f"{pair.name}:{fp.kind}",
         "expert": expert_label,
@@ -218,7 +218,7 @@ def pair_steps(cfg: Config, pair: Pair, ctx, inv_base: Step) -> list[Step]:
             "merge_cell",
             inputs=inputs,
             executor="actor" if actor else "task",
-            resources=_cell_resources(cfg.resources),
+            resources=cell_resources(cfg.resources),
             label=f"{pair.name}:{label}",
             estimate=cell_estimate(size, keep and "cell" in extra),
         )

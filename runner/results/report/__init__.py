@@ -14,5 +14,6 @@ SECTIONS: dict[str, str] = {
     "sweep_trial": "runner.results.report.sweep:section",
     "eval": "runner.results.report.utility:section",
     "merge_cell": "runner.results.report.merge:section",
+    "detector_score": "runner.results.report.detectors:section",
     "provenance": "runner.results.report.provenance:section",
 }

@@ -11,7 +11,7 @@ import pytest
 from runner.exec.run import run_experiment
 
 PAPER = sorted((Path(__file__).resolve().parents[3] / "configs" / "paper").glob("*.yaml"))
-HEAVY = {"if_sft", "if_adapter", "finetune", "merge_cell", "verify", "eval"}
+HEAVY = {"if_sft", "if_adapter", "finetune", "merge_cell", "verify", "eval", "provenance_pair"}
 
 
 def test_there_is_a_paper_recipe_per_method():
