@@ -83,4 +83,35 @@ def store(tmp_path: Path) -> ResultStore:
         row = {**merge_row("merged", "dare_ties", 0.5, 0.5), "densities": [d, d]}
         write(s, "merge_cell", f"md{i}", [row])
     write(s, "merge_cell", "m9", [merge_row("merged", "slerp", 0.5, 0.0, status="failed")])
+    write_provenance(s)
+    for n, fsr in ((8, 1.0), (32, 0.9), (128, 0.4)):
+        write(s, "sweep_trial", f"k{n}", [{"sweep": "key_capacity", "trial_id": f"k{n}",
+              "status": "TERMINATED", "params": json.dumps({"data.n_fingerprint": n}),
+              "metric": "fsr", "value": fsr,
+              "metrics": json.dumps({"fsr": fsr, "false_trigger": 0.05})}])  # fmt: skip
     return s
+
+
+def pair_row(suspect: str, relation: str, family: str, strength, ics: float, fsr: float) -> dict:
+    return {"owner": "if_sft", "owner_model": "fp", "suspect": suspect, "relation": relation,
+            "family": family, "strength": strength, "status": "ok", "ics": ics, "pcs": ics,
+            "if_fsr": fsr, "if_sampled": 10 * fsr, "false_trigger_rate": 0.1,
+            "datasets": ["fingerprint probes"]}  # fmt: skip
+
+
+def write_provenance(s: ResultStore) -> None:
+    """Pairs (two quantized, two pruned, four pool models) and their detector scores."""
+    from tasks.provenance.config import ScoreConfig
+    from tasks.provenance.score_step import detector_rows
+
+    pairs = [
+        pair_row("int8", "derived", "quantize", 8.0, 99.0, 1.0),
+        pair_row("int4", "derived", "quantize", 4.0, 95.0, 0.5),
+        pair_row("prune 0.1", "derived", "prune", 0.1, 97.0, 1.0),
+        pair_row("prune 0.5", "derived", "prune", 0.5, 40.0, 0.0),
+    ] + [pair_row(f"pool {i}", "independent", "independent", None, i, 0.0) for i in range(4)]
+    for i, p in enumerate(pairs):
+        write(s, "provenance_pair", f"p{i}", [p])
+    cfg = ScoreConfig(bootstrap=20)
+    rows = [r for d in ("if_fsr", "huref_ics") for r in detector_rows(cfg, "if_sft", d, pairs)]
+    write(s, "detector_score", "ds", rows)

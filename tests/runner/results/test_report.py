@@ -25,6 +25,12 @@ def test_report_has_a_section_and_an_image_per_kind(store, tmp_path):
         png = page.parent / name
         assert "/" not in name and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "stand-in for X" in text  # datasets keep their real names in captions
+    assert "Provenance benchmark" in text and "provenance_roc_if_sft.png" in text
+    assert (
+        "provenance_survival_if_sft_quantize.png" in text
+        and "key_capacity_key_capacity.png" in text
+    )
+    assert "n/e (4 indep.)" in text  # TPR@1%FPR: the pool is too small for a number
 
 
 def test_report_of_an_empty_store_is_bad_input(tmp_path):
