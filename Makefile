@@ -40,8 +40,16 @@ demo-full: $(STAMP)
 # Tiers (pytest markers): ray (starts Ray, Ray Train or Tune), integration (the real SmolLM2),
 # cluster (a `ray start` head and `ray job submit`), browser (headless Chromium), gpu (needs CUDA).
 # test-fast has none of them.
+# make test runs TEST_WORKERS pytest processes (pytest-xdist), one test file per process at a
+# time so a module's shared fixture is built once; each takes one BLAS thread, so 2 workers fill
+# 2 cores. Ray start-up, Train worker imports and job polling leave a lone process's cores idle
+# about half the time; two processes overlap them. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+test: export OMP_NUM_THREADS = $(if $(filter 0,$(TEST_WORKERS)),2,1)
 test: $(STAMP)
-	@start=$$(date +%s); $(BIN)/python -m pytest -m "not gpu" --durations=15; rc=$$?; \
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -m "not gpu" -n $(TEST_WORKERS) --dist loadfile --durations=15; \
+	rc=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s in all (exit $$rc)"; exit $$rc
 
 test-fast: $(STAMP)

@@ -4,6 +4,7 @@ step computed once, a rerun that resumes without work, errored trials rerun unde
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,13 +72,18 @@ def test_every_step_is_computed_once_and_a_rerun_resumes_without_work(swept):
     assert len(computed) == 11
 
 
-def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(
-    ray_session, tmp_path
-):
+def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(swept, tmp_path):
     """Tune's own restart_errored re-queues errored trials outside the concurrency limit, so a
-    resume with errored trials starts a fresh Tuner; finished steps come from their DONE files."""
+    resume with errored trials starts a fresh Tuner; finished steps come from their DONE files.
+
+    The good trial (dim 4, max_seq_len 256) is the smoke sweep's dim-4 trial under another grid
+    (the same config, so the same trial ID): its steps are found in a copy of ``swept``'s
+    folders, so neither pass trains it again."""
     from runner.sweep.tuner import run_sweep
 
+    shutil.copytree(swept[0] / "r", tmp_path / "r")
+    shutil.copytree(swept[0] / "a", tmp_path / "a")
+    before = {t: len(_log(tmp_path, t)) for t in swept[1].trial_ids}
     logs: list[str] = []
     kw = {"results": str(tmp_path / "r"), "artifacts": str(tmp_path / "a"), "log": logs.append}
     grid = [
@@ -89,9 +95,9 @@ def test_errored_trials_rerun_under_a_fresh_tuner_and_finished_ones_are_reused(
             run_sweep(SMOKE, grid, **kw)
     assert any("1 errored and 0 unfinished trial(s)" in m for m in logs)
     rows = ResultStore(tmp_path / "r").read("sweep_trial").to_pylist()
-    assert sorted(r["status"] for r in rows) == [ERROR, TERMINATED]
-    (good,) = [r["trial_id"] for r in rows if r["status"] == TERMINATED]
-    events = _log(tmp_path, good)
-    computed = [e for e in events if e["event"] == "step" and e["computed"]]
-    reused = [e for e in events if e["event"] == "step" and not e["computed"]]
-    assert computed and len(reused) == len(computed)  # the second pass computed nothing again
+    mine = [r for r in rows if r["sweep_id"] != swept[1].sweep_id]
+    assert sorted(r["status"] for r in mine) == [ERROR, TERMINATED]
+    (good,) = [r["trial_id"] for r in mine if r["status"] == TERMINATED]
+    assert good in before  # the smoke sweep's own dim-4 trial
+    steps = [e for e in _log(tmp_path, good)[before[good] :] if e["event"] == "step"]
+    assert len(steps) == 12 and not [e for e in steps if e["computed"]]  # 2 passes x 6, reused
