@@ -6,8 +6,7 @@ process the fixture started (``ray stop`` would also kill other users' Ray insta
 machine). ``RAY_AUTH_MODE=disabled`` is set for every ray call: a token left by a local
 ``ray.init`` would otherwise turn auth on and plain ``ray job submit`` would fail.
 
-(Factored out of ``test_job_submit.py``'s fixture, unchanged in behaviour, so several cluster
-tests can share it.)
+Every cluster test uses it (``test_two_nodes.py`` twice: a cluster restart).
 """
 
 from __future__ import annotations
