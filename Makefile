@@ -43,7 +43,7 @@ demo-full: $(STAMP)
 # make test runs TEST_WORKERS pytest processes (pytest-xdist), one test file per process at a
 # time so a module's shared fixture is built once; each takes one BLAS thread, so 2 workers fill
 # 2 cores. Ray start-up, Train worker imports and job polling leave a lone process's cores idle
-# about half the time; two processes overlap them. TEST_WORKERS=0 runs everything in one process.
+# part of the time; two processes overlap them. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: export OMP_NUM_THREADS = $(if $(filter 0,$(TEST_WORKERS)),2,1)
 test: $(STAMP)
