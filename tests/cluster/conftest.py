@@ -12,6 +12,7 @@ Every cluster test uses it (``test_two_nodes.py`` twice: a cluster restart).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,6 +180,19 @@ def wait_for_jobs_api(address: str, env: dict[str, str], proc: subprocess.Popen)
 def upload_excludes() -> list[str]:
     """The working-dir excludes shipped for clusters (the venv, results, git history...)."""
     return yaml.safe_load((ROOT / "clusters" / "runtime_env.yaml").read_text())["excludes"]
+
+
+def submit_job(address: str, env: dict[str, str], entrypoint: list[str], prefix: str) -> str:
+    """``ray job submit --no-wait`` of ``entrypoint`` with this checkout as the working dir (the
+    clusters' upload excludes), as a user submits; returns the job ID."""
+    job_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ray_cli(
+        ["job", "submit", "--address", address, "--submission-id", job_id,
+         "--working-dir", ".", "--runtime-env-json", json.dumps({"excludes": upload_excludes()}),
+         "--no-wait", "--", *entrypoint],
+        env,
+    )  # fmt: skip
+    return job_id
 
 
 def job_status(address: str, job_id: str, env: dict[str, str]) -> str:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from runner.results.store import ResultStore
-from tests.cluster.conftest import job_status, ray_cli, upload_excludes, wait_for_job
+from tests.cluster.conftest import job_status, ray_cli, submit_job, wait_for_job
 
 pytestmark = pytest.mark.cluster
 
@@ -31,33 +30,8 @@ JOB_TIMEOUT_S = 900
 
 
 def submit(address: str, env: dict[str, str], results: Path, artifacts: Path) -> str:
-    job_id = f"fprun-sweep-{uuid.uuid4().hex[:8]}"
-    runtime_env = {"excludes": upload_excludes()}
-    ray_cli(
-        [
-            "job",
-            "submit",
-            "--address",
-            address,
-            "--submission-id",
-            job_id,
-            "--working-dir",
-            ".",
-            "--runtime-env-json",
-            json.dumps(runtime_env),
-            "--no-wait",
-            "--",
-            "fprun",
-            "sweep",
-            SMOKE,
-            "--results",
-            str(results),
-            "--artifacts",
-            str(artifacts),
-        ],
-        env,
-    )
-    return job_id
+    sweep = ["fprun", "sweep", SMOKE, "--results", str(results), "--artifacts", str(artifacts)]
+    return submit_job(address, env, sweep, "fprun-sweep")
 
 
 def trial_logs(artifacts: Path) -> dict[str, list[dict]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -30,7 +29,7 @@ from tests.cluster.conftest import (
     ray_cli,
     start_head,
     start_worker_node,
-    upload_excludes,
+    submit_job,
     wait_for_job,
 )
 
@@ -53,13 +52,7 @@ def nodes_of(address: str, class_name: str) -> set[str]:
 
 def submit(address: str, env: dict[str, str], script: str) -> str:
     """Submit ``script`` as a Ray job and wait for it to succeed; returns its logs."""
-    job_id = f"fprun-test-{uuid.uuid4().hex[:8]}"
-    ray_cli(
-        ["job", "submit", "--address", address, "--submission-id", job_id,
-         "--working-dir", ".", "--runtime-env-json",
-         json.dumps({"excludes": upload_excludes()}), "--no-wait", "--", "bash", "-c", script],
-        env,
-    )  # fmt: skip
+    job_id = submit_job(address, env, ["bash", "-c", script], "fprun-test")
     status = wait_for_job(address, job_id, env, JOB_TIMEOUT_S)
     logs = ray_cli(["job", "logs", job_id, "--address", address], env)
     assert status == "SUCCEEDED", logs[-4000:]
